@@ -1,0 +1,73 @@
+"""Lightning callbacks: the pictures of a run, and its error history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+from panda import visualize
+from panda.data import VAL, FeatureDataModule
+from panda.model import PandA
+
+PARTS_PNG, OVERLAY_PNG, CURVE_PNG = "parts.png", "overlay.png", "error_curve.png"
+
+
+class PandaArtifacts(pl.Callback):
+    """Records the validation error after every validation and, when training ends, writes
+    ``parts.png`` (every part as a mask), ``overlay.png`` (parts over validation samples in
+    distinct colours) and ``error_curve.png`` into ``output_dir``, and logs them to the
+    run's W&B or TensorBoard logger.
+    """
+
+    def __init__(self, output_dir: str, num_images: int = 16) -> None:
+        self.output_dir = Path(output_dir)
+        self.num_images = num_images
+        self.history: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or "val/rel_error" not in trainer.callback_metrics:
+            return
+        entry = (trainer.global_step, float(trainer.callback_metrics["val/rel_error"]))
+        self.history = [h for h in self.history if h[0] != entry[0]] + [entry]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [tuple(h) for h in state_dict["history"]]
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.write(trainer, pl_module, trainer.datamodule)
+
+    def write(self, trainer: pl.Trainer, model: PandA, data: FeatureDataModule) -> list[Path]:
+        _, height, width = model.hparams.feature_shape
+        with torch.inference_mode():
+            images = data.generator(data.latents(VAL, 0, self.num_images).to(data.generator.device))
+        paths = [
+            visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG),
+            visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG),
+        ]
+        if self.history:
+            steps, errors = zip(*self.history, strict=True)
+            paths.append(visualize.error_curve(steps, errors, self.output_dir / CURVE_PNG))
+        log_images(trainer, paths)
+        return paths
+
+
+def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
+    """Send image files to the trainer's W&B and TensorBoard loggers (others ignore them)."""
+    for logger in trainer.loggers:
+        for path in paths:
+            key = f"images/{path.stem}"
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                pixels = np.asarray(Image.open(path).convert("RGB"))
+                logger.experiment.add_image(key, pixels, trainer.global_step, dataformats="HWC")

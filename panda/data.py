@@ -1,0 +1,120 @@
+"""Streamed feature maps of a frozen generator: fresh latents every batch, nothing stored.
+
+Every batch is drawn from its own seeded ``torch.Generator`` (a function of the run seed, the
+stream and the batch index), so a run is reproducible and a resumed run continues the stream
+exactly where the checkpoint left it (the stream restarts at the trainer's global step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from panda.errors import FeatureError
+from panda.generators.base import FeatureGenerator
+
+TRAIN, VAL, INIT = 0, 1, 2
+
+
+def batch_generator(seed: int, stream: int, index: int) -> torch.Generator:
+    """The seeded RNG of batch ``index`` of ``stream`` (train, validation or init)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + stream) * 1_000_000_007 + index)
+
+
+def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor) -> Tensor:
+    """Features ``[B, C, H, W]`` at ``layer`` under inference mode, as a normal (autograd-safe) tensor.
+
+    Raises :class:`FeatureError` if the generator produced NaN or infinite values.
+    """
+    with torch.inference_mode():
+        features = gen.features(latents.to(gen.device), layer)
+        finite = bool(torch.isfinite(features).all())
+    if not finite:
+        raise FeatureError(
+            f"generator '{gen.name}' produced NaN or infinite features at layer '{layer}'; "
+            "check its weights (a damaged checkpoint?) and its input latents"
+        )
+    return features.clone()
+
+
+class _Stream(IterableDataset):
+    """An endless stream of feature batches, starting at batch ``start``."""
+
+    def __init__(self, module: FeatureDataModule, start: int) -> None:
+        self.module, self.start = module, start
+
+    def __iter__(self) -> Iterator[Tensor]:
+        index = self.start
+        while True:
+            yield self.module.batch(TRAIN, index)
+            index += 1
+
+
+class _Fixed(Dataset):
+    """A fixed number of batches of one stream (validation, initialisation)."""
+
+    def __init__(self, module: FeatureDataModule, stream: int, samples: int) -> None:
+        self.module, self.stream = module, stream
+        self.sizes = [min(module.batch_size, samples - i) for i in range(0, samples, module.batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.module.batch(self.stream, index, self.sizes[index])
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """Feature maps of ``generator`` at ``layer``, computed on the trainer's device.
+
+    Args:
+        generator: the frozen generator.
+        layer: module path of the layer to read features at.
+        batch_size: samples per training step.
+        seed: seed of every latent stream.
+        val_samples: size of the fixed validation set.
+        init_samples: samples used for the HOSVD initialisation of the appearances.
+    """
+
+    def __init__(
+        self,
+        generator: FeatureGenerator,
+        layer: str,
+        batch_size: int = 64,
+        seed: int = 0,
+        val_samples: int = 512,
+        init_samples: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.generator, self.layer = generator, layer
+        self.batch_size, self.seed = batch_size, seed
+        self.val_samples, self.init_samples = val_samples, init_samples
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None:
+            self.generator.to(self.trainer.strategy.root_device)
+
+    def latents(self, stream: int, index: int, size: int | None = None) -> Tensor:
+        """Latents of batch ``index`` of ``stream``."""
+        return self.generator.sample_latents(size or self.batch_size, batch_generator(self.seed, stream, index))
+
+    def batch(self, stream: int, index: int, size: int | None = None) -> Tensor:
+        """Features of batch ``index`` of ``stream``."""
+        return layer_features(self.generator, self.layer, self.latents(stream, index, size))
+
+    def train_dataloader(self) -> DataLoader:
+        start = 0
+        if self.trainer is not None:
+            start = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        return DataLoader(_Stream(self, start), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Fixed(self, VAL, self.val_samples), batch_size=None)
+
+    def init_dataloader(self) -> DataLoader:
+        """Batches for the HOSVD initialisation (a stream of their own)."""
+        return DataLoader(_Fixed(self, INIT, self.init_samples), batch_size=None)

@@ -1,0 +1,5 @@
+"""Pretrained generators behind one interface: :class:`FeatureGenerator`."""
+
+from panda.generators.base import FeatureGenerator
+
+__all__ = ["FeatureGenerator"]

@@ -1,0 +1,139 @@
+"""The interface every generator offers: latents, images, features at a layer, and resuming.
+
+A layer is named by its module path in the wrapped ``torch.nn.Module`` (``main.8``,
+``synthesis.b16.conv1``, ``generator.layers.4``). :meth:`FeatureGenerator.features` stops the
+forward pass at that layer (nothing after it runs); :meth:`FeatureGenerator.resume` continues
+synthesis from given, possibly edited, features at that layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from panda.errors import ConfigError
+
+
+class _StopForwardError(Exception):
+    """Raised by a forward hook to end the forward pass at the requested layer."""
+
+    def __init__(self, output: Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+
+class FeatureGenerator(nn.Module):
+    """A frozen, pretrained generator split at named layers.
+
+    Subclasses set :attr:`net` (the real module whose paths name the layers), implement
+    :meth:`sample_latents` and :meth:`forward`, and either keep the generic
+    :meth:`resume` (for layers inside the ``nn.Sequential`` named by :attr:`sequential_root`,
+    whose forward is ``net.<sequential_root>(prepare(latents))``) or override it.
+    """
+
+    name: str = "generator"
+    sequential_root: str | None = None
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self._layer_shapes: dict[str, tuple[int, int, int]] | None = None
+
+    def train(self, mode: bool = True) -> FeatureGenerator:
+        """The generator is frozen: it always stays in eval mode."""
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` latents drawn (on the CPU) from the seeded ``generator``."""
+        raise NotImplementedError
+
+    def prepare(self, latents: Tensor) -> Tensor:
+        """The input of :attr:`sequential_root` for ``latents``."""
+        return latents
+
+    def forward(self, latents: Tensor) -> Tensor:
+        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` for ``latents``."""
+        raise NotImplementedError
+
+    # ----- layers -----------------------------------------------------------------------------
+    def layer_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """Every module path whose output is a feature map, with its ``(C, H, W)``."""
+        if self._layer_shapes is None:
+            shapes: dict[str, tuple[int, int, int]] = {}
+            hooks = []
+            for path, module in self.net.named_modules():
+                if path:
+                    hooks.append(module.register_forward_hook(_shape_recorder(shapes, path)))
+            try:
+                with torch.inference_mode():
+                    self(self.sample_latents(1, torch.Generator().manual_seed(0)).to(self.device))
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            self._layer_shapes = shapes
+        return self._layer_shapes
+
+    def check_layer(self, layer: str) -> tuple[int, int, int]:
+        """The ``(C, H, W)`` of ``layer``; a :class:`ConfigError` listing valid layers otherwise."""
+        shapes = self.layer_shapes()
+        if layer not in shapes:
+            valid = ", ".join(shapes)
+            raise ConfigError(f"unknown layer '{layer}' for generator '{self.name}'. Valid layers: {valid}")
+        return shapes[layer]
+
+    # ----- split forward ----------------------------------------------------------------------
+    def features(self, latents: Tensor, layer: str) -> Tensor:
+        """Feature maps ``[B, C, H, W]`` at ``layer``; the forward pass stops there."""
+        module = self.net.get_submodule(layer)
+
+        def stop(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+            raise _StopForwardError(output)
+
+        hook = module.register_forward_hook(stop)
+        try:
+            self(latents)
+        except _StopForwardError as stopped:
+            return stopped.output
+        finally:
+            hook.remove()
+        raise RuntimeError(f"layer '{layer}' was never reached in the forward pass of '{self.name}'")
+
+    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
+        """Images from ``features`` at ``layer`` (``latents`` are for generators that need them)."""
+        if self.sequential_root is None:
+            raise NotImplementedError(f"'{self.name}' does not implement resume()")
+        root = self.sequential_root
+        if layer != root and not layer.startswith(root + "."):
+            raise ConfigError(f"layer '{layer}' is outside '{root}'; cannot resume '{self.name}' from it")
+        parts = layer[len(root) :].lstrip(".").split(".") if layer != root else []
+        return _run_rest(self.net.get_submodule(root), parts, features)
+
+
+def _shape_recorder(shapes: dict[str, tuple[int, int, int]], path: str):
+    def record(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, Tensor) and output.dim() == 4 and path not in shapes:
+            shapes[path] = tuple(output.shape[1:])
+
+    return record
+
+
+def _run_rest(container: nn.Module, path: Sequence[str], x: Tensor) -> Tensor:
+    """Given the output ``x`` of ``container.<path>``, finish ``container``'s forward.
+
+    Every module on ``path`` above the layer must be an ``nn.Sequential``.
+    """
+    if not path:
+        return x
+    if not isinstance(container, nn.Sequential):
+        raise ConfigError(f"cannot resume inside non-sequential module {type(container).__name__}")
+    index = int(path[0])
+    x = _run_rest(container[index], path[1:], x)
+    for module in list(container)[index + 1 :]:
+        x = module(x)
+    return x

@@ -1,0 +1,17 @@
+"""Learn PandA parts and appearances: ``python train.py [gen=...] [rank.parts=...] [-m ...]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from panda.cli import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from panda.training import train
+
+    return run(lambda: train(cfg)["val_rel_error"])
+
+
+if __name__ == "__main__":
+    main()
