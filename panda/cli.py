@@ -14,10 +14,18 @@ log = logging.getLogger("panda")
 
 
 def run(task: Callable[[], T]) -> T:
-    """Run ``task``; a :class:`PandaError` (bad input) is reported as one line and exit code 2."""
+    """Run ``task``; a :class:`PandaError` (bad input) is logged as one line and exits with code 2.
+
+    The error is also found behind the wrappers Hydra puts around exceptions raised while
+    instantiating a config (``InstantiationException``).
+    """
     try:
         return task()
-    except PandaError as error:
-        log.error("%s", error)
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, PandaError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        log.error("error: %s", cause)
         sys.exit(2)

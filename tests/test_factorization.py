@@ -1,0 +1,87 @@
+"""The math of panda/factorization.py against definitions, autograd and decompositions."""
+
+import pytest
+import torch
+
+from panda import factorization as fz
+
+
+@pytest.fixture
+def problem() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    Z = torch.randn(3, 6, 10, generator=g, dtype=torch.float64)
+    A = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    P = torch.rand(10, 3, generator=g, dtype=torch.float64)
+    return Z, A, P
+
+
+def test_coefficients_and_reconstruction_match_the_definitions(problem):
+    Z, A, P = problem
+    Lam = fz.coefficients(Z, A, P)
+    assert Lam.shape == (3, 4, 3)
+    for i in range(3):
+        torch.testing.assert_close(Lam[i], A.T @ Z[i] @ P)
+        torch.testing.assert_close(fz.reconstruct(Lam, A, P)[i], A @ Lam[i] @ P.T)
+    expected = sum(torch.linalg.matrix_norm(Z[i] - A @ A.T @ Z[i] @ P @ P.T) ** 2 for i in range(3))
+    torch.testing.assert_close(fz.squared_error(Z, A, P), expected)
+
+
+def test_loss_gradients_match_finite_differences(problem):
+    Z, A, P = problem
+    assert torch.autograd.gradcheck(lambda a, p: fz.squared_error(Z, a, p), (A.requires_grad_(), P.requires_grad_()))
+
+
+def test_closed_form_coefficients_are_optimal_for_orthonormal_factors(problem):
+    Z, A, P = problem
+    A, P = fz.orthonormalize(A), fz.orthonormalize(P)
+    Lam = fz.coefficients(Z, A, P).requires_grad_()
+    (Z - fz.reconstruct(Lam, A, P)).square().sum().backward()
+    assert Lam.grad.abs().max() < 1e-10
+
+
+def test_projection_clamps_negatives_in_place_only():
+    P = torch.tensor([[-1.0, 0.5], [0.0, -0.2]])
+    out = fz.project_parts(P)
+    assert out is P
+    assert torch.equal(P, torch.tensor([[0.0, 0.5], [0.0, 0.0]]))
+
+
+def test_hosvd_init_spans_the_leading_left_singular_subspace(problem):
+    Z, _, _ = problem
+    A = fz.leading_eigenvectors(fz.channel_scatter(Z), 2)
+    U = torch.linalg.svd(Z.permute(1, 0, 2).reshape(6, -1), full_matrices=False).U[:, :2]
+    torch.testing.assert_close(A @ A.T, U @ U.T)
+    torch.testing.assert_close(A.T @ A, torch.eye(2, dtype=A.dtype))
+
+
+def test_sufficient_statistics_give_the_objective_when_appearances_are_complete(problem):
+    Z, _, P = problem
+    identity = torch.eye(6, dtype=Z.dtype)
+    torch.testing.assert_close(fz.parts_only_error(fz.spatial_scatter(Z), P), fz.squared_error(Z, identity, P))
+
+
+def test_normalized_parts_are_maps_in_unit_range(problem):
+    _, _, P = problem
+    maps = fz.normalized_parts(P, 2, 5)
+    assert maps.shape == (3, 2, 5)
+    assert torch.allclose(maps.amin(dim=(1, 2)), torch.zeros(3, dtype=P.dtype))
+    assert torch.allclose(maps.amax(dim=(1, 2)), torch.ones(3, dtype=P.dtype))
+
+
+def test_projected_gradient_recovers_planted_parts():
+    g = torch.Generator().manual_seed(1)
+    true_parts = torch.zeros(12, 3)
+    true_parts[0:4, 0], true_parts[4:8, 1], true_parts[8:12, 2] = 0.5, 0.5, 0.5
+    Z = torch.randn(64, 5, 3, generator=g) @ true_parts.T  # [B, C, S], spatially supported on the parts
+    A = torch.eye(5)
+    P = fz.random_parts(12, 3, g).requires_grad_()
+    optimiser = torch.optim.Adam([P], lr=0.01)
+    before = fz.squared_error(Z, A, P).item()
+    for _ in range(1500):
+        optimiser.zero_grad()
+        fz.squared_error(Z, A, P).backward()
+        optimiser.step()
+        with torch.no_grad():
+            fz.project_parts(P)
+    assert fz.squared_error(Z, A, P).item() < 1e-3 * before
+    assert (P >= 0).all()

@@ -1,0 +1,113 @@
+"""The PandA LightningModule and the streaming DataModule, trained in-process on the real DCGAN."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from panda import factorization as fz
+from panda.data import FeatureDataModule
+from panda.errors import ConfigError
+from panda.model import PandA, check_ranks
+
+LAYER = "main.5"  # 256 x 8 x 8: quick
+
+
+def fit(dcgan, steps: int, tmp_path: Path, ckpt_path: str | None = None, callbacks=(), **model_kwargs) -> PandA:
+    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32)
+    model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=model_kwargs.pop("appearances", 8), **model_kwargs)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True), *callbacks],
+    )
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    return model
+
+
+class AfterEveryStep(pl.Callback):
+    def __init__(self) -> None:
+        self.minima: list[float] = []
+        self.zeros: list[int] = []
+        self.gram_errors: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.minima.append(pl_module.P.min().item())
+        self.zeros.append(int((pl_module.P == 0).sum()))
+        A = pl_module.A.detach()
+        self.gram_errors.append((A.T @ A - torch.eye(A.shape[1])).abs().max().item())
+
+
+def test_parts_are_non_negative_after_every_step(dcgan, tmp_path):
+    probe = AfterEveryStep()
+    fit(dcgan, 6, tmp_path, callbacks=[probe], lr=0.05)
+    assert len(probe.minima) == 6
+    assert min(probe.minima) >= 0
+    assert max(probe.zeros) > 0  # the projection was active: some entries were clamped
+
+
+def test_orthonormal_option_keeps_appearances_orthonormal(dcgan, tmp_path):
+    probe = AfterEveryStep()
+    fit(dcgan, 4, tmp_path, callbacks=[probe], orthonormal=True)
+    assert max(probe.gram_errors) < 1e-5
+    unconstrained = AfterEveryStep()
+    fit(dcgan, 4, tmp_path / "free", callbacks=[unconstrained], lr=0.05)
+    assert max(unconstrained.gram_errors) > 1e-3
+
+
+def test_hosvd_initialisation_uses_the_init_stream(dcgan, tmp_path):
+    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, init_samples=24)
+    model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=5)
+    model.initialize(data.init_dataloader())
+    Z = torch.cat([fz.flatten_features(b) for b in data.init_dataloader()])
+    assert Z.shape[0] == 24
+    torch.testing.assert_close(model.A.data, fz.leading_eigenvectors(fz.channel_scatter(Z), 5))
+    assert bool(model.initialized)
+
+
+def test_training_lowers_the_validation_error(dcgan, tmp_path):
+    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32)
+    untrained = PandA(dcgan.check_layer(LAYER), parts=4, appearances=8)
+    untrained.initialize(data.init_dataloader())  # where fit() starts from
+    trained = fit(dcgan, 60, tmp_path, lr=0.01)
+    start, end = (sum(m.errors(b)[0].item() for b in data.val_dataloader()) for m in (untrained, trained))
+    assert end < 0.85 * start
+
+
+def test_resumed_run_equals_an_uninterrupted_one(dcgan, tmp_path):
+    straight = fit(dcgan, 6, tmp_path / "straight")
+    fit(dcgan, 3, tmp_path / "first")
+    resumed = fit(dcgan, 6, tmp_path / "second", ckpt_path=str(tmp_path / "first" / "ckpt" / "last.ckpt"))
+    torch.testing.assert_close(resumed.P.data, straight.P.data)
+    torch.testing.assert_close(resumed.A.data, straight.A.data)
+
+
+def test_same_seed_same_factors(dcgan, tmp_path):
+    first, second = fit(dcgan, 3, tmp_path / "a"), fit(dcgan, 3, tmp_path / "b")
+    assert torch.equal(first.P.data, second.P.data)
+
+
+@pytest.mark.parametrize(
+    ("parts", "appearances", "message"),
+    [
+        (0, None, r"rank.parts=0 is out of range: it must be an integer in \[1, 64\]"),
+        (65, None, r"rank.parts=65 .*\[1, 64\] \(S = H\*W = 8\*8"),
+        (4, 257, r"rank.appearances=257 .*\[1, 256\] \(C = 256"),
+        (4, -1, r"rank.appearances=-1"),
+        (2.5, None, r"rank.parts=2.5"),
+    ],
+)
+def test_ranks_out_of_range_are_rejected(parts, appearances, message):
+    with pytest.raises(ConfigError, match=message):
+        check_ranks((256, 8, 8), parts, appearances)
+
+
+def test_default_appearance_rank_is_all_channels():
+    assert check_ranks((256, 8, 8), 4, None) == (4, 256)
