@@ -58,10 +58,10 @@ def edited_images(run: Run, features: Tensor, offset: Tensor, scales: Sequence[f
     """Images ``[len(scales), B, 3, H, W]`` resumed from ``features + t * offset`` for each ``t`` in ``scales``.
 
     ``features`` ``[B, C, H, W]`` are computed once by the caller; only the generator after the
-    layer runs here (once, on the stacked batch).
+    layer runs here, once per strength on the whole batch (so ``t = 0`` gives the original images
+    bit for bit, as the batch is the same as the unedited forward pass's).
     """
-    images = run.images(torch.cat([features + t * offset.to(features) for t in scales]))
-    return images.reshape(len(scales), features.shape[0], *images.shape[1:])
+    return torch.stack([run.images(features + t * offset.to(features)) for t in scales])
 
 
 def load_zoo(generator: str, zoo_dir: str | Path | None = None) -> dict[str, Any]:
