@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from panda.errors import FeatureError
 from panda.generators.base import FeatureGenerator
 
-TRAIN, VAL, INIT = 0, 1, 2
+TRAIN, VAL, INIT, SAMPLES, STATS = 0, 1, 2, 3, 4  # STATS: dataset statistics of evaluation
 
 
 def batch_generator(seed: int, stream: int, index: int) -> torch.Generator:

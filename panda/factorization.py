@@ -96,3 +96,18 @@ def normalized_parts(P: Tensor, height: int, width: int) -> Tensor:
     lo = maps.amin(dim=(1, 2), keepdim=True)
     hi = maps.amax(dim=(1, 2), keepdim=True)
     return (maps - lo) / (hi - lo).clamp_min(torch.finfo(maps.dtype).tiny)
+
+
+def edit_delta(A: Tensor, maps: Tensor, parts: Tensor, appearances: Tensor, alphas: Tensor) -> Tensor:
+    """The local edit ``sum_t alpha_t a_{j_t} p_{k_t}^T`` as a feature-map offset ``[C, H, W]``.
+
+    ``A`` is ``[C, R_C]``; ``maps`` are the parts as ``[R_S, H, W]`` maps (min-max rescaled to
+    ``[0, 1]``, see :func:`normalized_parts`); ``parts`` (``k_t``), ``appearances`` (``j_t``)
+    and ``alphas`` are ``[T]``, one entry per (part, appearance, strength) triple.
+    """
+    return torch.einsum("t,ct,thw->chw", alphas.to(A.dtype), A[:, appearances], maps[parts].to(A.dtype))
+
+
+def localization_maps(Z: Tensor, A: Tensor) -> Tensor:
+    """``A^T Z_i``: how much each appearance is present at each position, ``[B, C, S] -> [B, R_C, S]``."""
+    return A.T @ Z

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor
 
 from panda.factorization import normalized_parts
@@ -91,6 +92,24 @@ def overlay_figure(images: Tensor, P: Tensor, feature_hw: tuple[int, int], path:
     count = images.shape[0]
     both = np.concatenate([to_uint8(images), overlay(images, P, feature_hw)])
     return image_grid(both, path, columns=min(count, 8))
+
+
+def mask_overlay(
+    images: Tensor, masks: Tensor, colour: Sequence[float] = (1.0, 0.1, 0.1), strength: float = 0.55
+) -> np.ndarray:
+    """Images ``[B, 3, H, W]`` with the pixels of boolean ``masks`` ``[B, H, W]`` tinted: ``[B, H, W, 3]`` uint8."""
+    pixels = to_uint8(images).astype(np.float64) / 255
+    alpha = strength * masks.cpu().numpy()[..., None]
+    blended = (1 - alpha) * pixels + alpha * np.asarray(colour)
+    return (blended.clip(0, 1) * 255).round().astype(np.uint8)
+
+
+def save_gif(frames: Sequence[np.ndarray], path: str | Path, scale: int = 2, duration_ms: int = 250) -> Path:
+    """An endlessly looping GIF of ``[H, W, 3]`` uint8 frames, each enlarged ``scale`` times (nearest)."""
+    pictures = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0)
+    return atomic_write(path, buffer.getvalue())
 
 
 def error_curve(steps: Sequence[int], errors: Sequence[float], path: str | Path) -> Path:

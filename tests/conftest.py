@@ -1,4 +1,4 @@
-"""Shared fixtures: the real DCGAN face generator and a runner for the command-line scripts."""
+"""Shared fixtures: the real DCGAN face generator, a run with made-up factors, a script runner."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from panda.factorization import orthonormalize
 from panda.generators.dcgan import DCGANFaces
+from panda.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
+LAYER, SHAPE = "main.8", (128, 16, 16)
 
 # A training budget small enough for tests: a few steps on a handful of samples.
 TINY = [
@@ -25,9 +29,24 @@ TINY = [
 ]
 
 
+def made_up_factors(parts: int = 8, appearances: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthonormal ``A`` ``[128, R_C]`` and ``P >= 0`` ``[256, R_S]``; part 0 is zero on the top half."""
+    generator = torch.Generator().manual_seed(seed)
+    A = orthonormalize(torch.randn(SHAPE[0], appearances, generator=generator))
+    P = torch.rand(SHAPE[1] * SHAPE[2], parts, generator=generator) * 0.1
+    P.view(16, 16, parts)[:8, :, 0] = 0
+    return A, P
+
+
 @pytest.fixture(scope="session")
 def dcgan() -> DCGANFaces:
     return DCGANFaces()
+
+
+@pytest.fixture
+def run(dcgan: DCGANFaces) -> Run:
+    A, P = made_up_factors()
+    return Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
 
 
 def run_script(

@@ -1,0 +1,17 @@
+"""Use learnt factors: ``python evaluate.py task=edit|remove|localize|refine run=RUN_DIR [...]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from panda.cli import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from panda.evaluation import evaluate
+
+    run(lambda: evaluate(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The tasks behind ``evaluate.py``: each takes the composed config, the loaded run and an output directory.
+
+Add a task by writing ``task(cfg, run, out) -> dict`` here, registering it in :data:`TASKS`, and
+adding ``conf/task/<name>.yaml`` (selects it) and ``conf/eval/<name>.yaml`` (its settings).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from panda import editing, localization
+from panda.errors import ConfigError
+from panda.factorization import flatten_features
+from panda.io import save_json
+from panda.refinement import refine_parts
+from panda.runs import Run, load_run
+from panda.visualize import image_grid, mask_overlay, overlay, parts_figure, save_gif, to_uint8
+
+log = logging.getLogger(__name__)
+Task = Callable[[DictConfig, Run, Path], dict[str, Any]]
+
+
+def _sample_features(cfg: DictConfig, run: Run) -> tuple[list[int], torch.Tensor]:
+    samples = [int(i) for i in cfg.samples]
+    if not samples or min(samples) < 0:
+        raise ConfigError(f"samples={samples} must be a non-empty list of sample indices >= 0")
+    return samples, run.features(run.latents(cfg.seed, samples))
+
+
+def _before_after(run: Run, features: torch.Tensor, edits: list[editing.Edit], samples: list[int], path: Path) -> Path:
+    before, after = editing.edited_images(run, features, editing.edit_offset(run, edits), scales=(0.0, 1.0))
+    titles = [f"sample {i}" for i in samples] + ["edited"] * len(samples)
+    return image_grid(np.concatenate([to_uint8(before), to_uint8(after)]), path, columns=len(samples), titles=titles)
+
+
+def edit(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+    """Before/after grid, a strip and a GIF over strengths; optionally an atlas of every (part, appearance)."""
+    settings = cfg.eval
+    if settings.name:
+        edits = editing.named_edit(run, settings.name, settings.zoo_dir)
+    else:
+        edits = editing.parse_edits(OmegaConf.to_container(settings.edits))
+    samples, features = _sample_features(cfg, run)
+    offset = editing.edit_offset(run, edits)
+    scales = [float(t) for t in settings.scales]
+    frames = editing.edited_images(run, features, offset, scales)  # [T, B, 3, H, W]
+    files = {"before_after": _before_after(run, features, edits, samples, out / "edit_before_after.png")}
+    strip = np.concatenate([to_uint8(frames[:, b]) for b in range(len(samples))])
+    titles = [f"x{t:g}" for t in scales] * len(samples)
+    files["strip"] = image_grid(strip, out / "edit_strip.png", columns=len(scales), titles=titles)
+    files["gif"] = save_gif([np.concatenate(list(to_uint8(f)), axis=1) for f in frames], out / "edit.gif")
+    if settings.atlas:
+        files.update(_atlas(run, features, settings.atlas_alpha, out))
+    return {"edits": [vars(e) for e in edits], "samples": samples, "scales": scales, "files": files}
+
+
+def _atlas(run: Run, features: torch.Tensor, alpha: float, out: Path) -> dict[str, Path]:
+    """For each part: rows = appearances, columns = samples, each edited with ``alpha``."""
+    files = {}
+    for k in range(run.parts):
+        offsets = [editing.edit_offset(run, [editing.Edit(k, j, alpha)]) for j in range(run.appearances)]
+        images = torch.cat([editing.edited_images(run, features, o)[0] for o in offsets])
+        titles = [f"p{k} a{j}" for j in range(run.appearances) for _ in range(features.shape[0])]
+        files[f"atlas_part{k}"] = image_grid(to_uint8(images), out / f"atlas_part{k}.png", features.shape[0], titles)
+    return files
+
+
+def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+    """Paint the background appearance over a part; the background is detected unless given."""
+    settings = cfg.eval
+    part = run.check_index(settings.part, "part")
+    coverage = None
+    if settings.background is None:
+        maps = localization.dataset_maps(run, cfg.seed, settings.statistics, settings.batch_size)
+        coverage = localization.border_coverage(localization.binarize(maps, localization.thresholds(maps)))
+        background = int(coverage.argmax())
+        log.info("background appearance %d (border coverage %.3f)", background, float(coverage[background]))
+    else:
+        background = run.check_index(settings.background, "appearance")
+    samples, features = _sample_features(cfg, run)
+    edits = editing.removal(part, background, float(settings.alpha))
+    path = _before_after(run, features, edits, samples, out / "remove_before_after.png")
+    return {
+        "part": part,
+        "background": background,
+        "alpha": float(settings.alpha),
+        "border_coverage": None if coverage is None else [round(float(c), 4) for c in coverage],
+        "samples": samples,
+        "files": {"before_after": path},
+    }
+
+
+def localize(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+    """Masks of every appearance over the samples, thresholded at the dataset mean of its map."""
+    settings = cfg.eval
+    maps = localization.dataset_maps(run, cfg.seed, settings.statistics, settings.batch_size)
+    threshold = localization.thresholds(maps)
+    samples, features = _sample_features(cfg, run)
+    images = run.images(features)
+    masks = localization.concept_masks(localization.appearance_maps(run, features), threshold, images.shape[-1])
+    files = {}
+    for j in range(run.appearances):
+        tinted = mask_overlay(images, masks[:, j])
+        both = np.concatenate([to_uint8(images), tinted])
+        files[f"appearance{j}"] = image_grid(both, out / f"localize_appearance{j}.png", columns=len(samples))
+    summary = np.concatenate([mask_overlay(images, masks[:, j]) for j in range(run.appearances)])
+    titles = [f"a{j}" for j in range(run.appearances) for _ in samples]
+    files["all"] = image_grid(summary, out / "localize_all.png", columns=len(samples), titles=titles)
+    return {
+        "statistics": settings.statistics,
+        "thresholds": [round(float(t), 5) for t in threshold],
+        "samples": samples,
+        "files": files,
+    }
+
+
+def refine(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+    """Sample-specific parts ``P_i`` from the global ``P``: errors before/after, global vs refined parts."""
+    settings = cfg.eval
+    samples, features = _sample_features(cfg, run)
+    refined, errors = refine_parts(flatten_features(features), run.A, run.P, settings.steps, settings.lr)
+    images = run.images(features)
+    rows = [overlay(images, run.P, run.hw)]
+    rows += [overlay(images[b : b + 1], refined[b], run.hw) for b in range(len(samples))]
+    titles = [f"global P, {i}" for i in samples] + [f"refined P_{i}" for i in samples]
+    files = {"overlays": image_grid(np.concatenate(rows), out / "refine_overlays.png", len(samples), titles)}
+    files["global_parts"] = parts_figure(run.P, run.hw, out / "refine_parts_global.png")
+    for b, i in enumerate(samples):
+        files[f"parts_{i}"] = parts_figure(refined[b], run.hw, out / f"refine_parts_sample{i}.png")
+    return {
+        "samples": samples,
+        "error_before": [float(e) for e in errors[0]],
+        "error_after": [float(e) for e in errors[-1]],
+        "files": files,
+    }
+
+
+TASKS: dict[str, Task] = {"edit": edit, "remove": remove, "localize": localize, "refine": refine}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg.task`` on the factors of ``cfg.run``; writes ``evaluate.json`` and the task's images."""
+    if cfg.task not in TASKS:
+        raise ConfigError(f"unknown task '{cfg.task}'; known tasks: {', '.join(TASKS)}")
+    if cfg.run is None:
+        raise ConfigError("no run given: pass run=<a training run directory holding factors.pt>")
+    run = load_run(cfg.run, cfg.generator, cfg.layer)
+    out = Path(cfg.output_dir)
+    result = TASKS[cfg.task](cfg, run, out)
+    result = {"task": cfg.task, "run": str(cfg.run), "generator": run.name, "layer": run.layer, **result}
+    result["files"] = {key: str(path) for key, path in result["files"].items()}
+    save_json(result, out / "evaluate.json")
+    log.info("%s: results in %s", cfg.task, out)
+    return result

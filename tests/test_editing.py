@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from panda import editing
+from panda.editing import Edit
+from panda.errors import ConfigError
+from panda.runs import Run
+
+
+def test_alpha_zero_reproduces_the_original_images_exactly(run: Run) -> None:
+    latents = run.latents(0, [0, 1, 2])
+    with torch.inference_mode():
+        original = run.generator(latents)
+    features = run.features(latents)
+    offset = editing.edit_offset(run, [Edit(part=1, appearance=3, alpha=0.0), Edit(part=2, appearance=0, alpha=0.0)])
+    same, edited = editing.edited_images(run, features, editing.edit_offset(run, [Edit(1, 3, 25.0)]), (0.0, 1.0))
+    assert torch.equal(editing.edited_images(run, features, offset)[0], original)
+    assert torch.equal(same, original)
+    assert (edited - original).abs().max() > 0.05
+
+
+def test_edit_is_alpha_a_j_p_k_and_zero_where_the_part_is_zero(run: Run) -> None:
+    offset = editing.edit_offset(run, [Edit(part=0, appearance=5, alpha=3.0)])
+    p0 = run.P[:, 0].reshape(16, 16)
+    expected = 3.0 * run.A[:, 5, None, None] * (p0 / p0.max())[None]  # min of part 0 is 0
+    torch.testing.assert_close(offset, expected)
+    assert torch.all(offset[:, :8] == 0)  # part 0 is zero on the top half
+    assert torch.all(offset[:, 8:].abs().sum(0) > 0)
+
+
+def test_several_triples_are_summed(run: Run) -> None:
+    a, b = Edit(0, 1, 2.0), Edit(3, 4, -5.0)
+    both = editing.edit_offset(run, [a, b])
+    torch.testing.assert_close(both, editing.edit_offset(run, [a]) + editing.edit_offset(run, [b]))
+
+
+def test_edits_of_a_batch_match_edits_of_single_samples(run: Run) -> None:
+    features = run.features(run.latents(0, [4, 5]))
+    offset = editing.edit_offset(run, [Edit(2, 2, 15.0)])
+    batch = editing.edited_images(run, features, offset, (0.5, 1.0))
+    single = editing.edited_images(run, features[1:], offset, (0.5, 1.0))
+    assert batch.shape == (2, 2, 3, 64, 64)
+    torch.testing.assert_close(batch[:, 1:], single, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("edit", "message"), [(Edit(8, 0, 1.0), "R_S=8"), (Edit(0, 16, 1.0), "R_C=16")])
+def test_out_of_range_indices_name_the_valid_range(run: Run, edit: Edit, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        editing.edit_offset(run, [edit])
+
+
+def test_parse_edits_rejects_malformed_triples() -> None:
+    assert editing.parse_edits([{"part": 1, "appearance": 2, "alpha": 3}]) == [Edit(1, 2, 3.0)]
+    with pytest.raises(ConfigError, match="part, appearance, alpha"):
+        editing.parse_edits([{"part": 1, "alpha": 3}])
+    with pytest.raises(ConfigError, match="no edit"):
+        editing.parse_edits([])
+
+
+def test_named_edits_of_the_shipped_zoo_fit_default_factors(run: Run) -> None:
+    zoo = editing.load_zoo("dcgan_faces")
+    assert {"hair_colour", "dark_hair", "smooth_face"} <= set(zoo["edits"])
+    for name in zoo["edits"]:
+        edits = editing.named_edit(run, name)
+        assert edits and torch.isfinite(editing.edit_offset(run, edits)).all()
+
+
+def test_named_edit_refuses_factors_of_another_layer_or_rank(run: Run, tmp_path: Path) -> None:
+    zoo = {
+        "layer": "main.5",
+        "ranks": {"parts": 8, "appearances": 16},
+        "edits": {"x": [{"part": 0, "appearance": 0, "alpha": 1}]},
+    }
+    (tmp_path / "dcgan_faces.yaml").write_text(yaml.safe_dump(zoo))
+    with pytest.raises(ConfigError, match=r"layer main.5 \(run has main.8\)"):
+        editing.named_edit(run, "x", tmp_path)
+    with pytest.raises(ConfigError, match="known edits: x"):
+        editing.named_edit(run, "smile", tmp_path)
