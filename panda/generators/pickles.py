@@ -37,9 +37,10 @@ class PersistentRecord:
 
 @dataclass
 class OfficialNetwork:
-    """One network of an official pickle: class name, constructor kwargs, flat state dict."""
+    """One network of an official pickle: class name, constructor arguments, flat state dict."""
 
     class_name: str
+    init_args: tuple
     init_kwargs: dict[str, Any]
     state_dict: dict[str, Tensor]
 
@@ -137,4 +138,6 @@ def load_network(file: str | Path | BinaryIO, key: str = "G_ema") -> OfficialNet
         raise WeightsError(f"{file} holds no network '{key}'; it is not an official StyleGAN2-ADA/StyleGAN3 pickle")
     state_dict: dict[str, Tensor] = {}
     _flatten(record, "", state_dict)
-    return OfficialNetwork(record.class_name, _plain(record.state.get("_init_kwargs") or {}), state_dict)
+    state = record.state
+    args = tuple(_plain(a) for a in state.get("_init_args") or ())
+    return OfficialNetwork(record.class_name, args, _plain(state.get("_init_kwargs") or {}), state_dict)

@@ -322,7 +322,7 @@ def build_or_load(
     path = resolve_weights(weights)
     official = load_network(path)
     try:
-        net = net_class(**official.init_kwargs)
+        net = net_class(*official.init_args, **official.init_kwargs)
         net.load_state_dict(official.state_dict, strict=True)
     except (RuntimeError, TypeError) as error:
         raise WeightsError(f"{path} does not hold a {name} generator: {error}") from None
