@@ -32,8 +32,8 @@ for res, cbase, cmax, clamp, c_dim, psi, cutoff in CASES:
     path = os.path.join(tempfile.mkdtemp(), "g.pkl")
     with open(path, "wb") as handle:
         pickle.dump({"G": G, "G_ema": G}, handle)
-    ours = [m for m in sys.modules if m.split(".")[0] in ("training", "torch_utils", "dnnlib")]
-    nvidia = {m: sys.modules.pop(m) for m in ours}
+    names = [m for m in sys.modules if m.split(".")[0] in ("training", "torch_utils", "dnnlib")]
+    nvidia = {m: sys.modules.pop(m) for m in names}
     gen = StyleGAN2(weights=path, truncation_psi=psi, truncation_cutoff=cutoff, class_index=3 if c_dim else None)
     sys.modules.update(nvidia)
     z = torch.randn(4, 32)
