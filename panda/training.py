@@ -9,10 +9,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from panda.errors import ConfigError
+from panda.errors import ConfigError, PandaError
 from panda.generators.base import FeatureGenerator
 from panda.io import FACTORS_FILE, METRICS_FILE, save_json, save_torch
 
@@ -32,6 +33,16 @@ def factors_record(model: pl.LightningModule, generator: str, layer: str, cfg: D
     }
 
 
+def instantiate_generator(net_cfg: DictConfig) -> FeatureGenerator:
+    """The configured generator; a :class:`PandaError` raised while building it surfaces unwrapped."""
+    try:
+        return instantiate(net_cfg)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, PandaError):
+            raise error.__cause__ from None
+        raise
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``)."""
     output_dir = Path(cfg.paths.output_dir)
@@ -42,7 +53,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     pl.seed_everything(cfg.seed, workers=True)
 
-    generator: FeatureGenerator = instantiate(cfg.gen.net)
+    generator = instantiate_generator(cfg.gen.net)
     layer = cfg.gen.layer
     feature_shape = generator.check_layer(layer)
     model = instantiate(cfg.model, feature_shape=feature_shape, parts=cfg.rank.parts, appearances=cfg.rank.appearances)

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +92,28 @@ def test_restricted_unpickler_rejects_malicious(tmp_path):
     path.write_bytes(b"not a pickle")
     with pytest.raises(WeightsError, match="not a readable"):
         load_network(path)
+
+
+def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from panda.training import train
+
+    overrides = [
+        "gen=stylegan2_ffhq",
+        f"gen.weights={tiny_pickle[0]}",
+        "rank.appearances=4",
+        "trainer=cpu",
+        "trainer.max_steps=2",
+        "data.batch_size=4",
+        "data.val_samples=8",
+        "data.init_samples=8",
+        "logger=none",
+        "callbacks={}",
+        f"paths.output_dir={tmp_path}",
+    ]
+    with initialize_config_dir(str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert cfg.rank.parts == 8  # the paper's R_S from gen.ranks
+    metrics = train(cfg)
+    assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"
