@@ -9,12 +9,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from panda.errors import ConfigError, PandaError
-from panda.generators.base import FeatureGenerator
+from panda.errors import ConfigError
+from panda.generators.api import instantiate_generator
 from panda.io import FACTORS_FILE, METRICS_FILE, save_json, save_torch
 
 log = logging.getLogger(__name__)
@@ -31,16 +30,6 @@ def factors_record(model: pl.LightningModule, generator: str, layer: str, cfg: D
         "ranks": {"parts": model.hparams.parts, "appearances": model.hparams.appearances},
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
-
-
-def instantiate_generator(net_cfg: DictConfig) -> FeatureGenerator:
-    """The configured generator; a :class:`PandaError` raised while building it surfaces unwrapped."""
-    try:
-        return instantiate(net_cfg)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, PandaError):
-            raise error.__cause__ from None
-        raise
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

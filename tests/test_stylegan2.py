@@ -117,3 +117,16 @@ def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
     assert cfg.rank.parts == 8  # the paper's R_S from gen.ranks
     metrics = train(cfg)
     assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"
+
+
+def test_python_api(tiny_pickle):
+    from panda.generators import load_generator
+
+    gen = load_generator("stylegan2_ffhq", weights=str(tiny_pickle[0]), truncation_psi=0.7)
+    z = gen.sample_latents(2, torch.Generator().manual_seed(0))
+    features = gen.features(z, "synthesis.b16.conv1")
+    assert torch.equal(gen.resume(features, "synthesis.b16.conv1", z), gen(z))
+    with pytest.raises(ConfigError, match="configured generators"):
+        load_generator("nope")
+    with pytest.raises(ConfigError, match="no option"):
+        load_generator("stylegan2_ffhq", weights=str(tiny_pickle[0]), psi=0.7)
