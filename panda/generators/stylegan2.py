@@ -2,8 +2,8 @@
 
 Module and parameter names follow the official state dict, so layers are paths such as
 ``synthesis.b16.conv0``, ``synthesis.b16.conv1`` or ``synthesis.b16.torgb``. Stored weights are
-scaled at run time (equalised learning rate), every layer runs in float32 (as the official code
-does off CUDA), and noise is the stored constant noise (``noise_mode='const'``) or none, so a
+scaled at run time (equalised learning rate), every layer runs in float32 (the official
+``force_fp32=True`` path), and noise is the stored constant noise (``noise_mode='const'``) or none, so a
 latent always gives the same image.
 """
 
