@@ -1,5 +1,6 @@
-"""Pretrained generators behind one interface: :class:`FeatureGenerator`."""
+"""Pretrained generators behind one interface: :class:`FeatureGenerator`, loaded by :func:`load_generator`."""
 
+from panda.generators.api import load_generator
 from panda.generators.base import FeatureGenerator
 
-__all__ = ["FeatureGenerator"]
+__all__ = ["FeatureGenerator", "load_generator"]

@@ -104,6 +104,27 @@ class FeatureGenerator(nn.Module):
             hook.remove()
         raise RuntimeError(f"layer '{layer}' was never reached in the forward pass of '{self.name}'")
 
+    def resume_by_replacing(self, features: Tensor, layer: str, latents: Tensor) -> Tensor:
+        """Images from ``latents`` with the output of ``layer`` replaced by ``features``.
+
+        For generators whose later layers also need the latents (StyleGAN's w, BigGAN's class
+        embedding): the layers before ``layer`` run again, so their side outputs (StyleGAN's skip
+        images) stay those of ``latents``; with unedited features this is the full forward.
+        """
+        self.check_layer(layer)
+        module = self.net.get_submodule(layer)
+
+        def replace(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
+            if features.shape != output.shape:
+                raise ConfigError(f"features {tuple(features.shape)} do not fit layer '{layer}' {tuple(output.shape)}")
+            return features.to(output.dtype)
+
+        hook = module.register_forward_hook(replace)
+        try:
+            return self(latents)
+        finally:
+            hook.remove()
+
     def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
         """Images from ``features`` at ``layer`` (``latents`` are for generators that need them)."""
         if self.sequential_root is None:

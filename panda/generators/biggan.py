@@ -1,0 +1,150 @@
+"""BigGAN-deep through ``pytorch-pretrained-biggan``: one ImageNet class, truncated latents.
+
+Weights are a directory holding ``config.json`` + ``pytorch_model.bin``, or one of the names
+``biggan-deep-128/256/512``, whose two files download once into the panda cache (see
+:mod:`panda.generators.weights`). Layers are module paths such as ``generator.layers.4``
+(``generator.layers.8`` is the self-attention block).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pytorch_pretrained_biggan import BigGAN as BigGANNet
+from pytorch_pretrained_biggan import BigGANConfig
+from torch import Tensor
+
+from panda.errors import ConfigError, WeightsError
+from panda.generators.base import FeatureGenerator
+from panda.generators.weights import resolve_weights
+
+BASE_URL = "https://s3.amazonaws.com/models.huggingface.co/biggan"
+MODELS = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "pytorch_model.bin"
+
+
+@cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, in index order."""
+    return tuple((Path(__file__).with_name("imagenet_classes.txt")).read_text().splitlines())
+
+
+def class_index(name_or_index: str | int, num_classes: int = 1000) -> int:
+    """The ImageNet index of a class given by index or by name (case-insensitive, e.g. 'golden retriever')."""
+    if isinstance(name_or_index, int) or str(name_or_index).isdigit():
+        index = int(name_or_index)
+        if not 0 <= index < num_classes:
+            raise ConfigError(f"class index {index} is outside 0..{num_classes - 1}")
+        return index
+    names = [n.lower() for n in imagenet_classes()]
+    key = str(name_or_index).strip().lower().replace("_", " ")
+    if key in names:
+        return names.index(key)
+    close = difflib.get_close_matches(key, names, n=5)
+    raise ConfigError(f"unknown ImageNet class '{name_or_index}'; close names: {close or 'none'} (or give an index)")
+
+
+def truncated_normal(n: int, dim: int, generator: torch.Generator, bound: float = 2.0) -> Tensor:
+    """``[n, dim]`` standard normal samples redrawn until all lie in ``[-bound, bound]``."""
+    z = torch.randn(n, dim, generator=generator)
+    outside = z.abs() > bound
+    while outside.any():
+        z[outside] = torch.randn(int(outside.sum()), generator=generator)
+        outside = z.abs() > bound
+    return z
+
+
+def model_files(weights: str) -> tuple[Path, Path]:
+    """``(config.json, pytorch_model.bin)`` for a directory or a model name (downloaded once)."""
+    if weights in MODELS:
+        return (
+            resolve_weights(f"{BASE_URL}/{weights}-{CONFIG_FILE}"),
+            resolve_weights(f"{BASE_URL}/{weights}-{WEIGHTS_FILE}"),
+        )
+    directory = Path(weights).expanduser()
+    config, state = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    if not (config.is_file() and state.is_file()):
+        raise WeightsError(
+            f"BigGAN weights '{weights}' must be one of {MODELS} or a directory holding {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}; {config if not config.is_file() else state} is missing"
+        )
+    return config, state
+
+
+def load_biggan(weights: str) -> BigGANNet:
+    config_path, state_path = model_files(weights)
+    try:
+        config = BigGANConfig.from_dict(json.loads(config_path.read_text()))
+        net = BigGANNet(config)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        missing = net.load_state_dict(state, strict=False).missing_keys
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"BigGAN weights in {state_path} do not load: {error.__class__.__name__}: {error}") from None
+    if missing:
+        raise WeightsError(f"BigGAN weights in {state_path} lack {len(missing)} tensors, e.g. {missing[:3]}")
+    return net
+
+
+def random_biggan(arch: dict[str, Any] | None) -> BigGANNet:
+    """A BigGAN with random weights (``arch``: BigGANConfig fields; default the 128 px model)."""
+    net = BigGANNet(BigGANConfig.from_dict(dict(arch)) if arch else BigGANConfig())
+    config = net.config
+    with torch.no_grad():  # the package leaves the final batch norm's affine uninitialised
+        net.generator.bn.weight.fill_(1.0)
+        net.generator.bn.bias.zero_()
+        net.train()  # power iterations settle the spectral norms' random singular vectors
+        for _ in range(10):
+            net(torch.zeros(1, config.z_dim), torch.zeros(1, config.num_classes), 1.0)
+    return net.eval()
+
+
+class BigGAN(FeatureGenerator):
+    """BigGAN-deep for one ImageNet class (``gen=biggan``).
+
+    Args:
+        weights: ``biggan-deep-128/256/512`` (downloaded once) or a directory with config.json + pytorch_model.bin.
+        random_init: random weights for the architecture ``arch`` (BigGANConfig fields; default: the 128 px model).
+        class_name: ImageNet class name (e.g. ``golden retriever``) or index.
+        truncation: in ``(0, 1]``; latents are truncated normals in ``[-2, 2]`` scaled by it.
+    """
+
+    name = "biggan"
+
+    def __init__(
+        self,
+        weights: str | None = "biggan-deep-256",
+        random_init: bool = False,
+        arch: dict[str, Any] | None = None,
+        class_name: str | int = "golden retriever",
+        truncation: float = 0.4,
+    ) -> None:
+        if not 0 < truncation <= 1:
+            raise ConfigError(f"BigGAN truncation must be in (0, 1], got {truncation}")
+        if random_init:
+            net = random_biggan(arch)
+        elif not weights:
+            raise WeightsError(f"BigGAN needs gen.weights: one of {MODELS} or a directory (or gen.random_init=true)")
+        else:
+            net = load_biggan(weights)
+        super().__init__(net)
+        self.truncation = truncation
+        self.class_id = class_index(class_name, net.config.num_classes)
+
+    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
+        return truncated_normal(n, self.net.config.z_dim, generator) * self.truncation
+
+    def forward(self, latents: Tensor) -> Tensor:
+        labels = torch.full((len(latents),), self.class_id, device=latents.device)
+        one_hot = F.one_hot(labels, self.net.config.num_classes).to(latents.dtype)
+        return self.net(latents, one_hot, self.truncation)
+
+    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
+        if latents is None:
+            raise ConfigError("biggan.resume needs the latents (later blocks are conditioned on them)")
+        return self.resume_by_replacing(features, layer, latents)

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+
+from panda.errors import ConfigError, WeightsError
+from panda.generators.biggan import BigGAN, class_index, random_biggan
+
+TINY = {
+    "output_dim": 32,
+    "z_dim": 8,
+    "class_embed_dim": 8,
+    "channel_width": 4,
+    "num_classes": 1000,
+    "layers": [[False, 16, 16], [True, 16, 8], [False, 8, 8], [True, 8, 4], [True, 4, 2], [False, 2, 1]],
+    "attention_layer_position": 3,
+    "eps": 1e-4,
+    "n_stats": 51,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("biggan")
+    torch.manual_seed(0)
+    net = random_biggan(TINY)
+    with torch.no_grad():
+        for name, buffer in net.named_buffers():
+            if "running_vars" in name:
+                buffer.uniform_(0.5, 2.0)
+            elif "running_means" in name:
+                buffer.normal_(0, 0.1)
+    net.eval()
+    (directory / "config.json").write_text(json.dumps(TINY))
+    torch.save(net.state_dict(), directory / "pytorch_model.bin")
+    return directory, net
+
+
+def test_load_and_forward_match_package(tiny_dir):
+    directory, net = tiny_dir
+    gen = BigGAN(weights=str(directory), class_name="golden retriever", truncation=0.5)
+    z = gen.sample_latents(2, torch.Generator().manual_seed(0))
+    assert z.abs().max() <= 1.0
+    one_hot = torch.zeros(2, 1000)
+    one_hot[:, 207] = 1
+    with torch.no_grad():
+        assert torch.equal(gen(z), net(z, one_hot, 0.5))
+    assert gen(z).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("layer", ["generator.layers.0", "generator.layers.3", "generator.layers.5"])
+def test_split_reproduces_forward(tiny_dir, layer):
+    gen = BigGAN(weights=str(tiny_dir[0]), class_name=1, truncation=0.7)
+    z = gen.sample_latents(2, torch.Generator().manual_seed(3))
+    features = gen.features(z, layer)
+    assert torch.equal(gen.resume(features, layer, z), gen(z))
+    assert not torch.allclose(gen.resume(features * 2, layer, z), gen(z))
+
+
+def test_classes_and_errors(tmp_path):
+    assert class_index("Golden Retriever") == 207 and class_index("207") == 207 and class_index(3) == 3
+    with pytest.raises(ConfigError, match="close names"):
+        class_index("golden retreiver")
+    with pytest.raises(ConfigError):
+        class_index(1000)
+    with pytest.raises(WeightsError, match=r"config\.json"):
+        BigGAN(weights=str(tmp_path))
+    gen = BigGAN(random_init=True, arch=TINY, class_name="tench")
+    assert gen.check_layer("generator.layers.3") == (32, 8, 8)
+
+
+def test_named_model_offline_names_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("PANDA_CACHE", str(tmp_path))
+    monkeypatch.setattr("panda.generators.biggan.BASE_URL", "http://127.0.0.1:9/biggan")
+    with pytest.raises(WeightsError) as error:
+        BigGAN(weights="biggan-deep-256")
+    message = str(error.value)
+    assert "http://127.0.0.1:9/biggan/biggan-deep-256-config.json" in message
+    assert str(tmp_path / "biggan-deep-256-config.json") in message

@@ -1,0 +1,132 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from panda.errors import ConfigError, WeightsError
+from panda.generators.pickles import load_network
+from panda.generators.stylegan2 import StyleGAN2, StyleGAN2Net
+from tests.official_format import write_stylegan_pickle
+
+TINY = {
+    "z_dim": 16,
+    "c_dim": 0,
+    "w_dim": 16,
+    "img_resolution": 32,
+    "img_channels": 3,
+    "mapping_kwargs": {"num_layers": 2},
+    "synthesis_kwargs": {"channel_base": 128, "channel_max": 16, "num_fp16_res": 0, "conv_clamp": 256},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_pickle(tmp_path_factory):
+    torch.manual_seed(0)
+    net = StyleGAN2Net(**TINY)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.endswith(("bias", "noise_strength")):
+                param.normal_(0, 0.1)
+        net.mapping.w_avg.normal_()
+    return write_stylegan_pickle(tmp_path_factory.mktemp("sg2") / "tiny.pkl", net, TINY), net
+
+
+def test_pickle_round_trip(tiny_pickle):
+    path, net = tiny_pickle
+    official = load_network(path)
+    assert official.class_name == "StyleGAN2Net"
+    assert official.init_kwargs["mapping_kwargs"] == {"num_layers": 2}
+    assert official.state_dict.keys() == net.state_dict().keys()
+    assert "synthesis.b16.conv1.affine.weight" in official.state_dict
+    gen = StyleGAN2(weights=str(path), truncation_psi=0.7, truncation_cutoff=4)
+    z = gen.sample_latents(2, torch.Generator().manual_seed(1))
+    expected = net(z, None, 0.7, 4)
+    assert torch.equal(gen(z), expected)
+    assert gen(z).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "layer", ["synthesis.b4.conv1", "synthesis.b8.conv0", "synthesis.b16.conv1", "synthesis.b32.torgb"]
+)
+def test_split_reproduces_forward(tiny_pickle, layer):
+    gen = StyleGAN2(weights=str(tiny_pickle[0]), truncation_psi=0.5)
+    z = gen.sample_latents(3, torch.Generator().manual_seed(2))
+    features = gen.features(z, layer)
+    assert features.shape[0] == 3 and features.dim() == 4
+    assert torch.equal(gen.resume(features, layer, z), gen(z))
+    edited = gen.resume(features + 1.0, layer, z)
+    assert not torch.allclose(edited, gen(z))
+
+
+def test_layers_and_errors(tiny_pickle):
+    gen = StyleGAN2(weights=str(tiny_pickle[0]))
+    assert gen.check_layer("synthesis.b16.conv1") == (8, 16, 16)
+    with pytest.raises(ConfigError, match=r"synthesis\.b8\.conv0"):
+        gen.check_layer("synthesis.b99")
+    with pytest.raises(ConfigError):
+        gen.resume(torch.zeros(1, 8, 15, 15), "synthesis.b16.conv1", gen.sample_latents(1, torch.Generator()))
+
+
+def test_random_init_and_missing_weights(tmp_path):
+    gen = StyleGAN2(random_init=True, arch=TINY)
+    assert gen(gen.sample_latents(1, torch.Generator())).shape == (1, 3, 32, 32)
+    with pytest.raises(WeightsError, match="not found"):
+        StyleGAN2(weights=str(tmp_path / "missing.pkl"))
+    with pytest.raises(WeightsError, match=r"gen\.weights"):
+        StyleGAN2()
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo pwned",)
+
+
+def test_restricted_unpickler_rejects_malicious(tmp_path):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _Exploit()}))
+    with pytest.raises(WeightsError, match="not allowed"):
+        load_network(path)
+    path.write_bytes(b"not a pickle")
+    with pytest.raises(WeightsError, match="not a readable"):
+        load_network(path)
+
+
+def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from panda.training import train
+
+    overrides = [
+        "gen=stylegan2_ffhq",
+        f"gen.weights={tiny_pickle[0]}",
+        "rank.appearances=4",
+        "trainer=cpu",
+        "trainer.max_steps=2",
+        "data.batch_size=4",
+        "data.val_samples=8",
+        "data.init_samples=8",
+        "logger=none",
+        "callbacks={}",
+        f"paths.output_dir={tmp_path}",
+    ]
+    with initialize_config_dir(str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert cfg.rank.parts == 8  # the paper's R_S from gen.ranks
+    metrics = train(cfg)
+    assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"
+
+
+def test_python_api(tiny_pickle):
+    from panda.generators import load_generator
+
+    gen = load_generator("stylegan2_ffhq", weights=str(tiny_pickle[0]), truncation_psi=0.7)
+    z = gen.sample_latents(2, torch.Generator().manual_seed(0))
+    features = gen.features(z, "synthesis.b16.conv1")
+    assert torch.equal(gen.resume(features, "synthesis.b16.conv1", z), gen(z))
+    with pytest.raises(ConfigError, match="configured generators"):
+        load_generator("nope")
+    with pytest.raises(ConfigError, match="no option"):
+        load_generator("stylegan2_ffhq", weights=str(tiny_pickle[0]), psi=0.7)
