@@ -54,14 +54,16 @@ def edit_offset(run: Run, edits: Sequence[Edit]) -> Tensor:
     return edit_delta(run.A, run.part_maps(), parts, appearances, alphas)
 
 
-def edited_images(run: Run, features: Tensor, offset: Tensor, scales: Sequence[float] = (1.0,)) -> Tensor:
+def edited_images(
+    run: Run, features: Tensor, latents: Tensor, offset: Tensor, scales: Sequence[float] = (1.0,)
+) -> Tensor:
     """Images ``[len(scales), B, 3, H, W]`` resumed from ``features + t * offset`` for each ``t`` in ``scales``.
 
-    ``features`` ``[B, C, H, W]`` are computed once by the caller; only the generator after the
+    ``features`` ``[B, C, H, W]`` (of ``latents``) are computed once by the caller; only the generator after the
     layer runs here, once per strength on the whole batch (so ``t = 0`` gives the original images
     bit for bit, as the batch is the same as the unedited forward pass's).
     """
-    return torch.stack([run.images(features + t * offset.to(features)) for t in scales])
+    return torch.stack([run.images(features + t * offset.to(features), latents) for t in scales])
 
 
 def load_zoo(generator: str, zoo_dir: str | Path | None = None) -> dict[str, Any]:

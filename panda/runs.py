@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor
 
 from panda.data import SAMPLES, batch_generator, layer_features
 from panda.errors import ConfigError
 from panda.factorization import normalized_parts
+from panda.generators.api import instantiate_generator
 from panda.generators.base import FeatureGenerator
 from panda.io import load_factors
 
@@ -58,10 +58,14 @@ class Run:
         """Feature maps ``[B, C, H, W]`` of ``latents`` at the run's layer."""
         return layer_features(self.generator, self.layer, latents)
 
-    def images(self, features: Tensor) -> Tensor:
-        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` from (possibly edited) features at the run's layer."""
+    def images(self, features: Tensor, latents: Tensor) -> Tensor:
+        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` from (possibly edited) features at the run's layer.
+
+        ``latents`` are those the features came from: style-based generators need them after the layer.
+        """
+        device = self.generator.device
         with torch.inference_mode():
-            return self.generator.resume(features.to(self.generator.device), self.layer).cpu()
+            return self.generator.resume(features.to(device), self.layer, latents.to(device)).cpu()
 
     def check_index(self, value: int, kind: str) -> int:
         """``value`` as a valid part (``kind='part'``) or appearance index; a :class:`ConfigError` otherwise."""
@@ -92,7 +96,7 @@ def load_run(path: str | Path, generator: str | None = None, layer: str | None =
     gen_cfg = OmegaConf.create(factors["config"]).get("gen")
     if gen_cfg is None or "net" not in gen_cfg:
         raise ConfigError(f"the training config stored in {path} has no gen.net node to rebuild the generator from")
-    net: FeatureGenerator = instantiate(gen_cfg.net)
+    net = instantiate_generator(gen_cfg.net)
     shape = net.check_layer(factors["layer"])
     if list(shape) != list(factors["feature_shape"]):
         raise ConfigError(

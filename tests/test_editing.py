@@ -16,8 +16,10 @@ def test_alpha_zero_reproduces_the_original_images_exactly(run: Run) -> None:
         original = run.generator(latents)
     features = run.features(latents)
     offset = editing.edit_offset(run, [Edit(part=1, appearance=3, alpha=0.0), Edit(part=2, appearance=0, alpha=0.0)])
-    same, edited = editing.edited_images(run, features, editing.edit_offset(run, [Edit(1, 3, 25.0)]), (0.0, 1.0))
-    assert torch.equal(editing.edited_images(run, features, offset)[0], original)
+    same, edited = editing.edited_images(
+        run, features, latents, editing.edit_offset(run, [Edit(1, 3, 25.0)]), (0.0, 1.0)
+    )
+    assert torch.equal(editing.edited_images(run, features, latents, offset)[0], original)
     assert torch.equal(same, original)
     assert (edited - original).abs().max() > 0.05
 
@@ -38,10 +40,11 @@ def test_several_triples_are_summed(run: Run) -> None:
 
 
 def test_edits_of_a_batch_match_edits_of_single_samples(run: Run) -> None:
-    features = run.features(run.latents(0, [4, 5]))
+    latents = run.latents(0, [4, 5])
+    features = run.features(latents)
     offset = editing.edit_offset(run, [Edit(2, 2, 15.0)])
-    batch = editing.edited_images(run, features, offset, (0.5, 1.0))
-    single = editing.edited_images(run, features[1:], offset, (0.5, 1.0))
+    batch = editing.edited_images(run, features, latents, offset, (0.5, 1.0))
+    single = editing.edited_images(run, features[1:], latents[1:], offset, (0.5, 1.0))
     assert batch.shape == (2, 2, 3, 64, 64)
     torch.testing.assert_close(batch[:, 1:], single, atol=1e-5, rtol=0)
 

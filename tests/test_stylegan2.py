@@ -118,6 +118,17 @@ def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
     metrics = train(cfg)
     assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"
 
+    # the run's factors edit StyleGAN2 images: resuming needs the same latents (w) after the layer
+    from panda.editing import Edit, edit_offset, edited_images
+    from panda.runs import load_run
+
+    run = load_run(tmp_path)
+    latents = run.latents(0, [0, 1])
+    same, edited = edited_images(run, run.features(latents), latents, edit_offset(run, [Edit(0, 0, 50.0)]), (0.0, 1.0))
+    with torch.inference_mode():
+        assert torch.equal(same, run.generator(latents))
+    assert (edited - same).abs().max() > 1e-3
+
 
 def test_python_api(tiny_pickle):
     from panda.generators import load_generator
