@@ -32,7 +32,7 @@ def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor) -> Tensor
     """
     with torch.inference_mode():
         features = gen.features(latents.to(gen.device), layer)
-        finite = bool(torch.isfinite(features).all())
+        finite = bool(torch.isfinite(features.sum()))  # a NaN or inf anywhere makes the sum non-finite
     if not finite:
         raise FeatureError(
             f"generator '{gen.name}' produced NaN or infinite features at layer '{layer}'; "

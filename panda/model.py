@@ -10,6 +10,9 @@ from torch import Tensor, nn
 
 from panda import factorization as fz
 from panda.errors import ConfigError
+from panda.solvers import StatisticsSolver
+
+SOLVERS = ("pgd", "stats")
 
 
 def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: int | None) -> tuple[int, int]:
@@ -31,20 +34,24 @@ def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: in
 class PandA(pl.LightningModule):
     """Learns ``A`` ``[C, R_C]`` and ``P`` ``[S, R_S] >= 0`` from streamed feature maps.
 
-    Training minimises ``sum_i ||Z_i - A A^T Z_i P P^T||^2`` (averaged over the batch) with
-    Adam, projecting ``P`` onto ``P >= 0`` after every optimiser step; with ``orthonormal=True``
-    ``A`` is also retracted onto orthonormal columns. ``A`` starts at the HOSVD initialisation
-    (leading eigenvectors of the channel scatter over the data module's init samples), ``P`` at
-    ``Uniform(0, init_scale)``.
+    Training minimises ``sum_i ||Z_i - A A^T Z_i P P^T||^2`` subject to ``P >= 0`` with one of
+    two solvers. ``solver="pgd"``: Adam on the batch-mean error, projecting ``P`` onto ``P >= 0``
+    after every optimiser step (with ``orthonormal=True`` ``A`` is also retracted onto orthonormal
+    columns). ``solver="stats"``: :class:`~panda.solvers.StatisticsSolver`, exact alternating
+    updates from statistics streamed over ``pass_steps`` batches (``A`` stays orthonormal).
+    ``A`` starts at the HOSVD initialisation (leading eigenvectors of the channel scatter over the
+    data module's init samples), ``P`` at ``Uniform(0, init_scale)``.
 
     Args:
         feature_shape: ``(C, H, W)`` of the layer's feature maps.
         parts: ``R_S``.
         appearances: ``R_C`` (``None``: ``C``).
         lr: Adam learning rate.
-        orthonormal: keep ``A``'s columns orthonormal.
+        orthonormal: keep ``A``'s columns orthonormal (``pgd``; ``stats`` always does).
         init_scale: upper bound of the uniform initialisation of ``P``.
         seed: seed of ``P``'s initialisation.
+        solver: ``pgd`` or ``stats``.
+        pass_steps: batches per pass of the ``stats`` solver.
     """
 
     def __init__(
@@ -56,8 +63,14 @@ class PandA(pl.LightningModule):
         orthonormal: bool = False,
         init_scale: float = 0.01,
         seed: int = 0,
+        solver: str = "pgd",
+        pass_steps: int = 16,
     ) -> None:
         super().__init__()
+        if solver not in SOLVERS:
+            raise ConfigError(f"model.solver={solver!r} is unknown; solvers: {', '.join(SOLVERS)}")
+        if pass_steps < 1:
+            raise ConfigError(f"model.pass_steps={pass_steps} must be >= 1")
         feature_shape = tuple(int(d) for d in feature_shape)
         parts, appearances = check_ranks(feature_shape, parts, appearances)
         self.save_hyperparameters(
@@ -69,6 +82,8 @@ class PandA(pl.LightningModule):
                 "orthonormal": orthonormal,
                 "init_scale": init_scale,
                 "seed": seed,
+                "solver": solver,
+                "pass_steps": pass_steps,
             }
         )
         channels, height, width = feature_shape
@@ -76,6 +91,7 @@ class PandA(pl.LightningModule):
         self.A = nn.Parameter(torch.linalg.qr(torch.randn(channels, appearances, generator=generator))[0])
         self.P = nn.Parameter(fz.random_parts(height * width, parts, generator, init_scale))
         self.register_buffer("initialized", torch.tensor(False))
+        self.automatic_optimization = solver == "pgd"
 
     # ----- the objective -------------------------------------------------------------------------
     def errors(self, features: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,7 +99,13 @@ class PandA(pl.LightningModule):
         Z = fz.flatten_features(features)
         return fz.squared_error(Z, self.A, self.P), Z.square().sum()
 
-    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
+        if not self.automatic_optimization:
+            solver = self.optimizers()
+            error, norm = solver.optimizer.accumulate(fz.flatten_features(batch))
+            solver.step()
+            self.log("train/rel_error", error / norm, prog_bar=True)
+            return None
         error, norm = self.errors(batch)
         self.log("train/rel_error", error.detach() / norm, prog_bar=True)
         return error / batch.shape[0]
@@ -100,6 +122,8 @@ class PandA(pl.LightningModule):
 
     # ----- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.hparams.solver == "stats":
+            return StatisticsSolver(self.A, self.P, pass_steps=self.hparams.pass_steps)
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
+from panda.data import FeatureDataModule
 from panda.factorization import orthonormalize
 from panda.generators.dcgan import DCGANFaces
+from panda.model import PandA
 from panda.runs import Run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +65,28 @@ def run_script(
         cwd=cwd,
         timeout=600,
     )
+
+
+def fit_in_process(
+    data: FeatureDataModule,
+    model: PandA,
+    steps: int,
+    tmp_path: Path,
+    val_every: int = 2,
+    ckpt_path: str | None = None,
+    callbacks: tuple[pl.Callback, ...] = (),
+) -> pl.Trainer:
+    """Train ``model`` on ``data`` for ``steps`` steps on the CPU, checkpointing into ``tmp_path/ckpt``."""
+    trainer = pl.Trainer(
+        max_steps=steps,
+        val_check_interval=val_every,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True), *callbacks],
+    )
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    return trainer

@@ -54,12 +54,6 @@ def test_hosvd_init_spans_the_leading_left_singular_subspace(problem):
     torch.testing.assert_close(A.T @ A, torch.eye(2, dtype=A.dtype))
 
 
-def test_sufficient_statistics_give_the_objective_when_appearances_are_complete(problem):
-    Z, _, P = problem
-    identity = torch.eye(6, dtype=Z.dtype)
-    torch.testing.assert_close(fz.parts_only_error(fz.spatial_scatter(Z), P), fz.squared_error(Z, identity, P))
-
-
 def test_normalized_parts_are_maps_in_unit_range(problem):
     _, _, P = problem
     maps = fz.normalized_parts(P, 2, 5)
@@ -85,3 +79,52 @@ def test_projected_gradient_recovers_planted_parts():
             fz.project_parts(P)
     assert fz.squared_error(Z, A, P).item() < 1e-3 * before
     assert (P >= 0).all()
+
+
+def test_closed_form_gradients_match_autograd(problem):
+    Z, A, P = problem
+    A, P = A.clone().requires_grad_(), P.clone().requires_grad_()
+    fz.squared_error(Z, A, P).backward()
+    dA, dP = fz.gradients(Z, A.detach(), P.detach())
+    torch.testing.assert_close(dA, A.grad)
+    torch.testing.assert_close(dP, P.grad)
+
+
+def test_statistics_give_the_objective(problem):
+    Z, A, P = problem  # A is not orthonormal
+    norm, error = Z.square().sum(), fz.squared_error(Z, A, P)
+    torch.testing.assert_close(norm + fz.parts_objective(*fz.parts_statistics(Z, A), P), error)
+    K, L = fz.appearance_statistics(Z, P)
+    torch.testing.assert_close(norm + fz.appearance_objective(A, K, L), error)
+    Q, M = A @ A.T, P @ P.T
+    torch.testing.assert_close(K, sum(Z[i] @ M @ Z[i].T for i in range(3)))
+    torch.testing.assert_close(L, sum(Z[i] @ M @ M @ Z[i].T for i in range(3)))
+    G1, G2 = fz.parts_statistics(Z, A)
+    torch.testing.assert_close(G1, sum(Z[i].T @ Q @ Z[i] for i in range(3)))
+    torch.testing.assert_close(G2, sum(Z[i].T @ Q @ Q @ Z[i] for i in range(3)))
+
+
+def test_solve_parts_keeps_parts_non_negative_and_lowers_the_objective(problem):
+    Z, A, P = problem
+    G1, G2 = fz.parts_statistics(Z, A)
+    solved = fz.solve_parts(G1, G2, P)
+    assert (solved >= 0).all()
+    before, after = fz.parts_objective(G1, G2, P), fz.parts_objective(G1, G2, solved)
+    assert after < before - 0.1 * before.abs()
+    # a stationary point of the projected problem: one more solve changes (almost) nothing
+    again = fz.solve_parts(G1, G2, solved, max_iter=50)
+    assert fz.parts_objective(G1, G2, again) > after - 1e-6 * torch.trace(G1)
+
+
+def test_solve_appearances_beats_gradient_descent_from_the_same_start(problem):
+    Z, A, P = problem
+    K, L = fz.appearance_statistics(Z, P)
+    solved = fz.solve_appearances(K, L, A)
+    assert fz.appearance_objective(solved, K, L) <= fz.appearance_objective(A, K, L)
+    descended = A.clone().requires_grad_()
+    optimiser = torch.optim.Adam([descended], lr=0.01)
+    for _ in range(3000):
+        optimiser.zero_grad()
+        fz.appearance_objective(descended, K, L).backward()
+        optimiser.step()
+    assert fz.appearance_objective(solved, K, L) <= fz.appearance_objective(descended.detach(), K, L) + 1e-6 * K.trace()

@@ -10,6 +10,7 @@ from panda import factorization as fz
 from panda.data import FeatureDataModule
 from panda.errors import ConfigError
 from panda.model import PandA, check_ranks
+from tests.conftest import fit_in_process
 
 LAYER = "main.5"  # 256 x 8 x 8: quick
 
@@ -17,18 +18,7 @@ LAYER = "main.5"  # 256 x 8 x 8: quick
 def fit(dcgan, steps: int, tmp_path: Path, ckpt_path: str | None = None, callbacks=(), **model_kwargs) -> PandA:
     data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32)
     model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=model_kwargs.pop("appearances", 8), **model_kwargs)
-    trainer = pl.Trainer(
-        max_steps=steps,
-        val_check_interval=2,
-        check_val_every_n_epoch=None,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        accelerator="cpu",
-        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True), *callbacks],
-    )
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    fit_in_process(data, model, steps, tmp_path, ckpt_path=ckpt_path, callbacks=tuple(callbacks))
     return model
 
 

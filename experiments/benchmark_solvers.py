@@ -1,0 +1,282 @@
+"""Issue 6 benchmark: panda's training against the authors' reference algorithm, same objective.
+
+One process, one generator (DCGAN faces), one layer (``main.8``), ranks R_S = 8 and R_C = C = 128,
+one held-out set of 1,024 samples. Recorded: relative reconstruction error on the held-out set
+(``sum_i ||Z_i - A A^T Z_i P P^T||^2 / sum_i ||Z_i||^2``) against wall time; evaluation time is
+excluded from every clock. The reference (NOTES.md): HOSVD init of A on 1,000 samples,
+P ~ U(0, 0.01), 10,000 steps of batch 1, each a plain gradient step on P then a clamp at 0, then a
+plain gradient step on A; its learning rate is the best of a grid, each grid point run for the
+full 10,000 steps. Panda: the ``stats`` solver and the default ``pgd`` solver (Adam + projection),
+both through the Lightning module and the streaming data module exactly as ``train.py`` runs them.
+
+Also measured: samples/s of training against the bare truncated forward at the same batch size,
+and the peak memory of ``train.py`` runs with 10x more samples.
+
+    python experiments/benchmark_solvers.py            # writes experiments/results/solvers_cpu.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from panda import factorization as fz  # noqa: E402
+from panda.data import INIT, TRAIN, VAL, FeatureDataModule, batch_generator, layer_features  # noqa: E402
+from panda.generators.dcgan import DCGANFaces  # noqa: E402
+from panda.io import atomic_write  # noqa: E402
+from panda.model import PandA  # noqa: E402
+
+LAYER, PARTS, SEED = "main.8", 8, 0
+TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
+
+
+class HeldOut:
+    """Relative error of factors on a fixed held-out feature set (evaluation is not timed)."""
+
+    def __init__(self, gen: DCGANFaces, samples: int) -> None:
+        self.batches = [
+            fz.flatten_features(layer_features(gen, LAYER, gen.sample_latents(128, batch_generator(SEED + 99, VAL, i))))
+            for i in range(samples // 128)
+        ]
+        self.norm = sum(Z.square().sum().item() for Z in self.batches)
+
+    @torch.no_grad()
+    def __call__(self, A: torch.Tensor, P: torch.Tensor) -> float:
+        return sum(fz.squared_error(Z, A, P).item() for Z in self.batches) / self.norm
+
+
+class Clock:
+    """Wall time with pauses (for evaluation)."""
+
+    def __init__(self) -> None:
+        self.start, self.paused = time.perf_counter(), 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def record(self, curve: list[tuple[float, float]], error: float, began: float) -> None:
+        curve.append((self.now(), error))
+        self.paused += time.perf_counter() - began
+
+
+def reference(gen: DCGANFaces, held_out: HeldOut, lr: float, steps: int, every: int) -> list[tuple[float, float]]:
+    """The authors' algorithm; returns (seconds, held-out error) points."""
+    channels, height, width = gen.check_layer(LAYER)
+    clock, curve = Clock(), []
+    scatter = 0
+    for i in range(8):  # 1,024 samples for the HOSVD init
+        latents = gen.sample_latents(128, batch_generator(SEED, INIT, i))
+        scatter = scatter + fz.channel_scatter(fz.flatten_features(layer_features(gen, LAYER, latents)))
+    A = fz.leading_eigenvectors(scatter, channels)
+    P = fz.random_parts(height * width, PARTS, torch.Generator().manual_seed(SEED))
+    rng = batch_generator(SEED, TRAIN, 0)
+    for step in range(1, steps + 1):
+        Z = fz.flatten_features(layer_features(gen, LAYER, gen.sample_latents(1, rng)))
+        P = fz.project_parts(P - lr * fz.gradients(Z, A, P)[1])
+        A = A - lr * fz.gradients(Z, A, P)[0]
+        if step % every == 0:
+            began = time.perf_counter()
+            clock.record(curve, held_out(A, P), began)
+    return curve
+
+
+def bare_trainer(steps: int, callback: pl.Callback) -> pl.Trainer:
+    """A CPU trainer without validation, logging, checkpoints or progress bar: only the timed work."""
+    return pl.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[callback],
+    )
+
+
+class Probe(pl.Callback):
+    """Held-out error after every ``every`` training steps, on a clock started with ``fit``."""
+
+    def __init__(self, held_out: HeldOut, every: int) -> None:
+        self.held_out, self.every, self.curve = held_out, every, []
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: PandA) -> None:
+        self.clock = Clock()  # before the HOSVD initialisation, which counts
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: PandA, *args: object) -> None:
+        if trainer.global_step % self.every == 0:
+            began = time.perf_counter()
+            self.clock.record(self.curve, self.held_out(pl_module.A.detach(), pl_module.P.detach()), began)
+
+
+def panda(
+    gen: DCGANFaces, held_out: HeldOut, solver: str, steps: int, every: int, **model
+) -> list[tuple[float, float]]:
+    data = FeatureDataModule(gen, LAYER, batch_size=64, seed=SEED, val_samples=64, init_samples=1024)
+    module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=None, solver=solver, seed=SEED, **model)
+    probe = Probe(held_out, every)
+    trainer = bare_trainer(steps, probe)
+    trainer.fit(module, datamodule=data)
+    return probe.curve
+
+
+class StepTimes(pl.Callback):
+    """The time at the end of every training step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.times.append(time.perf_counter())
+
+
+def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 60) -> dict[str, float]:
+    """Samples/s of the bare truncated forward and of each solver's training steps."""
+    latents = gen.sample_latents(batch, torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        gen.features(latents, LAYER)
+        began = time.perf_counter()
+        for _ in range(steps):
+            gen.features(latents, LAYER)
+    rates = {"bare forward to main.8": batch * steps / (time.perf_counter() - began)}
+    for solver in ("stats", "pgd"):
+        timer = StepTimes()
+        data = FeatureDataModule(gen, LAYER, batch_size=batch, seed=SEED, val_samples=64, init_samples=64)
+        module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=None, solver=solver, pass_steps=16)
+        bare_trainer(steps + 10, timer).fit(module, datamodule=data)
+        rates[f"training, solver={solver}"] = batch * steps / (timer.times[-1] - timer.times[9])
+    return rates
+
+
+def peak_memory_mb(steps: int, solver: str) -> float:
+    """Peak resident memory of a ``train.py`` run of ``steps`` batches of 64 samples."""
+    command = [
+        sys.executable,
+        "-c",
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"trainer.max_steps={steps}",
+        f"model.solver={solver}",
+        "rank.appearances=null",
+        "logger=none",
+        "callbacks=none",
+        "trainer.val_check_interval=1000000",
+        "hydra.run.dir=/tmp/panda-memory-benchmark",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=disabled",
+    ]
+    return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()) / 1024
+
+
+def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, e in curve if e <= target), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10_000, help="reference steps")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-6, 5e-6, 1e-5, 1.5e-5, 2e-5])
+    parser.add_argument("--held-out", type=int, default=1024)
+    parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    pl.seed_everything(SEED)
+    gen = DCGANFaces()
+    held_out = HeldOut(gen, args.held_out)
+
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for lr in args.lrs:
+        curves[f"reference lr={lr:g}"] = reference(gen, held_out, lr, args.steps, every=max(args.steps // 20, 1))
+        print(f"reference lr={lr:g}: final {curves[f'reference lr={lr:g}'][-1]}", flush=True)
+    best = min((k for k in curves), key=lambda k: curves[k][-1][1])
+    ref_time, ref_error = curves[best][-1]
+    curves["panda stats"] = panda(gen, held_out, "stats", steps=160, every=16, pass_steps=16)
+    curves["panda pgd (Adam)"] = panda(gen, held_out, "pgd", steps=600, every=25)
+    for name in ("panda stats", "panda pgd (Adam)"):
+        print(f"{name}: {curves[name]}", flush=True)
+
+    rows = [
+        (
+            "method",
+            "final held-out rel. error",
+            "wall s (final)",
+            "s to reach the reference's final error (speed-up)",
+            f"s to reach it within {TOLERANCE:.1%} (speed-up)",
+        )
+    ]
+    for name, curve in curves.items():
+        cells = []
+        for target in (ref_error, ref_error * (1 + TOLERANCE)):
+            reached = time_to(curve, target)
+            cells.append(f"{reached:.1f} ({ref_time / reached:.1f}x)" if reached else "never")
+        rows.append((name, f"{curve[-1][1]:.4f}", f"{curve[-1][0]:.1f}", *cells))
+    rates = throughput(gen)
+    memory = {(solver, steps): peak_memory_mb(steps, solver) for solver in ("stats", "pgd") for steps in (20, 200)}
+
+    lines = [
+        "# Solver benchmark (CPU)",
+        "",
+        f"DCGAN faces, layer {LAYER} (128x16x16), R_S = {PARTS}, R_C = C = 128; held-out set of {args.held_out} "
+        f"samples; {torch.get_num_threads()} CPU threads. Reference: batch 1, {args.steps} steps, best learning "
+        f"rate of {args.lrs} is {best.split('=')[1]}. Produced by `python experiments/benchmark_solvers.py`.",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "---|" * len(rows[0]),
+        *["| " + " | ".join(r) + " |" for r in rows[1:]],
+        "",
+        "## Feature streaming (batch 64)",
+        "",
+        "| what | samples/s | share of the bare forward |",
+        "|---|---|---|",
+        *[f"| {k} | {v:.0f} | {v / rates['bare forward to main.8']:.0%} |" for k, v in rates.items()],
+        "",
+        "## Peak memory of `train.py` (64 samples a step, R_C = C)",
+        "",
+        "| solver | 20 steps (1,280 samples) | 200 steps (12,800 samples) | change |",
+        "|---|---|---|---|",
+        *[
+            f"| {s} | {memory[s, 20]:.0f} MB | {memory[s, 200]:.0f} MB | {memory[s, 200] / memory[s, 20] - 1:+.1%} |"
+            for s in ("stats", "pgd")
+        ],
+        "",
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out / "solvers_cpu.md", "\n".join(lines).encode())
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "seconds", "held_out_rel_error"])
+    writer.writerows((name, f"{t:.3f}", f"{e:.6f}") for name, curve in curves.items() for t, e in curve)
+    atomic_write(args.out / "solvers_cpu.csv", buffer.getvalue().encode())
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        ax.plot(*zip(*curve, strict=True), label=name, lw=2 if name.startswith("panda") or name == best else 0.8)
+    ax.axhline(ref_error, color="gray", ls=":", lw=1)
+    ax.set(xscale="log", xlabel="wall time (s, log)", ylabel="held-out relative error", ylim=(ref_error - 0.02, 0.8))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write(args.out / "solvers_cpu.png", buffer.getvalue())
+    print("\n".join(lines))
+    print("peak RSS of this process:", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, "MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Optimisers of the PandA objective other than Adam + projection (``model.solver``).
+
+:class:`StatisticsSolver` (``model.solver=stats``) replaces thousands of gradient steps by exact
+block updates computed from sufficient statistics, streamed over a "pass" of ``pass_steps``
+batches with memory independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see
+the statistics section of :mod:`panda.factorization`):
+
+- a parts pass accumulates ``G1 = sum_i Z_i^T Q Z_i`` and ``G2 = sum_i Z_i^T Q^2 Z_i``
+  (``Q = A A^T``) and then solves the non-negative problem in ``P`` as posed
+  (:func:`~panda.factorization.solve_parts`);
+- an appearances pass accumulates ``K = sum_i Z_i M Z_i^T`` and ``L = sum_i Z_i M^2 Z_i^T``
+  (``M = P P^T``) and moves ``A`` to the best of its candidates
+  (:func:`~panda.factorization.solve_appearances`).
+
+Passes alternate, starting with the parts; each update lowers the objective on the samples of
+its pass. ``A`` is not constrained, as in the projected-gradient solver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from panda import factorization as fz
+
+
+class StatisticsSolver(torch.optim.Optimizer):
+    """Alternating exact updates of ``A`` and ``P >= 0`` from streamed statistics.
+
+    Call :meth:`accumulate` with every batch ``Z`` ``[B, C, S]``, then :meth:`step`; a step that
+    completes a pass of ``pass_steps`` batches updates ``P`` (even passes) or ``A`` (odd passes).
+    The accumulators live in the optimiser state, so a checkpoint taken mid-pass resumes exactly.
+    """
+
+    def __init__(self, A: nn.Parameter, P: nn.Parameter, pass_steps: int = 16, max_iter: int = 500) -> None:
+        super().__init__([A, P], {"pass_steps": pass_steps, "max_iter": max_iter})
+        channels, spatial = A.shape[0], P.shape[0]
+        self.state[A].update(
+            first=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
+            second=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
+            K=torch.zeros(channels, channels, dtype=A.dtype, device=A.device),
+            L=torch.zeros(channels, channels, dtype=A.dtype, device=A.device),
+            batches=0,
+            passes=0,
+        )
+
+    @property
+    def _appearances(self) -> nn.Parameter:
+        return self.param_groups[0]["params"][0]
+
+    @property
+    def _parts(self) -> nn.Parameter:
+        return self.param_groups[0]["params"][1]
+
+    def updating_parts(self) -> bool:
+        """Whether the current pass updates ``P`` (else ``A``)."""
+        return self.state[self._appearances]["passes"] % 2 == 0
+
+    @torch.no_grad()
+    def accumulate(self, Z: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the batch ``Z`` ``[B, C, S]`` to the current pass.
+
+        Returns the batch's ``(sum_i ||Z_i - A A^T Z_i P P^T||^2, sum_i ||Z_i||^2)``, read off the
+        same statistics. Statistics are summed in the parameters' precision (a checkpoint restores them
+        so) and the updates are solved in float64.
+        """
+        state, A, P = self.state[self._appearances], self._appearances.detach(), self._parts.detach()
+        norm = Z.square().sum()
+        if self.updating_parts():
+            G1, G2 = fz.parts_statistics(Z, A)
+            state["first"] += G1
+            state["second"] += G2
+            error = norm + fz.parts_objective(G1, G2, P)
+        else:
+            K, L = fz.appearance_statistics(Z, P)
+            state["K"] += K
+            state["L"] += L
+            error = norm + fz.appearance_objective(A, K, L)
+        state["batches"] += 1
+        return error, norm
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> None:
+        """Count the batch; at the end of a pass, update ``P`` or ``A``."""
+        if closure is not None:
+            closure()
+        A, P, group = self._appearances, self._parts, self.param_groups[0]
+        state = self.state[A]
+        if state["batches"] < group["pass_steps"]:
+            return
+        if self.updating_parts():
+            P.copy_(
+                fz.solve_parts(
+                    state["first"].double(), state["second"].double(), P.double(), max_iter=group["max_iter"]
+                )
+            )
+            state["first"].zero_()
+            state["second"].zero_()
+        else:
+            A.copy_(fz.solve_appearances(state["K"].double(), state["L"].double(), A.double()))
+            state["K"].zero_()
+            state["L"].zero_()
+        state["batches"] = 0
+        state["passes"] += 1

@@ -1,0 +1,70 @@
+"""The solvers of ``model.solver`` optimise the same objective and reach the same values."""
+
+import itertools
+
+import pytest
+import torch
+
+from panda import factorization as fz
+from panda.data import FeatureDataModule
+from panda.errors import ConfigError
+from panda.model import PandA
+from panda.solvers import StatisticsSolver
+from tests.conftest import fit_in_process
+
+LAYER = "main.5"  # 256 x 8 x 8
+
+
+def fit(dcgan, solver: str, steps: int, tmp_path, appearances=None, ckpt_path=None, **kwargs):
+    data = FeatureDataModule(dcgan, LAYER, batch_size=32, seed=5, val_samples=128, init_samples=128)
+    model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=appearances, solver=solver, **kwargs)
+    trainer = fit_in_process(data, model, steps, tmp_path, val_every=steps, ckpt_path=ckpt_path)
+    return float(trainer.callback_metrics["val/rel_error"]), model
+
+
+def test_each_pass_of_the_statistics_solver_lowers_the_objective_it_saw():
+    g = torch.Generator().manual_seed(0)
+    Z = torch.rand(40, 6, 12, generator=g, dtype=torch.float64)
+    A = torch.nn.Parameter(fz.leading_eigenvectors(fz.channel_scatter(Z), 3))
+    P = torch.nn.Parameter(fz.random_parts(12, 4, g).double())
+    solver = StatisticsSolver(A, P, pass_steps=4)
+    errors = [fz.squared_error(Z, A, P).item()]
+    for _ in range(6):  # alternating passes: P, A, P, A, ...
+        for batch in Z.split(10):
+            error, norm = solver.accumulate(batch)
+            torch.testing.assert_close(error, fz.squared_error(batch, A, P))
+            torch.testing.assert_close(norm, batch.square().sum())
+            solver.step()
+        errors.append(fz.squared_error(Z, A, P).item())
+        assert (P >= 0).all()
+    assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(errors))
+    assert errors[-1] < 0.5 * errors[0]
+
+
+@pytest.mark.parametrize("appearances", [None, 16])
+def test_solvers_reach_the_same_objective(dcgan, tmp_path, appearances):
+    stats, _ = fit(dcgan, "stats", 48, tmp_path / "stats", appearances, pass_steps=4)
+    pgd, _ = fit(dcgan, "pgd", 400, tmp_path / "pgd", appearances, lr=0.01)
+    assert 0 < stats < 1 and 0 < pgd < 1
+    assert abs(stats - pgd) < 0.02 * pgd, (stats, pgd)
+
+
+def test_statistics_solver_resumes_mid_pass_exactly(dcgan, tmp_path):
+    _, straight = fit(dcgan, "stats", 10, tmp_path / "straight", 16, pass_steps=4)
+    fit(dcgan, "stats", 6, tmp_path / "first", 16, pass_steps=4)  # stops in the middle of the second pass
+    _, resumed = fit(
+        dcgan,
+        "stats",
+        10,
+        tmp_path / "second",
+        16,
+        pass_steps=4,
+        ckpt_path=str(tmp_path / "first" / "ckpt" / "last.ckpt"),
+    )
+    torch.testing.assert_close(resumed.P.data, straight.P.data)
+    torch.testing.assert_close(resumed.A.data, straight.A.data)
+
+
+def test_unknown_solver_is_rejected(dcgan):
+    with pytest.raises(ConfigError, match=r"model.solver='newton' is unknown; solvers: pgd, stats"):
+        PandA(dcgan.check_layer(LAYER), solver="newton")
