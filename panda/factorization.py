@@ -58,11 +58,6 @@ def channel_scatter(Z: Tensor) -> Tensor:
     return torch.einsum("bcs,bds->cd", Z, Z)
 
 
-def spatial_scatter(Z: Tensor) -> Tensor:
-    """``sum_i Z_i^T Z_i`` over the batch ``Z`` ``[B, C, S]``: ``[S, S]``."""
-    return torch.einsum("bcs,bct->st", Z, Z)
-
-
 def leading_eigenvectors(scatter: Tensor, rank: int) -> Tensor:
     """The ``rank`` leading eigenvectors (columns, descending eigenvalue) of a symmetric matrix.
 

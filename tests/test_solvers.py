@@ -65,6 +65,8 @@ def test_statistics_solver_resumes_mid_pass_exactly(dcgan, tmp_path):
     torch.testing.assert_close(resumed.A.data, straight.A.data)
 
 
-def test_unknown_solver_is_rejected(dcgan):
+def test_unknown_solver_and_bad_pass_length_are_rejected(dcgan):
     with pytest.raises(ConfigError, match=r"model.solver='newton' is unknown; solvers: pgd, stats"):
         PandA(dcgan.check_layer(LAYER), solver="newton")
+    with pytest.raises(ConfigError, match=r"model.pass_steps=0 must be >= 1"):
+        PandA(dcgan.check_layer(LAYER), solver="stats", pass_steps=0)
