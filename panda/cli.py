@@ -16,16 +16,10 @@ log = logging.getLogger("panda")
 def run(task: Callable[[], T]) -> T:
     """Run ``task``; a :class:`PandaError` (bad input) is logged as one line and exits with code 2.
 
-    The error is also found behind the wrappers Hydra puts around exceptions raised while
-    instantiating a config (``InstantiationException``).
+    Configs are built with :func:`panda.config.instantiate`, which lets such errors through unwrapped.
     """
     try:
         return task()
-    except Exception as error:
-        cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, PandaError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        log.error("error: %s", cause)
+    except PandaError as error:
+        log.error("error: %s", error)
         sys.exit(2)

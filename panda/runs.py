@@ -15,10 +15,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from panda.config import instantiate
 from panda.data import SAMPLES, batch_generator, layer_features
 from panda.errors import ConfigError
 from panda.factorization import normalized_parts
-from panda.generators.api import instantiate_generator
 from panda.generators.base import FeatureGenerator
 from panda.io import load_factors
 
@@ -96,7 +96,7 @@ def load_run(path: str | Path, generator: str | None = None, layer: str | None =
     gen_cfg = OmegaConf.create(factors["config"]).get("gen")
     if gen_cfg is None or "net" not in gen_cfg:
         raise ConfigError(f"the training config stored in {path} has no gen.net node to rebuild the generator from")
-    net = instantiate_generator(gen_cfg.net)
+    net = instantiate(gen_cfg.net)
     shape = net.check_layer(factors["layer"])
     if list(shape) != list(factors["feature_shape"]):
         raise ConfigError(

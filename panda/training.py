@@ -9,11 +9,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from panda.config import instantiate
 from panda.errors import ConfigError
-from panda.generators.api import instantiate_generator
 from panda.io import FACTORS_FILE, METRICS_FILE, save_json, save_torch
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
     pl.seed_everything(cfg.seed, workers=True)
 
-    generator = instantiate_generator(cfg.gen.net)
+    generator = instantiate(cfg.gen.net)
     layer = cfg.gen.layer
     feature_shape = generator.check_layer(layer)
     model = instantiate(cfg.model, feature_shape=feature_shape, parts=cfg.rank.parts, appearances=cfg.rank.appearances)

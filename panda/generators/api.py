@@ -9,24 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from panda.errors import ConfigError, PandaError
+from panda.config import instantiate
+from panda.errors import ConfigError
 from panda.generators.base import FeatureGenerator
 
 GEN_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "gen"
-
-
-def instantiate_generator(net_cfg: DictConfig) -> FeatureGenerator:
-    """The generator ``net_cfg`` describes; a :class:`PandaError` raised while building it surfaces unwrapped."""
-    try:
-        return instantiate(net_cfg)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, PandaError):
-            raise error.__cause__ from None
-        raise
 
 
 def load_generator(
@@ -48,4 +37,4 @@ def load_generator(
         if key not in gen.net:
             raise ConfigError(f"generator '{name}' has no option '{key}'; options: {list(gen.net)}")
         gen.net[key] = value
-    return instantiate_generator(OmegaConf.create({"gen": gen}).gen.net)
+    return instantiate(OmegaConf.create({"gen": gen}).gen.net)
