@@ -18,6 +18,7 @@ from panda.errors import FeatureError
 from panda.generators.base import FeatureGenerator
 
 TRAIN, VAL, INIT, SAMPLES, STATS = 0, 1, 2, 3, 4  # STATS: dataset statistics of evaluation
+CALIBRATION, TEST, FIT = 5, 6, 7  # ROIR protocol: choosing directions, measuring them, baselines' own samples
 
 
 def batch_generator(seed: int, stream: int, index: int) -> torch.Generator:

@@ -6,6 +6,9 @@ adding ``conf/task/<name>.yaml`` (selects it) and ``conf/eval/<name>.yaml`` (its
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +19,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from panda import editing, localization
+from panda import roir as protocol
+from panda.data import CALIBRATION, TEST
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
-from panda.io import save_json
+from panda.io import METRICS_FILE, atomic_write, save_json
+from panda.loggers import log_results_to_wandb
+from panda.masks import REGIONS, LandmarkDetector
 from panda.refinement import refine_parts
 from panda.runs import Run, load_run
 from panda.visualize import image_grid, mask_overlay, overlay, parts_figure, save_gif, to_uint8
@@ -147,7 +154,71 @@ def refine(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     }
 
 
-TASKS: dict[str, Task] = {"edit": edit, "remove": remove, "localize": localize, "refine": refine}
+def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+    """ROIR of PandA and the baselines per face region (:mod:`panda.roir`): ``roir.md``, ``roir.csv``, edit grids."""
+    settings = cfg.eval
+    regions = [str(r) for r in settings.regions]
+    for region in regions:
+        if region not in REGIONS:
+            raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
+    if settings.samples < 1 or settings.calibration < 2:
+        raise ConfigError(f"eval.samples={settings.samples} must be >= 1 and eval.calibration >= 2")
+    choosing = protocol.Settings(**settings.choose)
+    detector = LandmarkDetector(upscale=settings.upscale)
+    gen = run.generator
+    calibration = protocol.face_set(gen, detector, cfg.seed, CALIBRATION, settings.calibration, settings.batch_size)
+    log.info("calibration: %d faces (%d skipped)", len(calibration.latents), calibration.skipped)
+    metrics = Path(cfg.run) / METRICS_FILE
+    run_seconds = float(json.loads(metrics.read_text()).get("fit_seconds", 0.0)) if metrics.is_file() else 0.0
+    options = OmegaConf.to_container(settings.baselines)
+    editors = protocol.build_editors(
+        list(settings.methods), run, calibration, regions, options, choosing.dilation, run_seconds
+    )
+    choices = {}
+    for method, by_region in editors.items():
+        for region in regions:
+            choices[method, region] = protocol.choose(by_region[region], calibration, region, choosing)
+            log.info("%s / %s: %s x %.3g", method, region, choices[method, region].label, choices[method, region].scale)
+    results, skipped, examples = protocol.measure(
+        gen,
+        detector,
+        editors,
+        choices,
+        cfg.seed,
+        TEST,
+        settings.samples,
+        settings.batch_size,
+        choosing.dilation,
+        keep=settings.grid,
+    )
+    rows = [results[key].row() for key in choices]
+    seconds = {m: sum(e.seconds for e in protocol.unique(by_region)) for m, by_region in editors.items()}
+    files = {"table": atomic_write(out / "roir.md", protocol.table(rows, regions, seconds).encode())}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    files["csv"] = atomic_write(out / "roir.csv", buffer.getvalue().encode())
+    for region in regions:
+        shown = [mask_overlay(examples["originals"], examples["masks"][region][:, 0])]
+        shown += [to_uint8(examples["edits"][method, region]) for method in editors]
+        titles = [name for name in ["original", *editors] for _ in range(len(examples["originals"]))]
+        columns = max(1, len(examples["originals"]))
+        files[f"grid_{region}"] = image_grid(np.concatenate(shown), out / f"roir_{region}.png", columns, titles)
+    if settings.wandb:
+        images = [path for key, path in files.items() if key.startswith("grid_")]
+        log_results_to_wandb(out, settings.wandb_project, f"roir-{run.name}", {"run": str(cfg.run)}, rows, images)
+    log.info("ROIR (lower is better):\n%s", protocol.table(rows, regions, seconds))
+    return {
+        "rows": rows,
+        "test_samples": int(settings.samples),
+        "skipped": skipped,
+        "calibration_faces": len(calibration.latents),
+        "files": files,
+    }
+
+
+TASKS: dict[str, Task] = {"edit": edit, "remove": remove, "localize": localize, "refine": refine, "roir": roir}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

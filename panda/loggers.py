@@ -22,14 +22,33 @@ def _has_wandb_credentials() -> bool:
         return False
 
 
-def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
-    """A :class:`WandbLogger`, offline when asked or when no W&B credentials are found.
-
-    ``offline=None`` decides by the environment: ``WANDB_MODE=offline``, or no ``WANDB_API_KEY``
-    and no W&B entry in ``~/.netrc``, gives an offline run to upload later with ``wandb sync``.
-    """
+def wandb_offline(offline: bool | None = None) -> bool:
+    """Whether W&B should log offline: as asked, else when ``WANDB_MODE=offline`` or no
+    ``WANDB_API_KEY`` and no W&B entry in ``~/.netrc`` (upload later with ``wandb sync``)."""
     if offline is None:
         offline = os.environ.get("WANDB_MODE") in {"offline", "dryrun"} or not _has_wandb_credentials()
         if offline:
             log.warning("W&B: no credentials found, logging offline; upload later with `wandb sync <run dir>/wandb`")
-    return WandbLogger(offline=offline, **kwargs)
+    return offline
+
+
+def wandb_logger(offline: bool | None = None, **kwargs: Any) -> WandbLogger:
+    """A :class:`WandbLogger`, offline when asked or when :func:`wandb_offline` decides so."""
+    return WandbLogger(offline=wandb_offline(offline), **kwargs)
+
+
+def log_results_to_wandb(
+    directory: Path, project: str, name: str, config: dict[str, Any], rows: list[dict[str, Any]], images: list[Path]
+) -> None:
+    """One W&B run (offline without credentials) holding a results table and image files."""
+    import wandb
+
+    mode = "offline" if wandb_offline() else "online"
+    with wandb.init(project=project, name=name, dir=str(directory), config=config, mode=mode) as run:
+        columns = list(rows[0]) if rows else []
+        run.log(
+            {
+                "results": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows]),
+                **{f"images/{path.stem}": wandb.Image(str(path)) for path in images},
+            }
+        )

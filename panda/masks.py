@@ -108,15 +108,18 @@ class LandmarkDetector:
         return points * np.array([width / self.upscale, height / self.upscale])
 
 
-def roi_masks(detector: LandmarkDetector, images: np.ndarray, region: str, dilation: int = 0) -> tuple[Tensor, Tensor]:
-    """Masks ``[B, 1, H, W]`` of ``region`` for uint8 images ``[B, H, W, 3]``, and which images had a face ``[B]``.
+def detect(detector: LandmarkDetector, images: np.ndarray) -> list[np.ndarray | None]:
+    """Landmarks ``[68, 2]`` of each uint8 image in ``[B, H, W, 3]``, or ``None`` where no face was found."""
+    return [detector(image) for image in images]
+
+
+def roi_masks(landmarks: list[np.ndarray | None], size: int, region: str, dilation: int = 0) -> tuple[Tensor, Tensor]:
+    """Masks ``[B, 1, size, size]`` of ``region`` from :func:`detect`'s landmarks, and which images had a face ``[B]``.
 
     Images without a face get an all-zero mask.
     """
-    size = images.shape[1]
-    masks, found = [], []
-    for image in images:
-        points = detector(image)
-        found.append(points is not None)
-        masks.append(region_mask(points, size, region, dilation) if points is not None else torch.zeros(1, size, size))
-    return torch.stack(masks), torch.tensor(found)
+    masks = [
+        region_mask(points, size, region, dilation) if points is not None else torch.zeros(1, size, size)
+        for points in landmarks
+    ]
+    return torch.stack(masks), torch.tensor([points is not None for points in landmarks])

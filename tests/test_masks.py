@@ -6,7 +6,7 @@ import torch
 
 from panda import masks
 from panda.errors import ConfigError, WeightsError
-from panda.masks import LandmarkDetector, convex_hull, region_mask, roi_masks
+from panda.masks import LandmarkDetector, convex_hull, detect, region_mask, roi_masks
 from panda.visualize import to_uint8
 
 
@@ -45,9 +45,9 @@ def test_unknown_region_lists_the_regions():
 def test_dlib_finds_faces_and_puts_the_regions_in_face_order(dcgan):
     with torch.inference_mode():
         images = to_uint8(dcgan(dcgan.sample_latents(8, torch.Generator().manual_seed(0))))
-    detector = LandmarkDetector()
-    eyes, found = roi_masks(detector, images, "eyes")
-    mouth, _ = roi_masks(detector, images, "mouth", dilation=1)
+    landmarks = detect(LandmarkDetector(), images)
+    eyes, found = roi_masks(landmarks, 64, "eyes")
+    mouth, _ = roi_masks(landmarks, 64, "mouth", dilation=1)
     assert found.sum() >= 6  # NOTES: ~15 of 16 DCGAN faces are found
     rows = torch.arange(64, dtype=torch.float32)[:, None]
     for i in torch.nonzero(found).flatten():

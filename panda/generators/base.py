@@ -61,6 +61,24 @@ class FeatureGenerator(nn.Module):
         """Images ``[B, 3, H, W]`` in ``[-1, 1]`` for ``latents``."""
         raise NotImplementedError
 
+    # ----- latent codes: what the latent-space baselines edit ----------------------------------
+    def codes(self, latents: Tensor) -> Tensor:
+        """The codes ``[B, ..., D]`` that latent-space edits move along (here the latents themselves;
+        style-based generators: their ``w``). A direction ``[D]`` broadcasts over the middle axes."""
+        return latents
+
+    def synthesize(self, codes: Tensor) -> Tensor:
+        """Images ``[B, 3, H, W]`` from (possibly edited) :meth:`codes`."""
+        return self(codes)
+
+    def code_layers(self) -> list[str]:
+        """Module paths of the layers whose weights read the codes first (what SeFa factorises)."""
+        raise ConfigError(f"generator '{self.name}' does not name the layers that read its latent codes")
+
+    def style_layers(self) -> list[str]:
+        """Module paths whose outputs are style vectors ``[B, channels]`` (empty: not style-based)."""
+        return []
+
     # ----- layers -----------------------------------------------------------------------------
     def layer_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Every module path whose output is a feature map, with its ``(C, H, W)``."""

@@ -148,3 +148,6 @@ class BigGAN(FeatureGenerator):
         if latents is None:
             raise ConfigError("biggan.resume needs the latents (later blocks are conditioned on them)")
         return self.resume_by_replacing(features, layer, latents)
+
+    def code_layers(self) -> list[str]:
+        return ["generator.gen_z"]  # reads [z, class embedding]: z comes first

@@ -91,3 +91,6 @@ class DCGANFaces(FeatureGenerator):
 
     def forward(self, latents: Tensor) -> Tensor:
         return self.net(latents)
+
+    def code_layers(self) -> list[str]:
+        return ["main.0"]

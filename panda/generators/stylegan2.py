@@ -308,6 +308,19 @@ class StyleGAN2(FeatureGenerator):
             raise ConfigError(f"{self.name}.resume needs the latents (their w styles every later layer)")
         return self.resume_by_replacing(features, layer, latents)
 
+    def codes(self, latents: Tensor) -> Tensor:
+        return self.ws(latents)
+
+    def synthesize(self, codes: Tensor) -> Tensor:
+        return self.net.synthesis(codes)
+
+    def code_layers(self) -> list[str]:
+        return [path for path in self.style_layers() if ".conv" in path]
+
+    def style_layers(self) -> list[str]:
+        paths = (path for path, _ in self.net.named_modules())
+        return [path for path in paths if path.startswith("synthesis.") and path.endswith(".affine")]
+
 
 def build_or_load(
     name: str, net_class: type[nn.Module], weights: str | None, random_init: bool, arch: dict[str, Any] | None

@@ -1,0 +1,14 @@
+"""The methods PandA is compared with on ROIR, each an :class:`Editor` with ranked directions.
+
+``BASELINES`` maps the names used in configs (``eval.methods``) to their classes.
+"""
+
+from panda.baselines.base import Baseline, Editor
+from panda.baselines.ganspace import GANSpace
+from panda.baselines.jacobian import LowRankGAN, ReSeFa
+from panda.baselines.sefa import SeFa
+from panda.baselines.stylespace import StyleSpace
+
+BASELINES: dict[str, type[Baseline]] = {cls.name: cls for cls in (GANSpace, SeFa, LowRankGAN, ReSeFa, StyleSpace)}
+
+__all__ = ["BASELINES", "Baseline", "Editor", "GANSpace", "LowRankGAN", "ReSeFa", "SeFa", "StyleSpace"]

@@ -1,0 +1,104 @@
+"""What every edit method offers the ROIR protocol: ranked candidate directions and edited images.
+
+An :class:`Editor` turns a batch of latents into edited images along its ``k``-th candidate
+direction at a signed ``scale``. A :class:`Baseline` is an editor whose directions ``[K, D]`` live
+in the generator's code space (:meth:`FeatureGenerator.codes`: ``z``, or ``w`` for StyleGAN) and
+are found by :meth:`Baseline.fit`, which records how long that took.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from panda.generators.base import FeatureGenerator
+
+
+class Editor(ABC):
+    """Edits images along ranked candidate directions (the first is the method's best guess)."""
+
+    name: str = "editor"
+    seconds: float = 0.0  # time spent finding the directions
+    ranked: bool = True  # False: no order among the candidates, so a search must try them all
+
+    @property
+    @abstractmethod
+    def count(self) -> int:
+        """The number of candidate directions."""
+
+    def label(self, k: int) -> str:
+        """A readable name of direction ``k``."""
+        return f"direction {k}"
+
+    def prepare(self, latents: Tensor) -> Any:
+        """What :meth:`images` needs of a batch (a tensor or a tuple of tensors with the batch first),
+        computed once for every direction and scale."""
+        return latents
+
+    @abstractmethod
+    def images(self, prepared: Any, directions: Tensor, scales: Tensor) -> Tensor:
+        """Images ``[B, 3, H, W]`` of the prepared batch, sample ``b`` edited along candidate
+        ``directions[b]`` by ``scales[b]`` (``directions`` ``[B]`` long, ``scales`` ``[B]``)."""
+
+
+def repeat(prepared: Any, times: int) -> Any:
+    """A prepared batch (tensor or tuple of tensors) repeated ``times`` along the batch axis."""
+    if isinstance(prepared, tuple):
+        return tuple(repeat(x, times) for x in prepared)
+    return prepared.repeat(times, *([1] * (prepared.dim() - 1)))
+
+
+def per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """``values`` ``[B, ...]`` reshaped to broadcast over every axis of ``like`` ``[B, ...]`` after the batch's."""
+    return values.reshape(len(values), *([1] * (like.dim() - values.dim())), *values.shape[1:]).to(like)
+
+
+class Baseline(Editor):
+    """A latent-space method: unit directions ``[K, D]`` in the generator's code space, best first.
+
+    Subclasses implement :meth:`find`; region-conditioned methods use the calibration ``masks``.
+    """
+
+    region_conditioned: bool = False
+
+    def __init__(self, gen: FeatureGenerator) -> None:
+        self.gen = gen
+        self.directions = torch.empty(0)
+
+    @property
+    def count(self) -> int:
+        return len(self.directions)
+
+    @abstractmethod
+    def find(self, latents: Tensor, masks: Tensor | None) -> Tensor:
+        """Ranked unit directions ``[K, D]`` from calibration ``latents`` (and ROI ``masks`` ``[N, 1, H, W]``)."""
+
+    def fit(self, latents: Tensor, masks: Tensor | None = None) -> Baseline:
+        """Find the directions and record the seconds it took in :attr:`seconds`."""
+        start = time.perf_counter()
+        self.directions = self.find(latents.to(self.gen.device), None if masks is None else masks.to(self.gen.device))
+        self.seconds = time.perf_counter() - start
+        return self
+
+    def prepare(self, latents: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self.gen.codes(latents.to(self.gen.device))
+
+    def images(self, prepared: Tensor, directions: Tensor, scales: Tensor) -> Tensor:
+        offsets = scales[:, None].to(prepared) * self.directions[directions].to(prepared)  # [B, D]
+        with torch.inference_mode():
+            return self.gen.synthesize(prepared + per_sample(offsets, prepared)).cpu()
+
+
+def first_codes(codes: Tensor) -> Tensor:
+    """``[N, D]``: one code per sample (style-based generators repeat ``w`` over their layers)."""
+    return codes.reshape(len(codes), -1, codes.shape[-1])[:, 0]
+
+
+def unit_rows(x: Tensor) -> Tensor:
+    """Rows of ``x`` ``[K, D]`` scaled to unit norm."""
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)

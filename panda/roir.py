@@ -1,0 +1,349 @@
+"""The ROIR protocol (the paper's Table 1): how well does each method's best edit of a face region stay in it?
+
+For each region (eyes, nose, mouth) and each method (PandA and the baselines of :mod:`panda.baselines`):
+
+1. **Calibration** on faces of the ``CALIBRATION`` stream: every candidate direction (PandA: each
+   part x appearance; a baseline: its ranked directions; both signs) is scaled so that the mean RMS
+   change inside the ROI (:func:`inside_change`) equals ``inside_change``. Each candidate is first
+   screened on ``screen`` faces; the ``finalists`` with the lowest ROIR are re-scaled on the whole
+   calibration set, and the lowest calibration ROIR wins.
+2. **Test** on faces of the disjoint ``TEST`` stream: ROIR of the chosen edit at its calibrated
+   scale, as mean +- std, with the number of images measured and skipped (no face found).
+
+Every method is scaled to the same change inside the region, so ROIR compares only what leaks out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from panda.baselines.base import Editor, repeat
+from panda.data import batch_generator
+from panda.errors import ConfigError
+from panda.factorization import edit_delta
+from panda.generators.base import FeatureGenerator
+from panda.masks import LandmarkDetector, detect, roi_masks
+from panda.metrics import ROIR, roir
+from panda.runs import Run
+from panda.visualize import to_uint8
+
+log = logging.getLogger(__name__)
+
+
+class PandAEditor(Editor):
+    """PandA's candidates: every (part ``k``, appearance ``j``), edited as ``Z + scale a_j p_k^T``."""
+
+    name = "panda"
+    ranked = False
+
+    def __init__(self, run: Run, seconds: float = 0.0) -> None:
+        self.run, self.seconds = run, seconds
+        parts = torch.arange(run.parts).repeat_interleave(run.appearances)
+        appearances = torch.arange(run.appearances).repeat(run.parts)
+        maps = run.part_maps()
+        self.deltas = torch.stack(  # [R_S * R_C, C, H, W]
+            [edit_delta(run.A, maps, k[None], j[None], torch.ones(1)) for k, j in zip(parts, appearances, strict=True)]
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self.deltas)
+
+    def label(self, k: int) -> str:
+        return f"part {k // self.run.appearances}, appearance {k % self.run.appearances}"
+
+    def prepare(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        return latents, self.run.features(latents)
+
+    def images(self, prepared: tuple[Tensor, Tensor], directions: Tensor, scales: Tensor) -> Tensor:
+        latents, features = prepared
+        offsets = scales[:, None, None, None].to(features) * self.deltas[directions].to(features)
+        return self.run.images(features + offsets, latents)
+
+
+def inside_change(original: Tensor, edited: Tensor, mask: Tensor) -> Tensor:
+    """RMS change ``[B]`` per pixel and channel inside the ROI of images ``[B, 3, H, W]`` and masks ``[B, 1, H, W]``."""
+    area = 3 * mask.flatten(1).sum(1)
+    return ((edited - original) * mask).flatten(1).norm(dim=1) / area.clamp_min(1).sqrt()
+
+
+@dataclass
+class Faces:
+    """Samples whose faces dlib found: latents ``[N, ...]``, images ``[N, 3, H, W]``, landmarks ``[68, 2]`` each."""
+
+    latents: Tensor
+    originals: Tensor
+    landmarks: list[np.ndarray]
+    skipped: int = 0
+
+    def masks(self, region: str, dilation: int) -> Tensor:
+        return roi_masks(self.landmarks, self.originals.shape[-1], region, dilation)[0]
+
+
+def face_batches(
+    gen: FeatureGenerator,
+    detector: LandmarkDetector,
+    seed: int,
+    stream: int,
+    samples: int,
+    batch_size: int,
+    progress: bool = False,
+) -> Iterator[Faces]:
+    """The first ``samples`` samples of ``stream`` in batches, each keeping the images with a face."""
+    starts = range(0, samples, batch_size)
+    for index, start in enumerate(tqdm(starts, desc="faces", disable=not progress, unit="batch")):
+        latents = gen.sample_latents(min(batch_size, samples - start), batch_generator(seed, stream, index))
+        with torch.inference_mode():
+            originals = gen(latents.to(gen.device)).cpu()
+        landmarks = detect(detector, to_uint8(originals))
+        found = torch.tensor([points is not None for points in landmarks], dtype=torch.bool)
+        yield Faces(latents[found], originals[found], [p for p in landmarks if p is not None], int((~found).sum()))
+
+
+def face_set(
+    gen: FeatureGenerator, detector: LandmarkDetector, seed: int, stream: int, samples: int, batch_size: int
+) -> Faces:
+    """All faces among the first ``samples`` samples of ``stream``."""
+    batches = list(face_batches(gen, detector, seed, stream, samples, batch_size))
+    faces = Faces(
+        torch.cat([b.latents for b in batches]),
+        torch.cat([b.originals for b in batches]),
+        [p for b in batches for p in b.landmarks],
+        sum(b.skipped for b in batches),
+    )
+    if len(faces.latents) < 2:
+        raise ConfigError(f"dlib found {len(faces.latents)} faces in {samples} samples; ROIR needs face images")
+    return faces
+
+
+@dataclass
+class Settings:
+    """How directions are chosen: the target change inside the ROI and the search's budget."""
+
+    inside_change: float = 0.1
+    screen: int = 8
+    finalists: int = 8
+    iterations: int = 3
+    candidates: int = 128
+    dilation: int = 1
+    chunk: int = 256
+
+
+@dataclass
+class Choice:
+    """The direction a method uses for a region, its calibrated scale and its calibration ROIR."""
+
+    method: str
+    region: str
+    index: int
+    label: str
+    scale: float
+    calibration_roir: float
+
+
+def _edit_each(
+    editor: Editor, prepared: Any, faces: int, directions: Sequence[int], scales: Sequence[float], chunk: int
+) -> Iterator[Tensor]:
+    """Images ``[faces, 3, H, W]`` of the prepared faces for each (direction, scale), several per forward pass."""
+    per_pass = max(1, chunk // faces)
+    for start in range(0, len(directions), per_pass):
+        ks, ss = directions[start : start + per_pass], scales[start : start + per_pass]
+        edited = editor.images(
+            repeat(prepared, len(ks)),
+            torch.tensor(ks).repeat_interleave(faces),
+            torch.tensor(ss, dtype=torch.float32).repeat_interleave(faces),
+        )
+        yield from edited.split(faces)
+
+
+def _rescale(
+    editor: Editor,
+    prepared: Any,
+    originals: Tensor,
+    masks: Tensor,
+    candidates: list[tuple[int, float]],
+    settings: Settings,
+    steps: int,
+) -> list[tuple[int, float, float]]:
+    """``(direction, scale, ROIR)`` of each candidate after ``steps`` rescalings by ``target / change``
+    (changes are close to linear in the scale); directions that leave the region unchanged are dropped."""
+    n = len(originals)
+    for _ in range(steps):
+        images = _edit_each(editor, prepared, n, [k for k, _ in candidates], [s for _, s in candidates], settings.chunk)
+        changes = [float(inside_change(originals, edited, masks).mean()) for edited in images]
+        candidates = [
+            (k, s * settings.inside_change / c) for (k, s), c in zip(candidates, changes, strict=True) if c > 0
+        ]
+    images = _edit_each(editor, prepared, n, [k for k, _ in candidates], [s for _, s in candidates], settings.chunk)
+    ratios = [float(roir(originals, edited, masks).nanmean()) for edited in images]
+    return [(k, s, r) for (k, s), r in zip(candidates, ratios, strict=True) if np.isfinite(r)]
+
+
+def choose(editor: Editor, faces: Faces, region: str, settings: Settings) -> Choice:
+    """The candidate of ``editor`` with the lowest ROIR on ``faces`` at the target inside change."""
+    masks = faces.masks(region, settings.dilation)
+    count = min(editor.count, settings.candidates) if editor.ranked else editor.count
+    candidates = [(k, sign) for k in range(count) for sign in (1.0, -1.0)]
+    screen = slice(0, settings.screen)
+    prepared = editor.prepare(faces.latents[screen])
+    screened = _rescale(editor, prepared, faces.originals[screen], masks[screen], candidates, settings, 1)
+    if not screened:
+        raise ConfigError(f"no direction of '{editor.name}' changes the {region} region")
+    finalists = [(k, s) for k, s, _ in sorted(screened, key=lambda item: item[2])[: settings.finalists]]
+    final = _rescale(
+        editor, editor.prepare(faces.latents), faces.originals, masks, finalists, settings, settings.iterations
+    )
+    if not final:
+        raise ConfigError(f"no direction of '{editor.name}' changes the {region} region on the calibration set")
+    k, scale, ratio = min(final, key=lambda item: item[2])
+    return Choice(editor.name, region, k, editor.label(k), scale, ratio)
+
+
+@dataclass
+class Result:
+    """Test-set ROIR of one method on one region."""
+
+    choice: Choice
+    seconds: float
+    metric: ROIR = field(default_factory=ROIR)
+    change: list[float] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        values = {key: float(value) for key, value in self.metric.compute().items()}
+        return {
+            "method": self.choice.method,
+            "region": self.choice.region,
+            "roir_mean": round(values["mean"], 4),
+            "roir_std": round(values["std"], 4),
+            "images": int(values["count"]),
+            "unchanged": int(values["unchanged"]),
+            "inside_change": round(float(np.mean(self.change)), 4),
+            "direction": self.choice.label,
+            "scale": round(self.choice.scale, 5),
+            "calibration_roir": round(self.choice.calibration_roir, 4),
+            "find_seconds": round(self.seconds, 2),
+        }
+
+
+def measure(
+    gen: FeatureGenerator,
+    detector: LandmarkDetector,
+    editors: Mapping[str, Mapping[str, Editor]],
+    choices: Mapping[tuple[str, str], Choice],
+    seed: int,
+    stream: int,
+    samples: int,
+    batch_size: int,
+    dilation: int,
+    keep: int = 0,
+) -> tuple[dict[tuple[str, str], Result], int, dict[str, Any]]:
+    """ROIR of every chosen edit on the faces among ``samples`` samples of ``stream``.
+
+    ``editors`` maps method -> region -> editor. Returns the results by (method, region), the number
+    of images skipped (no face) and the first ``keep`` faces' originals, masks and edits (for figures).
+    """
+    results = {key: Result(choice, editors[key[0]][key[1]].seconds) for key, choice in choices.items()}
+    skipped, kept = 0, {"originals": [], "masks": {}, "edits": {}}
+    for faces in face_batches(gen, detector, seed, stream, samples, batch_size, progress=True):
+        skipped += faces.skipped
+        if not len(faces.latents):
+            continue
+        take = max(0, keep - sum(len(x) for x in kept["originals"]))
+        kept["originals"].append(faces.originals[:take])
+        masks = {region: faces.masks(region, dilation) for region in {region for _, region in choices}}
+        for method in {method for method, _ in choices}:
+            prepared: dict[int, Any] = {}
+            for region in masks:
+                if (method, region) not in choices:
+                    continue
+                editor, choice = editors[method][region], choices[method, region]
+                if id(editor) not in prepared:
+                    prepared[id(editor)] = editor.prepare(faces.latents)
+                edited = editor.images(
+                    prepared[id(editor)],
+                    torch.full((len(faces.latents),), choice.index),
+                    torch.full((len(faces.latents),), choice.scale),
+                )
+                results[method, region].metric.update(faces.originals, edited, masks[region])
+                results[method, region].change += inside_change(faces.originals, edited, masks[region]).tolist()
+                kept["edits"].setdefault((method, region), []).append(edited[:take])
+        for region, mask in masks.items():
+            kept["masks"].setdefault(region, []).append(mask[:take])
+    examples = {
+        "originals": torch.cat(kept["originals"]),
+        "masks": {region: torch.cat(m) for region, m in kept["masks"].items()},
+        "edits": {key: torch.cat(e) for key, e in kept["edits"].items()},
+    }
+    return results, skipped, examples
+
+
+def table(rows: Sequence[dict[str, Any]], regions: Sequence[str], seconds: Mapping[str, float]) -> str:
+    """Markdown: one row per method (of ``seconds``: its direction-finding time), ``mean +- std`` per region."""
+    by_key = {(row["method"], row["region"]): row for row in rows}
+    lines = [
+        "| method | " + " | ".join(regions) + " | seconds to find directions |",
+        "|---" * (len(regions) + 2) + "|",
+    ]
+    for method, time in seconds.items():
+        cells = [
+            f"{by_key[method, r]['roir_mean']:.2f} +- {by_key[method, r]['roir_std']:.2f}"
+            if (method, r) in by_key
+            else "n/a"
+            for r in regions
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {time:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_editors(
+    methods: Sequence[str],
+    run: Run,
+    calibration: Faces,
+    regions: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]],
+    dilation: int,
+    run_seconds: float,
+) -> dict[str, dict[str, Editor]]:
+    """method -> region -> fitted editor. Region-conditioned baselines are fitted per region on the
+    calibration faces; the others once. StyleSpace is left out for generators without style channels."""
+    from panda.baselines import BASELINES, StyleSpace
+
+    editors: dict[str, dict[str, Editor]] = {}
+    for method in methods:
+        if method == PandAEditor.name:
+            editor = PandAEditor(run, run_seconds)
+            editors[method] = dict.fromkeys(regions, editor)
+            continue
+        if method not in BASELINES:
+            raise ConfigError(f"unknown method '{method}'; methods: {', '.join([PandAEditor.name, *BASELINES])}")
+        cls = BASELINES[method]
+        if cls is StyleSpace and not run.generator.style_layers():
+            log.warning("stylespace skipped: generator '%s' has no style channels", run.name)
+            continue
+        kwargs = dict(options.get(method) or {})
+
+        def make(cls: type = cls, kwargs: dict[str, Any] = kwargs, method: str = method) -> Any:
+            try:
+                return cls(run.generator, **kwargs)
+            except TypeError as error:
+                raise ConfigError(f"bad options {kwargs} for '{method}': {error}") from None
+
+        if cls.region_conditioned:
+            editors[method] = {r: make().fit(calibration.latents, calibration.masks(r, dilation)) for r in regions}
+        else:
+            editors[method] = dict.fromkeys(regions, make().fit(calibration.latents))
+        log.info("%s: directions found in %.1f s", method, sum(e.seconds for e in unique(editors[method])))
+    return editors
+
+
+def unique(editors: Mapping[str, Editor]) -> list[Editor]:
+    """The distinct editors of a region -> editor mapping (shared ones once)."""
+    return list({id(e): e for e in editors.values()}.values())

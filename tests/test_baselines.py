@@ -1,0 +1,121 @@
+"""The baselines on the real DCGAN (and StyleSpace on a tiny StyleGAN2): shapes, determinism, the math."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panda.baselines import GANSpace, LowRankGAN, ReSeFa, SeFa, StyleSpace
+from panda.baselines.ganspace import first_activation
+from panda.baselines.jacobian import region_statistics
+from panda.errors import ConfigError
+from panda.generators.stylegan2 import StyleGAN2
+from panda.roir import PandAEditor
+from tests.test_stylegan2 import TINY
+
+
+@pytest.fixture(scope="module")
+def calibration(dcgan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six latents and a mask over the middle of the face (rows 36-47: roughly the mouth)."""
+    latents = dcgan.sample_latents(6, torch.Generator().manual_seed(1))
+    masks = torch.zeros(6, 1, 64, 64)
+    masks[..., 36:48, 20:44] = 1
+    return latents, masks
+
+
+def test_every_baseline_gives_ranked_unit_directions_deterministically(dcgan, calibration):
+    latents, masks = calibration
+    for make in (lambda: GANSpace(dcgan, samples=400, batch_size=200), lambda: SeFa(dcgan)):
+        first, second = make().fit(latents), make().fit(latents)
+        assert first.directions.shape == (100, 100) and first.seconds > 0
+        torch.testing.assert_close(first.directions, second.directions)
+        torch.testing.assert_close(first.directions.norm(dim=1), torch.ones(100))
+    for cls in (LowRankGAN, ReSeFa):
+        first, second = cls(dcgan).fit(latents[:3], masks[:3]), cls(dcgan).fit(latents[:3], masks[:3])
+        assert first.directions.shape == (100, 100)
+        torch.testing.assert_close(first.directions, second.directions)
+        torch.testing.assert_close(first.directions.norm(dim=1), torch.ones(100))
+
+
+def test_sefa_matches_a_direct_eigendecomposition_of_the_first_weight(dcgan, calibration):
+    directions = SeFa(dcgan).fit(calibration[0]).directions.double().numpy()
+    weight = dcgan.net.main[0].weight.detach().double().numpy().reshape(100, -1)  # [z, 512*4*4]
+    weight = weight / np.linalg.norm(weight, axis=0, keepdims=True)
+    values, vectors = np.linalg.eig(weight @ weight.T)
+    order = np.argsort(-values.real)
+    for rank in range(5):
+        assert abs(directions[rank] @ vectors[:, order[rank]].real) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ganspace_regresses_principal_components_of_activations_back_to_z(dcgan):
+    assert first_activation(dcgan) == "main.2"  # main.0 is linear in z
+    ganspace = GANSpace(dcgan, samples=600, components=10, batch_size=300).fit(torch.zeros(1, 100))
+    assert ganspace.directions.shape == (10, 100)
+    # moving z along direction 0 moves the activations mostly along their first principal component
+    z = dcgan.sample_latents(64, torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        before = dcgan.features(z, "main.2").flatten(1)
+        changes = [
+            (dcgan.features(z + 2.0 * ganspace.directions[k], "main.2").flatten(1) - before).norm(dim=1).mean()
+            for k in (0, 9)
+        ]
+    assert changes[0] > changes[1]
+
+
+def test_lowrankgan_stays_out_of_the_background_subspace(dcgan, calibration):
+    latents, masks = calibration[0][:3], calibration[1][:3]
+    method = LowRankGAN(dcgan, background_rank=10).fit(latents, masks)
+    _, background = region_statistics(dcgan, latents, masks)
+    leading = torch.linalg.eigh(background)[1][:, -10:].float()
+    assert (method.directions @ leading).abs().max() < 1e-4
+
+
+def test_resefa_directions_maximise_the_region_to_background_ratio(dcgan, calibration):
+    latents, masks = calibration[0][:3], calibration[1][:3]
+    method = ReSeFa(dcgan, eps=0.01).fit(latents, masks)
+    region, background = (m.float() for m in region_statistics(dcgan, latents, masks))
+    background = background + 0.01 * background.trace() / 100 * torch.eye(100)
+
+    def ratio(v: torch.Tensor) -> torch.Tensor:
+        return (v @ region @ v) / (v @ background @ v)
+
+    ratios = torch.stack([ratio(v) for v in method.directions])
+    assert (ratios[:-1] >= ratios[1:] - 1e-3 * ratios[0]).all()  # ranked by the ratio
+    random = torch.nn.functional.normalize(torch.randn(50, 100, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert ratios[0] >= max(ratio(v) for v in random)
+    with pytest.raises(ConfigError, match="region-conditioned"):
+        ReSeFa(dcgan).fit(latents)
+
+
+def test_a_batch_of_different_edits_equals_each_edit_alone(dcgan, run, calibration):
+    latents = calibration[0][:2]
+    for editor in (SeFa(dcgan).fit(latents), PandAEditor(run)):
+        prepared = editor.prepare(latents)
+        both = editor.images(prepared, torch.tensor([3, 7]), torch.tensor([2.0, -1.5]))
+        alone = [
+            editor.images(editor.prepare(latents[b : b + 1]), torch.tensor([k]), torch.tensor([s]))
+            for b, (k, s) in enumerate([(3, 2.0), (7, -1.5)])
+        ]
+        torch.testing.assert_close(both, torch.cat(alone), atol=1e-5, rtol=1e-5)
+        unedited = editor.images(prepared, torch.tensor([3, 7]), torch.zeros(2))
+        with torch.inference_mode():
+            torch.testing.assert_close(unedited, dcgan(latents), atol=1e-5, rtol=1e-5)
+
+
+def test_stylespace_picks_style_channels_that_change_the_region(dcgan):
+    torch.manual_seed(0)
+    gen = StyleGAN2(random_init=True, arch=TINY)
+    latents = gen.sample_latents(4, torch.Generator().manual_seed(0))
+    masks = torch.zeros(4, 1, 32, 32)
+    masks[..., :16, :16] = 1  # the top-left quarter
+    method = StyleSpace(gen, channels=5).fit(latents, masks)
+    assert method.directions.shape == (5, 5) and len(method.selected) == 5
+    assert all(layer in gen.style_layers() for layer, _ in method.selected)
+    with torch.inference_mode():
+        original = gen(latents)
+    edited = method.images(method.prepare(latents), torch.zeros(4, dtype=torch.long), torch.full((4,), 3.0))
+    change = (edited - original).abs().sum(1, keepdim=True)
+    assert (change * masks).sum() / change.sum() > 0.25  # the best channel acts mostly on the quarter
+    with pytest.raises(ConfigError, match="StyleSpace needs style channels"):
+        StyleSpace(dcgan)

@@ -1,0 +1,131 @@
+"""The ROIR protocol: disjoint calibration/test samples, scale calibration, choosing, the task end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from panda.baselines.base import Editor
+from panda.callbacks import ROIRMonitor
+from panda.data import CALIBRATION, TEST, FeatureDataModule
+from panda.masks import LandmarkDetector
+from panda.model import PandA
+from panda.roir import Faces, Settings, choose, face_batches, inside_change
+from tests.conftest import SHAPE
+from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
+
+
+class PatternEditor(Editor):
+    """Adds ``scale * pattern_k`` to the images: pattern 0 lies inside the box, 1 half outside, 2 is zero."""
+
+    name = "patterns"
+
+    def __init__(self, box: Tensor) -> None:
+        self.patterns = torch.stack([box, torch.ones_like(box) * 0.5, torch.zeros_like(box)]) * 0.01
+
+    @property
+    def count(self) -> int:
+        return len(self.patterns)
+
+    def prepare(self, latents: Tensor) -> Tensor:
+        return latents  # the "latents" are the images themselves
+
+    def images(self, prepared: Tensor, directions: Tensor, scales: Tensor) -> Tensor:
+        return prepared + scales[:, None, None, None] * self.patterns[directions]
+
+
+def test_inside_change_is_the_rms_change_inside_the_mask():
+    original = torch.zeros(2, 3, 8, 8)
+    edited = original.clone()
+    edited[0, :, :2, :2] = 0.3  # inside the mask
+    edited[1, :, 6:, 6:] = 5.0  # outside the mask
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[..., :4, :4] = 1
+    torch.testing.assert_close(inside_change(original, edited, mask), torch.tensor([0.3 * (12 / 48) ** 0.5, 0.0]))
+
+
+def test_choose_picks_the_local_direction_and_scales_it_to_the_target_change():
+    box = torch.zeros(3, 16, 16)
+    box[:, 4:12, 4:12] = 1
+    mask = box[:1]
+    images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    faces = Faces(images, images, [None] * 6)
+    faces.masks = lambda region, dilation: mask.expand(6, 1, 16, 16)  # a known region instead of landmarks
+    choice = choose(PatternEditor(box), faces, "eyes", Settings(inside_change=0.2, screen=3, chunk=7))
+    assert choice.index == 0 and choice.calibration_roir == pytest.approx(0.0, abs=1e-6)
+    assert abs(choice.scale) == pytest.approx(20.0, rel=1e-4)  # 0.01 * |scale| = 0.2 inside
+
+
+def test_calibration_and_test_samples_are_disjoint(dcgan):
+    detector = LandmarkDetector()
+    calibration = next(face_batches(dcgan, detector, 0, CALIBRATION, 8, 8))
+    test = next(face_batches(dcgan, detector, 0, TEST, 8, 8))
+    assert len(calibration.latents) + calibration.skipped == 8 and len(test.latents) + test.skipped == 8
+    assert len(calibration.latents) > 0 and len(test.latents) > 0
+    assert torch.cdist(calibration.latents, test.latents).min() > 1.0  # no test sample is a calibration sample
+
+
+def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):  # noqa: F811
+    out = tmp_path / "roir"
+    done = evaluate(
+        out,
+        "task=roir",
+        f"run={run_dir}",
+        "eval.samples=12",
+        "eval.calibration=10",
+        "eval.batch_size=12",
+        "eval.methods=[panda,sefa,resefa,stylespace]",
+        "eval.regions=[eyes,mouth]",
+        "eval.grid=2",
+        "eval.choose.screen=3",
+        "eval.choose.finalists=2",
+        "eval.choose.candidates=10",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "evaluate.json").read_text())
+    rows = list(csv.DictReader((out / "roir.csv").open()))
+    assert {(r["method"], r["region"]) for r in rows} == {
+        (m, r) for m in ("panda", "sefa", "resefa") for r in ("eyes", "mouth")
+    }
+    for row in rows:  # every image is measured or skipped, and every edit was scaled to the same inside change
+        assert int(row["images"]) + int(row["unchanged"]) + result["skipped"] == 12
+        assert float(row["inside_change"]) == pytest.approx(0.1, rel=0.5)
+        assert float(row["roir_mean"]) > 0
+    table = (out / "roir.md").read_text()
+    assert "| panda |" in table and "| resefa |" in table and "stylespace" not in table  # no style channels
+    assert (out / "roir_eyes.png").stat().st_size > 0 and (out / "roir_mouth.png").stat().st_size > 0
+
+
+def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_path: Path):  # noqa: F811
+    done = evaluate(tmp_path / "a", "task=roir", f"run={run_dir}", "eval.regions=[ears]")
+    assert done.returncode == 2 and "regions: eyes, nose, mouth" in done.stdout + done.stderr
+    methods = "eval.methods=[panda,interfacegan]"
+    done = evaluate(tmp_path / "b", "task=roir", f"run={run_dir}", methods, "eval.calibration=4")
+    assert done.returncode == 2
+    assert "methods: panda, ganspace, sefa, lowrankgan, resefa, stylespace" in done.stdout + done.stderr
+
+
+def test_roir_monitor_logs_the_roir_of_each_region_during_training(dcgan, tmp_path: Path):
+    data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
+    model = PandA(SHAPE, parts=2, appearances=2)
+    trainer = pl.Trainer(
+        max_steps=2,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        logger=pl.loggers.CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[ROIRMonitor(regions=["mouth"], samples=6, screen=2)],
+    )
+    trainer.fit(model, datamodule=data)
+    logged = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    values = [float(row["roir/mouth"]) for row in logged if row.get("roir/mouth")]
+    assert len(values) == 1 and values[0] > 0
