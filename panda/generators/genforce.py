@@ -19,6 +19,7 @@ per resolution 4, 8, ..., ``layer{2k+1}`` ending resolution ``4 * 2**k``. The Pa
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -348,8 +349,11 @@ def load_checkpoint(path: Path) -> dict[str, Tensor]:
     """The generator state dict of a genforce checkpoint (``generator_smooth`` where there is one)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged or unsafe file
-        reason = str(error).splitlines()[0][:200] if str(error) else error.__class__.__name__
+    except pickle.UnpicklingError:
+        reason = "torch.load(weights_only=True) refused it: damaged, or objects beyond tensors and plain containers"
+        raise WeightsError(f"{path} is not a readable genforce checkpoint ({reason}); {HINT}") from None
+    except Exception as error:  # torch raises many types for a damaged archive
+        reason = str(error).split(". ")[0] or error.__class__.__name__
         raise WeightsError(f"{path} is not a readable genforce checkpoint ({reason}); {HINT}") from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("models"), dict):
         checkpoint = checkpoint["models"]  # genforce's training runner
