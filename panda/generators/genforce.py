@@ -34,7 +34,10 @@ from panda.generators.stylegan2 import set_noise_mode
 from panda.generators.weights import resolve_weights
 
 CHECKPOINT_KEYS = ("generator_smooth", "generator")
-HINT = "genforce checkpoints (.pth) are listed in github.com/genforce/genforce MODEL_ZOO.md; pass gen.weights=PATH"
+HINT = (
+    "replace the file with a genforce checkpoint (.pth; github.com/genforce/genforce MODEL_ZOO.md, whose links "
+    "were reported dead in 2026: see docs/generators.md), or pass gen.weights=PATH"
+)
 CONV_GAIN = math.sqrt(2.0)
 MIN_RESOLUTION = 8
 
@@ -372,6 +375,27 @@ def checkpoint_resolution(state: dict[str, Tensor], prefix: str) -> int:
     return 4 * 2 ** max(outputs)
 
 
+def state_mismatch(expected: dict[str, Tensor], stored: dict[str, Tensor]) -> str:
+    """How ``stored`` differs from ``expected`` (missing, unexpected, other shapes) in one line; empty if it fits."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    shapes = [
+        f"{k} {list(stored[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in stored and (not isinstance(stored[k], Tensor) or stored[k].shape != v.shape)
+    ]
+    found = [
+        (len(keys), what, keys[0])
+        for keys, what in (
+            (missing, "missing"),
+            (unexpected, "unexpected"),
+            (shapes, "of another shape (file vs arch)"),
+        )
+        if keys
+    ]
+    return "; ".join(f"{n} keys {what}, e.g. {example}" for n, what, example in found)
+
+
 def build_or_load(
     name: str,
     net_class: type[nn.Module],
@@ -394,8 +418,11 @@ def build_or_load(
     try:
         arch["resolution"] = checkpoint_resolution(state, prefix)
         net = net_class(**arch)
+        mismatch = state_mismatch(net.state_dict(), state)
+        if mismatch:
+            raise WeightsError(mismatch)
         net.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, ConfigError, WeightsError) as error:
+    except (TypeError, ConfigError, WeightsError) as error:
         raise WeightsError(f"{path} does not hold a {name} generator for arch {arch}: {error}") from None
     lod = getattr(net, "synthesis", net).lod
     if lod.item() != 0:
