@@ -70,8 +70,8 @@ def resolutions(resolution: int) -> list[int]:
 class ProGANConv(nn.Module):
     """Pixel norm, optional 2x nearest upsampling, equalised-lr convolution (+ bias), optional leaky ReLU.
 
-    genforce normalises every block's input (the official network normalises every conv output; the
-    same except for the output layers, which here also see normalised features).
+    genforce normalises every block's input where the official network normalises every conv output:
+    the same features after normalisation, but ``layer{i}`` outputs here are the unnormalised ones.
     """
 
     def __init__(
