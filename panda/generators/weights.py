@@ -32,22 +32,22 @@ def is_url(path_or_url: str) -> bool:
     return urlparse(str(path_or_url)).scheme in ("http", "https")
 
 
-def cached_path(url: str) -> Path:
-    """Where the file of ``url`` lives in the cache (its last path component)."""
-    name = Path(unquote(urlparse(url).path)).name
+def cached_path(url: str, name: str | None = None) -> Path:
+    """Where the file of ``url`` lives in the cache: ``name``, or the URL's last path component."""
+    name = name or Path(unquote(urlparse(url).path)).name
     if not name:
         raise WeightsError(f"cannot name a cache file for URL {url} (it has no file name)")
     return cache_dir() / name
 
 
-def resolve_weights(path_or_url: str, sha256: str | None = None) -> Path:
-    """A local file for ``path_or_url``, downloading a URL into the cache the first time."""
+def resolve_weights(path_or_url: str, sha256: str | None = None, name: str | None = None) -> Path:
+    """A local file for ``path_or_url``, downloading a URL into the cache (as ``name``) the first time."""
     if not is_url(path_or_url):
         path = Path(path_or_url).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file not found: {path}")
         return path
-    path = cached_path(path_or_url)
+    path = cached_path(path_or_url, name)
     if path.is_file():
         return path
     download(path_or_url, path, sha256)
