@@ -10,8 +10,10 @@ from panda.baselines import GANSpace, LowRankGAN, ReSeFa, SeFa, StyleSpace
 from panda.baselines.ganspace import first_activation
 from panda.baselines.jacobian import region_statistics
 from panda.errors import ConfigError
+from panda.generators.genforce import ProGAN, StyleGAN1
 from panda.generators.stylegan2 import StyleGAN2
 from panda.roir import PandAEditor
+from tests.test_genforce import PROGAN, STYLEGAN
 from tests.test_stylegan2 import TINY
 
 
@@ -119,3 +121,23 @@ def test_stylespace_picks_style_channels_that_change_the_region(dcgan):
     assert (change * masks).sum() / change.sum() > 0.25  # the best channel acts mostly on the quarter
     with pytest.raises(ConfigError, match="StyleSpace needs style channels"):
         StyleSpace(dcgan)
+
+
+@pytest.mark.parametrize("name", ["progan", "stylegan1", "stylegan2"])
+def test_latent_baselines_edit_every_architecture(name):
+    torch.manual_seed(0)
+    gen = {
+        "progan": lambda: ProGAN(random_init=True, arch=PROGAN),
+        "stylegan1": lambda: StyleGAN1(random_init=True, arch=STYLEGAN),
+        "stylegan2": lambda: StyleGAN2(random_init=True, arch=TINY),
+    }[name]()
+    latents = gen.sample_latents(3, torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        original = gen(latents)
+    ganspace = GANSpace(gen, samples=64, components=4, batch_size=32)
+    assert (ganspace.layer is None) == gen.style_based  # PCA of w for style-based generators
+    for method in (ganspace, SeFa(gen)):
+        method.fit(latents)
+        assert method.directions.shape[1] == 16  # z_dim (ProGAN) or w_dim
+        edited = method.images(method.prepare(latents), torch.zeros(3, dtype=torch.long), torch.full((3,), 2.0))
+        assert edited.shape == original.shape and not torch.allclose(edited, original)

@@ -49,7 +49,7 @@ class GANSpace(Baseline):
     ) -> None:
         super().__init__(gen)
         if layer == "auto":
-            layer = None if gen.style_layers() else first_activation(gen)
+            layer = None if gen.style_based else first_activation(gen)
         elif layer is not None:
             gen.check_layer(layer)
         self.layer, self.samples, self.components, self.seed, self.batch_size = (

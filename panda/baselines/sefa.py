@@ -21,6 +21,8 @@ def code_weight(module: nn.Module, dim: int) -> Tensor:
         raise ConfigError(f"SeFa needs a layer with a weight; {type(module).__name__} has none")
     if isinstance(module, nn.ConvTranspose2d):  # [in, out, kh, kw]
         matrix = weight.flatten(1)
+    elif weight.dim() == 4:  # convolution: [out, in, kh, kw]
+        matrix = weight.transpose(0, 1).flatten(1)
     elif weight.dim() == 2:  # linear: [out, in]
         matrix = weight.T
     else:

@@ -35,6 +35,7 @@ class FeatureGenerator(nn.Module):
 
     name: str = "generator"
     sequential_root: str | None = None
+    style_based: bool = False  # True: :meth:`codes` are ``w``, not the latents
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

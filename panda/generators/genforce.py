@@ -463,6 +463,9 @@ class ProGAN(FeatureGenerator):
             raise ConfigError(f"{self.name}.resume needs the latents the features came from")
         return self.resume_by_replacing(features, layer, latents)
 
+    def code_layers(self) -> list[str]:
+        return ["layer0"]
+
 
 class StyleGAN1(FeatureGenerator):
     """A genforce StyleGAN1 generator split at named synthesis layers (``gen=stylegan1_ffhq``).
@@ -478,6 +481,7 @@ class StyleGAN1(FeatureGenerator):
     """
 
     name = "stylegan1"
+    style_based = True
 
     def __init__(
         self,
@@ -508,3 +512,12 @@ class StyleGAN1(FeatureGenerator):
         if latents is None:
             raise ConfigError(f"{self.name}.resume needs the latents (their w styles every later layer)")
         return self.resume_by_replacing(features, layer, latents)
+
+    def codes(self, latents: Tensor) -> Tensor:
+        return self.ws(latents)
+
+    def synthesize(self, codes: Tensor) -> Tensor:
+        return self.net.synthesis(codes)
+
+    def code_layers(self) -> list[str]:
+        return [path for path, module in self.net.named_modules() if isinstance(module, StyleModulation)]

@@ -268,6 +268,7 @@ class StyleGAN2(FeatureGenerator):
     """
 
     name = "stylegan2"
+    style_based = True
 
     def __init__(
         self,
