@@ -254,7 +254,44 @@ class StyleGAN2Net(nn.Module):
         return self.synthesis(self.mapping(z, c, psi, cutoff))
 
 
-class StyleGAN2(FeatureGenerator):
+class StyleGANGenerator(FeatureGenerator):
+    """What StyleGAN2 and StyleGAN3 share: z -> w (mapping, truncation, class) -> synthesis.
+
+    ``net`` has ``mapping(z, c, psi, cutoff) -> ws``, ``synthesis(ws) -> images``, ``z_dim`` and ``c_dim``.
+    """
+
+    def __init__(
+        self, net: nn.Module, truncation_psi: float, truncation_cutoff: int | None, class_index: int | None
+    ) -> None:
+        super().__init__(net)
+        self.truncation_psi, self.truncation_cutoff = truncation_psi, truncation_cutoff
+        self.class_index = class_index
+        if net.c_dim and class_index is None:
+            raise ConfigError(f"this {self.name} generator is conditional (c_dim={net.c_dim}): set gen.class_index")
+
+    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
+        return torch.randn(n, self.net.z_dim, generator=generator)
+
+    def labels(self, n: int) -> Tensor | None:
+        """One-hot class labels ``[n, c_dim]`` for a conditional model, else None."""
+        if not self.net.c_dim:
+            return None
+        return F.one_hot(torch.full((n,), self.class_index), self.net.c_dim).float().to(self.device)
+
+    def ws(self, latents: Tensor) -> Tensor:
+        """``w [B, num_ws, w_dim]`` for ``z`` latents, truncated as configured."""
+        return self.net.mapping(latents, self.labels(len(latents)), self.truncation_psi, self.truncation_cutoff)
+
+    def forward(self, latents: Tensor) -> Tensor:
+        return self.net.synthesis(self.ws(latents))
+
+    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
+        if latents is None:
+            raise ConfigError(f"{self.name}.resume needs the latents (their w styles every later layer)")
+        return self.resume_by_replacing(features, layer, latents)
+
+
+class StyleGAN2(StyleGANGenerator):
     """A StyleGAN2 generator split at named synthesis layers (``gen=stylegan2_ffhq`` ...).
 
     Args:
@@ -280,33 +317,8 @@ class StyleGAN2(FeatureGenerator):
         class_index: int | None = None,
     ) -> None:
         net = build_or_load(self.name, StyleGAN2Net, weights, random_init, arch)
-        super().__init__(net)
-        self.truncation_psi, self.truncation_cutoff = truncation_psi, truncation_cutoff
-        self.class_index = class_index
+        super().__init__(net, truncation_psi, truncation_cutoff, class_index)
         set_noise_mode(net, noise_mode)
-        if net.c_dim and class_index is None:
-            raise ConfigError(f"this {self.name} generator is conditional (c_dim={net.c_dim}): set gen.class_index")
-
-    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.net.z_dim, generator=generator)
-
-    def labels(self, n: int) -> Tensor | None:
-        """One-hot class labels ``[n, c_dim]`` for a conditional model, else None."""
-        if not self.net.c_dim:
-            return None
-        return F.one_hot(torch.full((n,), self.class_index), self.net.c_dim).float().to(self.device)
-
-    def ws(self, latents: Tensor) -> Tensor:
-        """``w [B, num_ws, w_dim]`` for ``z`` latents, truncated as configured."""
-        return self.net.mapping(latents, self.labels(len(latents)), self.truncation_psi, self.truncation_cutoff)
-
-    def forward(self, latents: Tensor) -> Tensor:
-        return self.net.synthesis(self.ws(latents))
-
-    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
-        if latents is None:
-            raise ConfigError(f"{self.name}.resume needs the latents (their w styles every later layer)")
-        return self.resume_by_replacing(features, layer, latents)
 
 
 def build_or_load(
