@@ -83,7 +83,7 @@ for i, (config, res, synthesis, c_dim, psi, cutoff) in enumerate(CASES):
         layer = G.synthesis.layer_names[len(G.synthesis.layer_names) // 2]
         feats = gen.features(z, f"synthesis.{layer}")
         x = G.synthesis.input(ws[:, 0])
-        for name, w in zip(G.synthesis.layer_names, ws[:, 1:].unbind(1)):
+        for name, w in zip(G.synthesis.layer_names, ws[:, 1:].unbind(1), strict=True):
             x = getattr(G.synthesis, name)(x, w, force_fp32=True)
             if name == layer:
                 break
