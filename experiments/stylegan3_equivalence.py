@@ -22,6 +22,7 @@ import torch
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("nvidia_stylegan3", help="path to a checkout of NVlabs/stylegan3")
 parser.add_argument("--device", default="cpu")
+parser.add_argument("--full", action="store_true", help="also the real FFHQ-T 1024 and AFHQv2-R 512 architectures")
 args = parser.parse_args()
 sys.path.insert(0, args.nvidia_stylegan3)
 if "pkg_resources" not in sys.modules:  # NVIDIA's conv2d_gradfix imports parse_version from it (gone in setuptools 81)
@@ -40,6 +41,11 @@ CASES = [
     ("R", 64, {**R, "num_layers": 14, "conv_clamp": 0.5}, 5, 0.7, None),
     ("T", 64, {**T, "num_layers": 14, "margin_size": 4, "filter_size": 4}, 5, 0.5, 6),
 ]
+if args.full:  # the official pickles' architectures (random weights, z_dim 32 and w_dim 32 as above)
+    CASES += [
+        ("T", 1024, {"channel_base": 32768, "channel_max": 512}, 0, 0.7, None),
+        ("R", 512, {**R, "channel_base": 65536, "channel_max": 1024}, 0, 1.0, None),
+    ]
 
 
 def randomise(G: torch.nn.Module, transform: bool) -> None:
@@ -74,8 +80,9 @@ for i, (config, res, synthesis, c_dim, psi, cutoff) in enumerate(CASES):
     gen = StyleGAN3(weights=path, truncation_psi=psi, truncation_cutoff=cutoff, class_index=3 if c_dim else None)
     sys.modules.update(nvidia)
     G, gen = G.to(args.device), gen.to(args.device)
-    z = torch.randn(4, 32, device=args.device)
-    c = torch.nn.functional.one_hot(torch.full((4,), 3), c_dim).float().to(args.device) if c_dim else None
+    batch = 1 if res > 64 else 4
+    z = torch.randn(batch, 32, device=args.device)
+    c = torch.nn.functional.one_hot(torch.full((batch,), 3), c_dim).float().to(args.device) if c_dim else None
     with torch.no_grad():
         ws = G.mapping(z, c, truncation_psi=psi, truncation_cutoff=cutoff)
         ref = G.synthesis(ws, force_fp32=True)
