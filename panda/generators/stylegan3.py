@@ -41,7 +41,7 @@ def lowpass_filter(taps: int, cutoff: float, width: float, fs: float, radial: bo
         return None
     if not radial:
         return torch.as_tensor(scipy.signal.firwin(taps, cutoff, width=width, fs=fs), dtype=torch.float32)
-    x = (np.arange(taps) - (taps - 1) / 2) / fs  # taps are even: r is never 0
+    x = (np.arange(taps) - (taps - 1) / 2) / fs  # taps = filter_size * (a power of 2): even, so r > 0
     r = np.hypot(*np.meshgrid(x, x))
     jinc = scipy.special.j1(2 * np.pi * cutoff * r) / (np.pi * r)
     window = np.kaiser(taps, scipy.signal.kaiser_beta(scipy.signal.kaiser_atten(taps, width / (fs / 2))))
