@@ -12,9 +12,11 @@ from panda.baselines.jacobian import region_statistics
 from panda.errors import ConfigError
 from panda.generators.genforce import ProGAN, StyleGAN1
 from panda.generators.stylegan2 import StyleGAN2
+from panda.generators.stylegan3 import StyleGAN3
 from panda.roir import PandAEditor
 from tests.test_genforce import PROGAN, STYLEGAN
 from tests.test_stylegan2 import TINY
+from tests.test_stylegan3 import ARCHS
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +125,14 @@ def test_stylespace_picks_style_channels_that_change_the_region(dcgan):
         StyleSpace(dcgan)
 
 
-@pytest.mark.parametrize("name", ["progan", "stylegan1", "stylegan2"])
+@pytest.mark.parametrize("name", ["progan", "stylegan1", "stylegan2", "stylegan3"])
 def test_latent_baselines_edit_every_architecture(name):
     torch.manual_seed(0)
     gen = {
         "progan": lambda: ProGAN(random_init=True, arch=PROGAN),
         "stylegan1": lambda: StyleGAN1(random_init=True, arch=STYLEGAN),
         "stylegan2": lambda: StyleGAN2(random_init=True, arch=TINY),
+        "stylegan3": lambda: StyleGAN3(random_init=True, arch=ARCHS["T"]),
     }[name]()
     latents = gen.sample_latents(3, torch.Generator().manual_seed(0))
     with torch.inference_mode():
@@ -141,3 +144,5 @@ def test_latent_baselines_edit_every_architecture(name):
         assert method.directions.shape[1] == 16  # z_dim (ProGAN) or w_dim
         edited = method.images(method.prepare(latents), torch.zeros(3, dtype=torch.long), torch.full((3,), 2.0))
         assert edited.shape == original.shape and not torch.allclose(edited, original)
+    if name in ("stylegan2", "stylegan3"):  # SeFa reads the convolutions' style affines, StyleSpace every style
+        assert gen.code_layers() and set(gen.code_layers()) < set(gen.style_layers())

@@ -254,37 +254,21 @@ class StyleGAN2Net(nn.Module):
         return self.synthesis(self.mapping(z, c, psi, cutoff))
 
 
-class StyleGAN2(FeatureGenerator):
-    """A StyleGAN2 generator split at named synthesis layers (``gen=stylegan2_ffhq`` ...).
+class StyleGANGenerator(FeatureGenerator):
+    """What StyleGAN2 and StyleGAN3 share: z -> w (mapping, truncation, class) -> synthesis.
 
-    Args:
-        weights: path or URL of an official StyleGAN2-ADA pickle (``G_ema`` is used).
-        random_init: build ``arch`` with random weights instead (smoke runs).
-        arch: the official ``_init_kwargs`` (used with ``random_init``).
-        truncation_psi: truncation towards ``w_avg`` (1: none).
-        truncation_cutoff: apply truncation to the first this many ws only (null: all).
-        noise_mode: ``const`` (the stored noise) or ``none``.
-        class_index: the class of a conditional model (``c_dim > 0``).
+    ``net`` has ``mapping(z, c, psi, cutoff) -> ws``, ``synthesis(ws) -> images``, ``z_dim`` and ``c_dim``.
+    Latent-space baselines edit ``w`` (:meth:`codes`).
     """
 
-    name = "stylegan2"
     style_based = True
 
     def __init__(
-        self,
-        weights: str | None = None,
-        random_init: bool = False,
-        arch: dict[str, Any] | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "const",
-        class_index: int | None = None,
+        self, net: nn.Module, truncation_psi: float, truncation_cutoff: int | None, class_index: int | None
     ) -> None:
-        net = build_or_load(self.name, StyleGAN2Net, weights, random_init, arch)
         super().__init__(net)
         self.truncation_psi, self.truncation_cutoff = truncation_psi, truncation_cutoff
         self.class_index = class_index
-        set_noise_mode(net, noise_mode)
         if net.c_dim and class_index is None:
             raise ConfigError(f"this {self.name} generator is conditional (c_dim={net.c_dim}): set gen.class_index")
 
@@ -316,11 +300,49 @@ class StyleGAN2(FeatureGenerator):
         return self.net.synthesis(codes)
 
     def code_layers(self) -> list[str]:
-        return [path for path in self.style_layers() if ".conv" in path]
+        """The style affines of the convolutions (not of the ToRGB layers)."""
+        return [path for path in self.style_layers() if not self._is_torgb(path)]
 
     def style_layers(self) -> list[str]:
+        """Every synthesis layer's style affine (StyleGAN3's input transform is not a style)."""
         paths = (path for path, _ in self.net.named_modules())
-        return [path for path in paths if path.startswith("synthesis.") and path.endswith(".affine")]
+        return [
+            p for p in paths if p.startswith("synthesis.") and p.endswith(".affine") and p != "synthesis.input.affine"
+        ]
+
+    def _is_torgb(self, affine: str) -> bool:
+        layer = self.net.get_submodule(affine.removesuffix(".affine"))
+        return isinstance(layer, ToRGBLayer) or bool(getattr(layer, "is_torgb", False))
+
+
+class StyleGAN2(StyleGANGenerator):
+    """A StyleGAN2 generator split at named synthesis layers (``gen=stylegan2_ffhq`` ...).
+
+    Args:
+        weights: path or URL of an official StyleGAN2-ADA pickle (``G_ema`` is used).
+        random_init: build ``arch`` with random weights instead (smoke runs).
+        arch: the official ``_init_kwargs`` (used with ``random_init``).
+        truncation_psi: truncation towards ``w_avg`` (1: none).
+        truncation_cutoff: apply truncation to the first this many ws only (null: all).
+        noise_mode: ``const`` (the stored noise) or ``none``.
+        class_index: the class of a conditional model (``c_dim > 0``).
+    """
+
+    name = "stylegan2"
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        random_init: bool = False,
+        arch: dict[str, Any] | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+        class_index: int | None = None,
+    ) -> None:
+        net = build_or_load(self.name, StyleGAN2Net, weights, random_init, arch)
+        super().__init__(net, truncation_psi, truncation_cutoff, class_index)
+        set_noise_mode(net, noise_mode)
 
 
 def build_or_load(
