@@ -17,7 +17,7 @@ from panda.data import CALIBRATION, TEST, FeatureDataModule
 from panda.masks import LandmarkDetector
 from panda.model import PandA
 from panda.roir import Faces, Settings, choose, face_batches, inside_change
-from tests.conftest import SHAPE
+from tests.conftest import SHAPE, run_script
 from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
 
 
@@ -73,8 +73,9 @@ def test_calibration_and_test_samples_are_disjoint(dcgan):
 
 def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):  # noqa: F811
     out = tmp_path / "roir"
-    done = evaluate(
-        out,
+    done = run_script(
+        "evaluate.py",
+        f"hydra.run.dir={out}",
         "task=roir",
         f"run={run_dir}",
         "eval.samples=12",
@@ -86,6 +87,8 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
         "eval.choose.screen=3",
         "eval.choose.finalists=2",
         "eval.choose.candidates=10",
+        "eval.wandb=true",
+        env={"WANDB_MODE": "offline"},
     )
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "evaluate.json").read_text())
@@ -100,6 +103,7 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
     table = (out / "roir.md").read_text()
     assert "| panda |" in table and "| resefa |" in table and "stylespace" not in table  # no style channels
     assert (out / "roir_eyes.png").stat().st_size > 0 and (out / "roir_mouth.png").stat().st_size > 0
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the table and grids, logged offline
 
 
 def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_path: Path):  # noqa: F811
