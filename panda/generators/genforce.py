@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from panda.errors import ConfigError, WeightsError
 from panda.generators.base import FeatureGenerator
-from panda.generators.stylegan2 import set_noise_mode
+from panda.generators.stylegan2 import StyleGANGenerator, set_noise_mode
 from panda.generators.weights import resolve_weights
 
 CHECKPOINT_KEYS = ("generator_smooth", "generator")
@@ -336,7 +336,7 @@ class StyleGAN1Net(nn.Module):
         fmaps_max: int = 512,
     ) -> None:
         super().__init__()
-        self.z_dim = z_dim
+        self.z_dim, self.c_dim = z_dim, 0  # unconditional
         self.synthesis = SynthesisNetwork(
             resolution, w_dim, image_channels, final_tanh, fused_scale, fmaps_base, fmaps_max
         )
@@ -467,7 +467,7 @@ class ProGAN(FeatureGenerator):
         return ["layer0"]
 
 
-class StyleGAN1(FeatureGenerator):
+class StyleGAN1(StyleGANGenerator):
     """A genforce StyleGAN1 generator split at named synthesis layers (``gen=stylegan1_ffhq``).
 
     Args:
@@ -481,7 +481,6 @@ class StyleGAN1(FeatureGenerator):
     """
 
     name = "stylegan1"
-    style_based = True
 
     def __init__(
         self,
@@ -494,30 +493,13 @@ class StyleGAN1(FeatureGenerator):
         noise_mode: str = "const",
     ) -> None:
         net = build_or_load(self.name, StyleGAN1Net, weights, random_init, arch, cache_name, "synthesis.")
-        super().__init__(net)
+        super().__init__(net, truncation_psi, truncation_cutoff, class_index=None)
         set_noise_mode(net, noise_mode)
-        self.truncation_psi, self.truncation_cutoff = truncation_psi, truncation_cutoff
-
-    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.net.z_dim, generator=generator)
 
     def ws(self, latents: Tensor) -> Tensor:
         """``wp [B, num_layers, w_dim]`` for ``z`` latents, truncated as configured."""
         return self.net.truncation(self.net.mapping(latents), self.truncation_psi, self.truncation_cutoff)
 
-    def forward(self, latents: Tensor) -> Tensor:
-        return self.net.synthesis(self.ws(latents))
-
-    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
-        if latents is None:
-            raise ConfigError(f"{self.name}.resume needs the latents (their w styles every later layer)")
-        return self.resume_by_replacing(features, layer, latents)
-
-    def codes(self, latents: Tensor) -> Tensor:
-        return self.ws(latents)
-
-    def synthesize(self, codes: Tensor) -> Tensor:
-        return self.net.synthesis(codes)
-
     def code_layers(self) -> list[str]:
+        """The AdaIN style affines (they read ``w``; their outputs modulate features, not style vectors)."""
         return [path for path, module in self.net.named_modules() if isinstance(module, StyleModulation)]
