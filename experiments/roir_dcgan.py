@@ -8,6 +8,7 @@ calibration faces, ROIR measured on the faces of a disjoint test set), and write
 
     python experiments/roir_dcgan.py                    # 10,000 test samples
     python experiments/roir_dcgan.py --samples 1000 --run outputs/roir_dcgan/train   # reuse a trained run
+    python experiments/roir_dcgan.py --name roir_dcgan_parts16 --train rank.parts=16 --eval "eval.methods=[panda]"
 """
 
 from __future__ import annotations
@@ -73,9 +74,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10_000, help="test-set size")
     parser.add_argument("--run", type=Path, default=None, help="a trained run to reuse (default: train one)")
-    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "roir_dcgan")
+    parser.add_argument("--name", default="roir_dcgan", help="result files' name; work directory outputs/<name>")
+    parser.add_argument("--train", nargs="*", default=[], help="extra train.py overrides")
+    parser.add_argument("--eval", nargs="*", default=[], help="extra evaluate.py overrides")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
+    work, name = ROOT / "outputs" / args.name, args.name
 
     run = args.run
     train_seconds = None
@@ -89,20 +93,21 @@ def main() -> None:
 
     rows = list(csv.DictReader((evaluation / "roir.csv").open()))
     args.out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(evaluation / "roir.csv", args.out / "roir_dcgan.csv")
-    bar_chart(rows, args.out / "roir_dcgan.png")
-    shutil.copyfile(evaluation / "roir_mouth.png", args.out / "roir_dcgan_mouth.png")
+    shutil.copyfile(evaluation / "roir.csv", args.out / f"{name}.csv")
+    bar_chart(rows, args.out / f"{name}.png")
+    shutil.copyfile(evaluation / "roir_mouth.png", args.out / f"{name}_mouth.png")
     details = "\n".join(
         f"| {row['method']} | {row['region']} | {row['direction']} | {float(row['scale']):.3g} | "
         f"{row['calibration_roir']} | {row['images']} | {row['inside_change']} |"
         for row in rows
     )
     timing = f"training {train_seconds:.0f} s, " if train_seconds is not None else ""
+    command = " ".join(["python experiments/roir_dcgan.py", *sys.argv[1:]])
     report = f"""# ROIR on the DCGAN faces (issue 4)
 
-Produced by `python experiments/roir_dcgan.py --samples {args.samples}` ({timing}evaluation {eval_seconds:.0f} s on
-{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}). PandA: the default run (`python train.py`:
-layer `main.8`, R_S = 8, R_C = 16, 600 steps). Regions from dlib's 68 landmarks, dilated by 1 px. Each method's
+Produced by `{command}` ({timing}evaluation {eval_seconds:.0f} s on {os.cpu_count()} CPU cores,
+{platform.processor() or platform.machine()}). PandA: `python train.py {" ".join(args.train)}` (the default: layer
+`main.8`, R_S = 8, R_C = 16, 600 steps; overrides as shown). Test samples: {args.samples}. Regions from dlib's 68 landmarks, dilated by 1 px. Each method's
 direction and scale per region were chosen on calibration faces so that every edit changes the region by the same
 RMS amount (0.1 per pixel and channel, images in [-1, 1]); ROIR = ||change outside|| / ||change inside|| on the
 faces found among {args.samples} test samples (a disjoint stream). Lower is better. StyleSpace needs style channels,
@@ -121,11 +126,11 @@ over the regions for the region-conditioned ones). Choosing among directions is 
 |---|---|---|---|---|---|---|
 {details}
 
-![ROIR per method and region](roir_dcgan.png)
+![ROIR per method and region]({name}.png)
 
-![mouth edits of every method](roir_dcgan_mouth.png)
+![mouth edits of every method]({name}_mouth.png)
 """
-    atomic_write(args.out / "roir_dcgan.md", report.encode())
+    atomic_write(args.out / f"{name}.md", report.encode())
     print(report)
 
 

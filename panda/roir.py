@@ -277,6 +277,8 @@ def measure(
                 kept["edits"].setdefault((method, region), []).append(edited[:take])
         for region, mask in masks.items():
             kept["masks"].setdefault(region, []).append(mask[:take])
+    if not kept["originals"]:
+        raise ConfigError(f"dlib found no face among the {samples} test samples; ROIR needs face images")
     examples = {
         "originals": torch.cat(kept["originals"]),
         "masks": {region: torch.cat(m) for region, m in kept["masks"].items()},
