@@ -84,12 +84,11 @@ def main() -> None:
     run = args.run
     train_seconds = None
     if run is None:
-        run = args.work / "train"
-        train_seconds = script("train.py", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false")
-    evaluation = args.work / "eval"
-    eval_seconds = script(
-        "evaluate.py", "task=roir", f"run={run}", f"eval.samples={args.samples}", f"hydra.run.dir={evaluation}"
-    )
+        run = work / "train"
+        train_seconds = script("train.py", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", *args.train)
+    evaluation = work / "eval"
+    overrides = [f"run={run}", f"eval.samples={args.samples}", f"hydra.run.dir={evaluation}", *args.eval]
+    eval_seconds = script("evaluate.py", "task=roir", *overrides)
 
     rows = list(csv.DictReader((evaluation / "roir.csv").open()))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -107,11 +106,11 @@ def main() -> None:
 
 Produced by `{command}` ({timing}evaluation {eval_seconds:.0f} s on {os.cpu_count()} CPU cores,
 {platform.processor() or platform.machine()}). PandA: `python train.py {" ".join(args.train)}` (the default: layer
-`main.8`, R_S = 8, R_C = 16, 600 steps; overrides as shown). Test samples: {args.samples}. Regions from dlib's 68 landmarks, dilated by 1 px. Each method's
-direction and scale per region were chosen on calibration faces so that every edit changes the region by the same
-RMS amount (0.1 per pixel and channel, images in [-1, 1]); ROIR = ||change outside|| / ||change inside|| on the
-faces found among {args.samples} test samples (a disjoint stream). Lower is better. StyleSpace needs style channels,
-which the DCGAN does not have.
+`main.8`, R_S = 8, R_C = 16, 600 steps; overrides as shown). Regions from dlib's 68 landmarks, dilated by 1 px.
+Each method's direction and scale per region were chosen on calibration faces so that every edit changes the
+region by the same RMS amount (0.1 per pixel and channel, images in [-1, 1]); ROIR = ||change outside|| /
+||change inside|| on the faces found among {args.samples} test samples (a disjoint stream). Lower is better.
+StyleSpace needs style channels, which the DCGAN does not have.
 
 {(evaluation / "roir.md").read_text()}
 "seconds to find directions": PandA's training time; the baselines' time to compute their directions (summed
