@@ -101,14 +101,16 @@ class ROIRMonitor(pl.Callback):
         self.regions, self.samples = list(regions), samples
         self.settings = Settings(inside_change=inside_change, screen=screen, finalists=4, iterations=2)
         self.faces: Faces | None = None
+        self.measured_step = -1  # a validation repeated at the same step (the final one) is not measured again
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data: FeatureDataModule = trainer.datamodule
         self.faces = face_set(data.generator, LandmarkDetector(), data.seed, CALIBRATION, self.samples, self.samples)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
-        if trainer.sanity_checking or self.faces is None:
+        if trainer.sanity_checking or self.faces is None or trainer.global_step == self.measured_step:
             return
+        self.measured_step = trainer.global_step
         data: FeatureDataModule = trainer.datamodule
         run = Run(
             A=pl_module.A.detach().float(),
