@@ -161,15 +161,15 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     for region in regions:
         if region not in REGIONS:
             raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
-    if settings.samples < 1 or settings.calibration < 2:
-        raise ConfigError(f"eval.samples={settings.samples} must be >= 1 and eval.calibration >= 2")
+    if settings.samples < 1 or settings.calibration < 2 or settings.grid < 1:
+        raise ConfigError("eval.samples and eval.grid must be >= 1, eval.calibration >= 2")
     choosing = protocol.Settings(**settings.choose)
     detector = LandmarkDetector(upscale=settings.upscale)
     gen = run.generator
     calibration = protocol.face_set(gen, detector, cfg.seed, CALIBRATION, settings.calibration, settings.batch_size)
     log.info("calibration: %d faces (%d skipped)", len(calibration.latents), calibration.skipped)
     metrics = Path(cfg.run) / METRICS_FILE
-    run_seconds = float(json.loads(metrics.read_text()).get("fit_seconds", 0.0)) if metrics.is_file() else 0.0
+    run_seconds = float(json.loads(metrics.read_text()).get("fit_seconds", "nan")) if metrics.is_file() else np.nan
     options = OmegaConf.to_container(settings.baselines)
     editors = protocol.build_editors(
         list(settings.methods), run, calibration, regions, options, choosing.dilation, run_seconds

@@ -136,6 +136,15 @@ class Settings:
     dilation: int = 1
     chunk: int = 256
 
+    def __post_init__(self) -> None:
+        counts = {"screen": self.screen, "finalists": self.finalists, "iterations": self.iterations}
+        counts |= {"candidates": self.candidates, "chunk": self.chunk}
+        for key, value in counts.items():
+            if value < 1:
+                raise ConfigError(f"eval.choose.{key}={value} must be >= 1")
+        if not self.inside_change > 0 or self.dilation < 0:
+            raise ConfigError("eval.choose.inside_change must be > 0 and eval.choose.dilation >= 0")
+
 
 @dataclass
 class Choice:
@@ -343,6 +352,8 @@ def build_editors(
         else:
             editors[method] = dict.fromkeys(regions, make().fit(calibration.latents))
         log.info("%s: directions found in %.1f s", method, sum(e.seconds for e in unique(editors[method])))
+    if not editors:
+        raise ConfigError(f"none of the methods {list(methods)} applies to generator '{run.name}'")
     return editors
 
 

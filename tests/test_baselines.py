@@ -35,11 +35,11 @@ def test_every_baseline_gives_ranked_unit_directions_deterministically(dcgan, ca
         assert first.directions.shape == (100, 100) and first.seconds > 0
         torch.testing.assert_close(first.directions, second.directions)
         torch.testing.assert_close(first.directions.norm(dim=1), torch.ones(100))
-    for cls in (LowRankGAN, ReSeFa):
+    for cls, count in ((LowRankGAN, 80), (ReSeFa, 100)):  # LowRankGAN: D - background_rank (20)
         first, second = cls(dcgan).fit(latents[:3], masks[:3]), cls(dcgan).fit(latents[:3], masks[:3])
-        assert first.directions.shape == (100, 100)
+        assert first.directions.shape == (count, 100)
         torch.testing.assert_close(first.directions, second.directions)
-        torch.testing.assert_close(first.directions.norm(dim=1), torch.ones(100))
+        torch.testing.assert_close(first.directions.norm(dim=1), torch.ones(count))
 
 
 def test_sefa_matches_a_direct_eigendecomposition_of_the_first_weight(dcgan, calibration):
@@ -67,12 +67,36 @@ def test_ganspace_regresses_principal_components_of_activations_back_to_z(dcgan)
     assert changes[0] > changes[1]
 
 
-def test_lowrankgan_stays_out_of_the_background_subspace(dcgan, calibration):
+def test_lowrankgan_directions_change_the_region_most_within_the_background_null_space(dcgan, calibration):
     latents, masks = calibration[0][:3], calibration[1][:3]
     method = LowRankGAN(dcgan, background_rank=10).fit(latents, masks)
-    _, background = region_statistics(dcgan, latents, masks)
-    leading = torch.linalg.eigh(background)[1][:, -10:].float()
-    assert (method.directions @ leading).abs().max() < 1e-4
+    region, background = (m.float() for m in region_statistics(dcgan, latents, masks))
+    leading = torch.linalg.eigh(background)[1][:, -10:]
+    v = method.directions
+    assert v.shape == (90, 100)  # D - background_rank orthonormal directions
+    torch.testing.assert_close(v @ v.T, torch.eye(90), atol=1e-4, rtol=0)
+    assert (v @ leading).abs().max() < 1e-4  # no motion along the background's leading directions
+    energy = torch.einsum("kd,de,ke->k", v, region, v)
+    assert (energy[:-1] >= energy[1:] - 1e-4 * energy[0]).all()  # ranked by the change in the region
+    null = torch.eye(100) - leading @ leading.T
+    random = torch.nn.functional.normalize(torch.randn(50, 100, generator=torch.Generator().manual_seed(0)) @ null)
+    assert energy[0] >= torch.einsum("kd,de,ke->k", random, region, random).max()
+
+
+def test_jacobian_statistics_do_not_depend_on_the_chunk_size():
+    torch.manual_seed(0)
+    gen = StyleGAN2(random_init=True, arch=TINY)
+    latents = gen.sample_latents(2, torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[..., 8:20, 8:20] = 1
+    one = region_statistics(gen, latents, masks, resolution=16, chunk=1)
+    all_at_once = region_statistics(gen, latents, masks, resolution=16, chunk=16)
+    for a, b in zip(one, all_at_once, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))  # float32 round-off
+    for cls in (LowRankGAN, ReSeFa):  # the Jacobian methods edit w of a style-based generator
+        method = cls(gen, resolution=16, chunk=4, **({"background_rank": 4} if cls is LowRankGAN else {}))
+        method.fit(latents, masks)
+        assert method.directions.shape[1] == 16
 
 
 def test_resefa_directions_maximise_the_region_to_background_ratio(dcgan, calibration):
@@ -94,7 +118,13 @@ def test_resefa_directions_maximise_the_region_to_background_ratio(dcgan, calibr
 
 def test_a_batch_of_different_edits_equals_each_edit_alone(dcgan, run, calibration):
     latents = calibration[0][:2]
-    for editor in (SeFa(dcgan).fit(latents), PandAEditor(run)):
+    torch.manual_seed(0)
+    style = StyleGAN2(random_init=True, arch=TINY)
+    style_latents = style.sample_latents(2, torch.Generator().manual_seed(0))
+    masks = torch.ones(2, 1, 32, 32)
+    cases = [(SeFa(dcgan).fit(latents), latents, dcgan), (PandAEditor(run), latents, dcgan)]
+    cases.append((StyleSpace(style, channels=8).fit(style_latents, masks), style_latents, style))
+    for editor, latents, gen in cases:
         prepared = editor.prepare(latents)
         both = editor.images(prepared, torch.tensor([3, 7]), torch.tensor([2.0, -1.5]))
         alone = [
@@ -104,7 +134,7 @@ def test_a_batch_of_different_edits_equals_each_edit_alone(dcgan, run, calibrati
         torch.testing.assert_close(both, torch.cat(alone), atol=1e-5, rtol=1e-5)
         unedited = editor.images(prepared, torch.tensor([3, 7]), torch.zeros(2))
         with torch.inference_mode():
-            torch.testing.assert_close(unedited, dcgan(latents), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(unedited, gen(latents), atol=1e-5, rtol=1e-5)
 
 
 def test_stylespace_picks_style_channels_that_change_the_region(dcgan):

@@ -9,15 +9,19 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 from torch import Tensor
 
+from panda import roir as protocol
 from panda.baselines.base import Editor
 from panda.callbacks import ROIRMonitor
 from panda.data import CALIBRATION, TEST, FeatureDataModule
+from panda.errors import ConfigError
+from panda.evaluation import evaluate as evaluate_task
 from panda.masks import LandmarkDetector
 from panda.model import PandA
 from panda.roir import Faces, Settings, choose, face_batches, inside_change
-from tests.conftest import SHAPE, run_script
+from tests.conftest import ROOT, SHAPE, run_script
 from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
 
 
@@ -69,6 +73,40 @@ def test_calibration_and_test_samples_are_disjoint(dcgan):
     assert len(calibration.latents) + calibration.skipped == 8 and len(test.latents) + test.skipped == 8
     assert len(calibration.latents) > 0 and len(test.latents) > 0
     assert torch.cdist(calibration.latents, test.latents).min() > 1.0  # no test sample is a calibration sample
+
+
+def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(run_dir, tmp_path, monkeypatch):  # noqa: F811
+    streams: list[int] = []
+    original = protocol.face_batches
+
+    def recording(gen, detector, seed, stream, *args, **kwargs):
+        streams.append(stream)
+        return original(gen, detector, seed, stream, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "face_batches", recording)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="evaluate",
+            overrides=[
+                "task=roir",
+                f"run={run_dir}",
+                f"output_dir={tmp_path}",
+                "eval.samples=4",
+                "eval.calibration=8",
+                "eval.methods=[sefa]",
+                "eval.regions=[mouth]",
+                "eval.grid=1",
+                "eval.choose.candidates=2",
+            ],
+        )
+    result = evaluate_task(cfg)
+    assert streams == [CALIBRATION, TEST] and CALIBRATION != TEST
+    assert result["rows"][0]["images"] + result["rows"][0]["unchanged"] + result["skipped"] == 4
+
+
+def test_bad_search_settings_are_refused():
+    with pytest.raises(ConfigError, match=r"eval\.choose\.screen=0 must be >= 1"):
+        Settings(screen=0)
 
 
 def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):  # noqa: F811

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from panda.errors import ConfigError
 from panda.generators.base import FeatureGenerator
 
 
@@ -79,8 +80,12 @@ class Baseline(Editor):
 
     def fit(self, latents: Tensor, masks: Tensor | None = None) -> Baseline:
         """Find the directions and record the seconds it took in :attr:`seconds`."""
+        if self.region_conditioned and masks is None:
+            raise ConfigError(f"{self.name} is region-conditioned: it needs ROI masks of its calibration samples")
         start = time.perf_counter()
         self.directions = self.find(latents.to(self.gen.device), None if masks is None else masks.to(self.gen.device))
+        if self.directions.is_cuda:
+            torch.cuda.synchronize()
         self.seconds = time.perf_counter() - start
         return self
 

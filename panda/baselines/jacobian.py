@@ -4,9 +4,9 @@ For calibration sample ``i`` with Jacobian ``J_i = d x_i / d code`` ``[3*H*W, D]
 ``m_i``, the region and background statistics are ``M_f = mean_i J_i^T diag(m_i) J_i`` and
 ``M_b = mean_i J_i^T diag(1 - m_i) J_i`` ``[D, D]``.
 
-- LowRankGAN (Zhu et al., 2021): the principal directions of ``M_f`` projected onto the null space
-  of ``M_b``'s leading ``background_rank`` directions (the original also denoises both with
-  robust PCA; this version does not).
+- LowRankGAN (Zhu et al., 2021): the principal directions of ``M_f`` within the null space of
+  ``M_b``'s leading ``background_rank`` directions (the original also denoises both with robust
+  PCA; this version does not).
 - ReSeFa (Zhu et al., 2022), in the generalised-eigenproblem form of the notes: directions
   maximising ``v^T M_f v / v^T M_b v``, with ``M_b`` regularised by ``eps * trace(M_b) / D``.
 """
@@ -17,7 +17,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import jacfwd
+from torch.func import jvp, vmap
 
 from panda.baselines.base import Baseline, unit_rows
 from panda.errors import ConfigError
@@ -25,12 +25,15 @@ from panda.generators.base import FeatureGenerator
 
 
 def region_statistics(
-    gen: FeatureGenerator, latents: Tensor, masks: Tensor, resolution: int = 64
+    gen: FeatureGenerator, latents: Tensor, masks: Tensor, resolution: int = 64, chunk: int = 16
 ) -> tuple[Tensor, Tensor]:
     """``M_f``, ``M_b`` ``[D, D]`` (float64) over ``latents`` ``[N, ...]`` and their masks ``[N, 1, H, W]``.
 
-    Images and masks are area-downsampled to at most ``resolution`` px before the Jacobian.
+    Images and masks are area-downsampled to at most ``resolution`` px before the Jacobian, whose
+    ``D`` columns are computed ``chunk`` at a time (forward-mode products; memory grows with ``chunk``).
     """
+    if len(latents) == 0:
+        raise ConfigError("region-conditioned baselines need at least one calibration sample with a face")
     region = background = None
     for latent, mask in zip(latents, masks, strict=True):
         code = gen.codes(latent[None]).detach()
@@ -40,54 +43,60 @@ def region_statistics(
             x = gen.synthesize(code + v)
             return F.adaptive_avg_pool2d(x, size).flatten() if x.shape[-1] != size else x.flatten()
 
-        jacobian = jacfwd(image)(torch.zeros(code.shape[-1], device=code.device)).double()  # [3*h*w, D]
+        zero = torch.zeros(code.shape[-1], device=code.device)
+        basis = torch.eye(len(zero), device=code.device)
+        columns = vmap(lambda t, zero=zero, image=image: jvp(image, (zero,), (t,))[1], chunk_size=chunk)(basis)
+        jacobian = columns.T.double()  # [3*h*w, D]
         weight = F.adaptive_avg_pool2d(mask[None].to(jacobian), size)[0].expand(3, size, size).flatten()[:, None]
         inside, outside = jacobian.T @ (weight * jacobian), jacobian.T @ ((1 - weight) * jacobian)
         region = inside if region is None else region + inside
         background = outside if background is None else background + outside
-    if region is None:
-        raise ConfigError("region-conditioned baselines need at least one calibration sample with a face")
     return region / len(latents), background / len(latents)
 
 
-def _check_masks(name: str, masks: Tensor | None) -> Tensor:
-    if masks is None:
-        raise ConfigError(f"{name} is region-conditioned: it needs ROI masks of its calibration samples")
-    return masks
-
-
 class LowRankGAN(Baseline):
-    """Args: gen; background_rank: directions of ``M_b`` whose null space the edits stay in; resolution."""
+    """Args: gen; background_rank: leading directions of ``M_b`` the edits must not move along;
+    resolution, chunk: of the Jacobian (:func:`region_statistics`).
+
+    Directions: eigenvectors of ``N M_f N`` with non-zero eigenvalue, ``N`` the projector onto the
+    null space of ``M_b``'s leading ``background_rank`` eigenvectors: orthonormal, inside that null
+    space, ranked by how much they change the region.
+    """
 
     name = "lowrankgan"
     region_conditioned = True
 
-    def __init__(self, gen: FeatureGenerator, background_rank: int = 20, resolution: int = 64) -> None:
+    def __init__(self, gen: FeatureGenerator, background_rank: int = 20, resolution: int = 64, chunk: int = 16) -> None:
         super().__init__(gen)
-        self.background_rank, self.resolution = background_rank, resolution
+        if background_rank < 0:
+            raise ConfigError(f"lowrankgan background_rank must be >= 0, got {background_rank}")
+        self.background_rank, self.resolution, self.chunk = background_rank, resolution, chunk
 
     def find(self, latents: Tensor, masks: Tensor | None) -> Tensor:
-        region, background = region_statistics(self.gen, latents, _check_masks(self.name, masks), self.resolution)
-        if not 0 <= self.background_rank < len(region):
-            raise ConfigError(f"lowrankgan background_rank must be in [0, {len(region) - 1}]")
-        principal = torch.linalg.eigh(region)[1].flip(1)  # [D, D], columns by decreasing eigenvalue
+        region, background = region_statistics(self.gen, latents, masks, self.resolution, self.chunk)
+        dim = len(region)
+        if self.background_rank >= dim:
+            raise ConfigError(f"lowrankgan background_rank must be below the code dimension {dim}")
         leading = torch.linalg.eigh(background)[1].flip(1)[:, : self.background_rank]
-        null = torch.eye(len(region), dtype=region.dtype, device=region.device) - leading @ leading.T
-        return unit_rows((null @ principal).T).float()
+        null = torch.eye(dim, dtype=region.dtype, device=region.device) - leading @ leading.T
+        vectors = torch.linalg.eigh(null @ region @ null)[1]  # by ascending eigenvalue
+        keep = dim - self.background_rank  # the rest have eigenvalue 0 (they span the background's directions)
+        return unit_rows(vectors.flip(1)[:, :keep].T).float()
 
 
 class ReSeFa(Baseline):
-    """Args: gen; eps: regularisation of ``M_b`` relative to its mean eigenvalue; resolution."""
+    """Args: gen; eps: regularisation of ``M_b`` relative to its mean eigenvalue; resolution, chunk:
+    of the Jacobian (:func:`region_statistics`)."""
 
     name = "resefa"
     region_conditioned = True
 
-    def __init__(self, gen: FeatureGenerator, eps: float = 0.01, resolution: int = 64) -> None:
+    def __init__(self, gen: FeatureGenerator, eps: float = 0.01, resolution: int = 64, chunk: int = 16) -> None:
         super().__init__(gen)
-        self.eps, self.resolution = eps, resolution
+        self.eps, self.resolution, self.chunk = eps, resolution, chunk
 
     def find(self, latents: Tensor, masks: Tensor | None) -> Tensor:
-        region, background = region_statistics(self.gen, latents, _check_masks(self.name, masks), self.resolution)
+        region, background = region_statistics(self.gen, latents, masks, self.resolution, self.chunk)
         dim = len(region)
         identity = torch.eye(dim, dtype=background.dtype, device=background.device)
         regularised = background + self.eps * background.trace() / dim * identity

@@ -69,8 +69,6 @@ class StyleSpace(Baseline):
         return recorded
 
     def find(self, latents: Tensor, masks: Tensor | None) -> Tensor:
-        if masks is None:
-            raise ConfigError("stylespace is region-conditioned: it needs ROI masks of its calibration samples")
         with torch.inference_mode():
             self.std = self._style_std(latents)
             original = self.gen(latents)
