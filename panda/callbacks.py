@@ -15,8 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from panda import visualize
 from panda.data import CALIBRATION, VAL, FeatureDataModule
-from panda.errors import ConfigError
-from panda.masks import REGIONS, LandmarkDetector
+from panda.masks import REGIONS, LandmarkDetector, check_regions
 from panda.model import PandA
 from panda.roir import Faces, PandAEditor, Settings, choose, face_set
 from panda.runs import Run
@@ -95,10 +94,7 @@ class ROIRMonitor(pl.Callback):
     def __init__(
         self, regions: Sequence[str] = REGIONS, samples: int = 16, inside_change: float = 0.1, screen: int = 4
     ) -> None:
-        for region in regions:
-            if region not in REGIONS:
-                raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
-        self.regions, self.samples = list(regions), samples
+        self.regions, self.samples = check_regions(list(regions)), samples
         self.settings = Settings(inside_change=inside_change, screen=screen, finalists=4, iterations=2)
         self.faces: Faces | None = None
         self.measured_step = -1  # a validation repeated at the same step (the final one) is not measured again

@@ -25,7 +25,7 @@ from panda.errors import ConfigError
 from panda.factorization import flatten_features
 from panda.io import METRICS_FILE, atomic_write, save_json
 from panda.loggers import log_results_to_wandb
-from panda.masks import REGIONS, LandmarkDetector
+from panda.masks import LandmarkDetector, check_regions
 from panda.refinement import refine_parts
 from panda.runs import Run, load_run
 from panda.visualize import image_grid, mask_overlay, overlay, parts_figure, save_gif, to_uint8
@@ -157,10 +157,7 @@ def refine(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
 def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """ROIR of PandA and the baselines per face region (:mod:`panda.roir`): ``roir.md``, ``roir.csv``, edit grids."""
     settings = cfg.eval
-    regions = [str(r) for r in settings.regions]
-    for region in regions:
-        if region not in REGIONS:
-            raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
+    regions = check_regions([str(r) for r in settings.regions])
     if settings.samples < 1 or settings.calibration < 2 or settings.grid < 1:
         raise ConfigError("eval.samples and eval.grid must be >= 1, eval.calibration >= 2")
     choosing = protocol.Settings(**settings.choose)

@@ -48,13 +48,20 @@ def convex_hull(points: np.ndarray) -> np.ndarray:
     return np.array(lower[:-1] + upper[:-1])
 
 
+def check_regions(regions: list[str]) -> list[str]:
+    """``regions`` as a list of known region names; a :class:`ConfigError` listing the known ones otherwise."""
+    for region in regions:
+        if region not in REGIONS:
+            raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
+    return list(regions)
+
+
 def region_mask(points: np.ndarray, size: int, region: str, dilation: int = 0) -> Tensor:
     """Mask ``[1, size, size]`` in ``{0, 1}`` of ``region`` for 68 landmarks ``points`` ``[68, 2]`` (x, y pixels).
 
     ``dilation`` grows the region by that many pixels (a square structuring element).
     """
-    if region not in REGIONS:
-        raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
+    check_regions([region])
     canvas = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
     for indices in REGIONS[region]:
