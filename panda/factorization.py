@@ -142,9 +142,9 @@ def parts_statistics(Z: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
 
 def appearance_statistics(Z: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
     """``(K, L)`` ``[C, C]``: ``sum_i Z_i M Z_i^T``, ``sum_i Z_i M^2 Z_i^T`` (``M = P P^T``), ``Z`` ``[B, C, S]``."""
-    ZP = (Z @ P).transpose(0, 1).flatten(1)  # [C, B * R_S]
-    gram = P.T @ P
-    ZPG = (Z @ P @ gram).transpose(0, 1).flatten(1)
+    rank = P.shape[1]
+    ZP = (Z @ P).transpose(0, 1).reshape(Z.shape[1], -1)  # [C, B * R_S], columns (i, r)
+    ZPG = (ZP.view(-1, rank) @ (P.T @ P)).view_as(ZP)
     return ZP @ ZP.T, ZPG @ ZP.T
 
 
