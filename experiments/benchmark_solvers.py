@@ -155,7 +155,7 @@ def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 60) -> dict[str, f
     for solver in ("stats", "pgd"):
         timer = StepTimes()
         data = FeatureDataModule(gen, LAYER, batch_size=batch, seed=SEED, val_samples=64, init_samples=64)
-        module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=None, solver=solver, pass_steps=16)
+        module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=None, solver=solver)
         bare_trainer(steps + 10, timer).fit(module, datamodule=data)
         rates[f"training, solver={solver}"] = batch * steps / (timer.times[-1] - timer.times[9])
     return rates

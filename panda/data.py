@@ -27,11 +27,11 @@ def batch_generator(seed: int, stream: int, index: int) -> torch.Generator:
 
 
 def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor) -> Tensor:
-    """Features ``[B, C, H, W]`` at ``layer`` under inference mode, as a normal (autograd-safe) tensor.
+    """Features ``[B, C, H, W]`` at ``layer``, computed without autograd (a normal tensor, no copy).
 
     Raises :class:`FeatureError` if the generator produced NaN or infinite values.
     """
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference mode: its tensors would need a copy to enter autograd (pgd)
         features = gen.features(latents.to(gen.device), layer)
         finite = bool(torch.isfinite(features.sum()))  # a NaN or inf anywhere makes the sum non-finite
     if not finite:
@@ -39,7 +39,7 @@ def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor) -> Tensor
             f"generator '{gen.name}' produced NaN or infinite features at layer '{layer}'; "
             "check its weights (a damaged checkpoint?) and its input latents"
         )
-    return features.clone()
+    return features
 
 
 class _Stream(IterableDataset):

@@ -38,7 +38,8 @@ class PandA(pl.LightningModule):
     two solvers. ``solver="pgd"``: Adam on the batch-mean error, projecting ``P`` onto ``P >= 0``
     after every optimiser step (with ``orthonormal=True`` ``A`` is also retracted onto orthonormal
     columns). ``solver="stats"``: :class:`~panda.solvers.StatisticsSolver`, exact alternating
-    updates from statistics streamed over ``pass_steps`` batches (``A`` stays orthonormal).
+    updates from statistics streamed over passes of ``parts_steps`` (for ``P``) and ``pass_steps``
+    (for ``A``) batches.
     ``A`` starts at the HOSVD initialisation (leading eigenvectors of the channel scatter over the
     data module's init samples), ``P`` at ``Uniform(0, init_scale)``.
 
@@ -51,7 +52,8 @@ class PandA(pl.LightningModule):
         init_scale: upper bound of the uniform initialisation of ``P``.
         seed: seed of ``P``'s initialisation.
         solver: ``pgd`` or ``stats``.
-        pass_steps: batches per pass of the ``stats`` solver.
+        pass_steps: batches per appearances pass of the ``stats`` solver.
+        parts_steps: batches per parts pass of the ``stats`` solver.
     """
 
     def __init__(
@@ -65,12 +67,14 @@ class PandA(pl.LightningModule):
         seed: int = 0,
         solver: str = "pgd",
         pass_steps: int = 16,
+        parts_steps: int = 4,
     ) -> None:
         super().__init__()
         if solver not in SOLVERS:
             raise ConfigError(f"model.solver={solver!r} is unknown; solvers: {', '.join(SOLVERS)}")
-        if pass_steps < 1:
-            raise ConfigError(f"model.pass_steps={pass_steps} must be >= 1")
+        for name, steps in (("pass_steps", pass_steps), ("parts_steps", parts_steps)):
+            if steps < 1:
+                raise ConfigError(f"model.{name}={steps} must be >= 1")
         feature_shape = tuple(int(d) for d in feature_shape)
         parts, appearances = check_ranks(feature_shape, parts, appearances)
         self.save_hyperparameters(
@@ -84,6 +88,7 @@ class PandA(pl.LightningModule):
                 "seed": seed,
                 "solver": solver,
                 "pass_steps": pass_steps,
+                "parts_steps": parts_steps,
             }
         )
         channels, height, width = feature_shape
@@ -97,7 +102,7 @@ class PandA(pl.LightningModule):
     def errors(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """``(sum_i ||Z_i - A A^T Z_i P P^T||^2, sum_i ||Z_i||^2)`` for ``features`` ``[B, C, H, W]``."""
         Z = fz.flatten_features(features)
-        return fz.squared_error(Z, self.A, self.P), Z.square().sum()
+        return fz.squared_error(Z, self.A, self.P), fz.squared_norm(Z)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
         if not self.automatic_optimization:
@@ -123,7 +128,9 @@ class PandA(pl.LightningModule):
     # ----- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.hparams.solver == "stats":
-            return StatisticsSolver(self.A, self.P, pass_steps=self.hparams.pass_steps)
+            return StatisticsSolver(
+                self.A, self.P, pass_steps=self.hparams.pass_steps, parts_steps=self.hparams.parts_steps
+            )
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

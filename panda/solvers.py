@@ -1,19 +1,22 @@
 """Optimisers of the PandA objective other than Adam + projection (``model.solver``).
 
 :class:`StatisticsSolver` (``model.solver=stats``) replaces thousands of gradient steps by exact
-block updates computed from sufficient statistics, streamed over a "pass" of ``pass_steps``
-batches with memory independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see
+block updates computed from sufficient statistics, streamed over "passes" of batches with memory
+independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see
 the statistics section of :mod:`panda.factorization`):
 
-- a parts pass accumulates ``G1 = sum_i Z_i^T Q Z_i`` and ``G2 = sum_i Z_i^T Q^2 Z_i``
+- a parts pass (``parts_steps`` batches) accumulates ``G1 = sum_i Z_i^T Q Z_i`` and ``G2 = sum_i Z_i^T Q^2 Z_i``
   (``Q = A A^T``) and then solves the non-negative problem in ``P`` as posed
-  (:func:`~panda.factorization.solve_parts`);
-- an appearances pass accumulates ``K = sum_i Z_i M Z_i^T`` and ``L = sum_i Z_i M^2 Z_i^T``
+  (:func:`~panda.factorization.solve_parts`, L-BFGS-B);
+- an appearances pass (``pass_steps`` batches) accumulates ``K = sum_i Z_i M Z_i^T`` and ``L = sum_i Z_i M^2 Z_i^T``
   (``M = P P^T``) and moves ``A`` to the best of its candidates
   (:func:`~panda.factorization.solve_appearances`).
 
 Passes alternate, starting with the parts; each update lowers the objective on the samples of
-its pass. ``A`` is not constrained, as in the projected-gradient solver.
+its pass. ``A`` is not constrained, as in the projected-gradient solver. Parts passes can be
+shorter: each sample adds ``R_C`` rows to the ``[S, S]`` statistics of ``S R_S`` unknowns but
+only ``R_S`` columns to the ``[C, C]`` ones of ``C R_C`` unknowns, and the parts statistics cost
+``O(C S^2)`` a sample against ``O(C S R_S)`` for the appearances.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ class StatisticsSolver(torch.optim.Optimizer):
     """Alternating exact updates of ``A`` and ``P >= 0`` from streamed statistics.
 
     Call :meth:`accumulate` with every batch ``Z`` ``[B, C, S]``, then :meth:`step`; a step that
-    completes a pass of ``pass_steps`` batches updates ``P`` (even passes) or ``A`` (odd passes).
+    completes a pass updates ``P`` (even passes, ``parts_steps`` batches) or ``A`` (odd passes,
+    ``pass_steps`` batches).
     The accumulators live in the optimiser state, so a checkpoint taken mid-pass resumes exactly.
     """
 
-    def __init__(self, A: nn.Parameter, P: nn.Parameter, pass_steps: int = 16, max_iter: int = 500) -> None:
-        super().__init__([A, P], {"pass_steps": pass_steps, "max_iter": max_iter})
+    def __init__(
+        self, A: nn.Parameter, P: nn.Parameter, pass_steps: int = 16, parts_steps: int = 4, max_iter: int = 1000
+    ) -> None:
+        super().__init__([A, P], {"pass_steps": pass_steps, "parts_steps": parts_steps, "max_iter": max_iter})
         channels, spatial = A.shape[0], P.shape[0]
         self.state[A].update(
             first=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
@@ -67,7 +73,7 @@ class StatisticsSolver(torch.optim.Optimizer):
         so) and the updates are solved in float64.
         """
         state, A, P = self.state[self._appearances], self._appearances.detach(), self._parts.detach()
-        norm = Z.square().sum()
+        norm = fz.squared_norm(Z)
         if self.updating_parts():
             G1, G2 = fz.parts_statistics(Z, A)
             state["first"] += G1
@@ -88,18 +94,15 @@ class StatisticsSolver(torch.optim.Optimizer):
             closure()
         A, P, group = self._appearances, self._parts, self.param_groups[0]
         state = self.state[A]
-        if state["batches"] < group["pass_steps"]:
+        parts = self.updating_parts()
+        if state["batches"] < group["parts_steps" if parts else "pass_steps"]:
             return
-        if self.updating_parts():
-            P.copy_(
-                fz.solve_parts(
-                    state["first"].double(), state["second"].double(), P.double(), max_iter=group["max_iter"]
-                )
-            )
+        if parts:
+            P.copy_(fz.solve_parts(state["first"], state["second"], P, max_iter=group["max_iter"]))
             state["first"].zero_()
             state["second"].zero_()
         else:
-            A.copy_(fz.solve_appearances(state["K"].double(), state["L"].double(), A.double()))
+            A.copy_(fz.solve_appearances(state["K"], state["L"], A, max_iter=group["max_iter"]))
             state["K"].zero_()
             state["L"].zero_()
         state["batches"] = 0

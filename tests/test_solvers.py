@@ -27,7 +27,7 @@ def test_each_pass_of_the_statistics_solver_lowers_the_objective_it_saw():
     Z = torch.rand(40, 6, 12, generator=g, dtype=torch.float64)
     A = torch.nn.Parameter(fz.leading_eigenvectors(fz.channel_scatter(Z), 3))
     P = torch.nn.Parameter(fz.random_parts(12, 4, g).double())
-    solver = StatisticsSolver(A, P, pass_steps=4)
+    solver = StatisticsSolver(A, P, pass_steps=4, parts_steps=4)
     errors = [fz.squared_error(Z, A, P).item()]
     for _ in range(6):  # alternating passes: P, A, P, A, ...
         for batch in Z.split(10):
@@ -43,15 +43,15 @@ def test_each_pass_of_the_statistics_solver_lowers_the_objective_it_saw():
 
 @pytest.mark.parametrize("appearances", [None, 16])
 def test_solvers_reach_the_same_objective(dcgan, tmp_path, appearances):
-    stats, _ = fit(dcgan, "stats", 48, tmp_path / "stats", appearances, pass_steps=4)
+    stats, _ = fit(dcgan, "stats", 48, tmp_path / "stats", appearances, pass_steps=4, parts_steps=2)
     pgd, _ = fit(dcgan, "pgd", 400, tmp_path / "pgd", appearances, lr=0.01)
     assert 0 < stats < 1 and 0 < pgd < 1
     assert abs(stats - pgd) < 0.02 * pgd, (stats, pgd)
 
 
 def test_statistics_solver_resumes_mid_pass_exactly(dcgan, tmp_path):
-    _, straight = fit(dcgan, "stats", 10, tmp_path / "straight", 16, pass_steps=4)
-    fit(dcgan, "stats", 6, tmp_path / "first", 16, pass_steps=4)  # stops in the middle of the second pass
+    _, straight = fit(dcgan, "stats", 10, tmp_path / "straight", 16, pass_steps=4, parts_steps=2)
+    fit(dcgan, "stats", 4, tmp_path / "first", 16, pass_steps=4, parts_steps=2)  # stops mid second pass
     _, resumed = fit(
         dcgan,
         "stats",
@@ -59,6 +59,7 @@ def test_statistics_solver_resumes_mid_pass_exactly(dcgan, tmp_path):
         tmp_path / "second",
         16,
         pass_steps=4,
+        parts_steps=2,
         ckpt_path=str(tmp_path / "first" / "ckpt" / "last.ckpt"),
     )
     torch.testing.assert_close(resumed.P.data, straight.P.data)
@@ -70,3 +71,5 @@ def test_unknown_solver_and_bad_pass_length_are_rejected(dcgan):
         PandA(dcgan.check_layer(LAYER), solver="newton")
     with pytest.raises(ConfigError, match=r"model.pass_steps=0 must be >= 1"):
         PandA(dcgan.check_layer(LAYER), solver="stats", pass_steps=0)
+    with pytest.raises(ConfigError, match=r"model.parts_steps=0 must be >= 1"):
+        PandA(dcgan.check_layer(LAYER), solver="stats", parts_steps=0)
