@@ -38,8 +38,9 @@ class PandA(pl.LightningModule):
     two solvers. ``solver="pgd"``: Adam on the batch-mean error, projecting ``P`` onto ``P >= 0``
     after every optimiser step (with ``orthonormal=True`` ``A`` is also retracted onto orthonormal
     columns). ``solver="stats"``: :class:`~panda.solvers.StatisticsSolver`, exact alternating
-    updates from statistics streamed over passes of ``parts_steps`` (for ``P``) and ``pass_steps``
-    (for ``A``) batches.
+    updates from statistics streamed over passes of ``pass_steps`` (for ``A``) and ``parts_steps``
+    (for ``P``, on statistics decayed by ``parts_decay`` across passes) batches, starting with
+    ``first_pass``.
     ``A`` starts at the HOSVD initialisation (leading eigenvectors of the channel scatter over the
     data module's init samples), ``P`` at ``Uniform(0, init_scale)``.
 
@@ -48,12 +49,14 @@ class PandA(pl.LightningModule):
         parts: ``R_S``.
         appearances: ``R_C`` (``None``: ``C``).
         lr: Adam learning rate.
-        orthonormal: keep ``A``'s columns orthonormal (``pgd``; ``stats`` always does).
+        orthonormal: keep ``A``'s columns orthonormal (``pgd`` only).
         init_scale: upper bound of the uniform initialisation of ``P``.
         seed: seed of ``P``'s initialisation.
         solver: ``pgd`` or ``stats``.
         pass_steps: batches per appearances pass of the ``stats`` solver.
         parts_steps: batches per parts pass of the ``stats`` solver.
+        parts_decay: weight the ``stats`` solver keeps of earlier parts statistics at each parts pass.
+        first_pass: ``parts`` or ``appearances``: which block the ``stats`` solver updates first.
     """
 
     def __init__(
@@ -66,8 +69,10 @@ class PandA(pl.LightningModule):
         init_scale: float = 0.01,
         seed: int = 0,
         solver: str = "pgd",
-        pass_steps: int = 16,
+        pass_steps: int = 8,
         parts_steps: int = 4,
+        parts_decay: float = 0.75,
+        first_pass: str = "parts",
     ) -> None:
         super().__init__()
         if solver not in SOLVERS:
@@ -75,6 +80,12 @@ class PandA(pl.LightningModule):
         for name, steps in (("pass_steps", pass_steps), ("parts_steps", parts_steps)):
             if steps < 1:
                 raise ConfigError(f"model.{name}={steps} must be >= 1")
+        if not 0 <= parts_decay < 1:
+            raise ConfigError(f"model.parts_decay={parts_decay} must be in [0, 1)")
+        if first_pass not in ("parts", "appearances"):
+            raise ConfigError(f"model.first_pass={first_pass!r} must be 'parts' or 'appearances'")
+        if orthonormal and solver != "pgd":
+            raise ConfigError(f"model.orthonormal=true needs model.solver=pgd, not {solver!r}")
         feature_shape = tuple(int(d) for d in feature_shape)
         parts, appearances = check_ranks(feature_shape, parts, appearances)
         self.save_hyperparameters(
@@ -89,6 +100,8 @@ class PandA(pl.LightningModule):
                 "solver": solver,
                 "pass_steps": pass_steps,
                 "parts_steps": parts_steps,
+                "parts_decay": parts_decay,
+                "first_pass": first_pass,
             }
         )
         channels, height, width = feature_shape
@@ -128,9 +141,8 @@ class PandA(pl.LightningModule):
     # ----- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.hparams.solver == "stats":
-            return StatisticsSolver(
-                self.A, self.P, pass_steps=self.hparams.pass_steps, parts_steps=self.hparams.parts_steps
-            )
+            hp = self.hparams
+            return StatisticsSolver(self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, hp.first_pass)
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

@@ -2,21 +2,27 @@
 
 :class:`StatisticsSolver` (``model.solver=stats``) replaces thousands of gradient steps by exact
 block updates computed from sufficient statistics, streamed over "passes" of batches with memory
-independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see
-the statistics section of :mod:`panda.factorization`):
+independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see the statistics section
+of :mod:`panda.factorization`):
 
-- a parts pass (``parts_steps`` batches) accumulates ``G1 = sum_i Z_i^T Q Z_i`` and ``G2 = sum_i Z_i^T Q^2 Z_i``
-  (``Q = A A^T``) and then solves the non-negative problem in ``P`` as posed
-  (:func:`~panda.factorization.solve_parts`, L-BFGS-B);
-- an appearances pass (``pass_steps`` batches) accumulates ``K = sum_i Z_i M Z_i^T`` and ``L = sum_i Z_i M^2 Z_i^T``
-  (``M = P P^T``) and moves ``A`` to the best of its candidates
-  (:func:`~panda.factorization.solve_appearances`).
+- an appearances pass (``pass_steps`` batches) accumulates ``K = sum_i Z_i M Z_i^T`` and
+  ``L = sum_i Z_i M^2 Z_i^T`` (``M = P P^T``) and moves ``A`` to the best of its candidates
+  (:func:`~panda.factorization.solve_appearances`);
+- a parts pass (``parts_steps`` batches) adds ``G1 = sum_i Z_i^T Q Z_i`` and
+  ``G2 = sum_i Z_i^T Q^2 Z_i`` (``Q = A A^T``) to the parts statistics, which keep the weight
+  ``parts_decay`` of the earlier passes, then solves the non-negative problem in ``P`` as posed
+  (:func:`~panda.factorization.solve_parts`, L-BFGS-B).
 
-Passes alternate, starting with the parts; each update lowers the objective on the samples of
-its pass. ``A`` is not constrained, as in the projected-gradient solver. Parts passes can be
-shorter: each sample adds ``R_C`` rows to the ``[S, S]`` statistics of ``S R_S`` unknowns but
-only ``R_S`` columns to the ``[C, C]`` ones of ``C R_C`` unknowns, and the parts statistics cost
-``O(C S^2)`` a sample against ``O(C S R_S)`` for the appearances.
+Passes alternate, starting with ``first_pass``. Each ``A`` update lowers the objective on the
+samples of its pass, each ``P`` update the objective on the decayed sum over the parts passes so
+far. ``A`` is not constrained, as in the projected-gradient solver.
+
+Why this design: the parts statistics cost ``O(C S^2)`` a sample against ``O(C S R_S)`` for the
+appearances', so parts passes are short, and a parts solve on few samples alone is noisy; the
+decayed sum averages it over several passes at no extra cost (``A`` moves little between them).
+The first pass picks the basin of a non-convex problem: on the DCGAN faces, starting with the
+appearances (fitted to the random initial parts) lands lower with ``R_C = C``, starting with the
+parts (from the HOSVD appearances) with ``R_C = 16`` (``experiments/results/solvers_cpu.md``).
 """
 
 from __future__ import annotations
@@ -33,15 +39,23 @@ class StatisticsSolver(torch.optim.Optimizer):
     """Alternating exact updates of ``A`` and ``P >= 0`` from streamed statistics.
 
     Call :meth:`accumulate` with every batch ``Z`` ``[B, C, S]``, then :meth:`step`; a step that
-    completes a pass updates ``P`` (even passes, ``parts_steps`` batches) or ``A`` (odd passes,
-    ``pass_steps`` batches).
+    completes a pass updates ``P`` (``parts_steps`` batches) or ``A`` (``pass_steps`` batches),
+    alternately, starting with ``first_pass`` (``"parts"`` or ``"appearances"``).
     The accumulators live in the optimiser state, so a checkpoint taken mid-pass resumes exactly.
     """
 
     def __init__(
-        self, A: nn.Parameter, P: nn.Parameter, pass_steps: int = 16, parts_steps: int = 4, max_iter: int = 1000
+        self,
+        A: nn.Parameter,
+        P: nn.Parameter,
+        pass_steps: int = 8,
+        parts_steps: int = 4,
+        parts_decay: float = 0.75,
+        first_pass: str = "parts",
+        max_iter: int = 1000,
     ) -> None:
-        super().__init__([A, P], {"pass_steps": pass_steps, "parts_steps": parts_steps, "max_iter": max_iter})
+        defaults = {"pass_steps": pass_steps, "parts_steps": parts_steps, "parts_decay": parts_decay}
+        super().__init__([A, P], {**defaults, "first_pass": first_pass, "max_iter": max_iter})
         channels, spatial = A.shape[0], P.shape[0]
         self.state[A].update(
             first=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
@@ -62,7 +76,8 @@ class StatisticsSolver(torch.optim.Optimizer):
 
     def updating_parts(self) -> bool:
         """Whether the current pass updates ``P`` (else ``A``)."""
-        return self.state[self._appearances]["passes"] % 2 == 0
+        first = 0 if self.param_groups[0]["first_pass"] == "parts" else 1
+        return self.state[self._appearances]["passes"] % 2 == first
 
     @torch.no_grad()
     def accumulate(self, Z: Tensor) -> tuple[Tensor, Tensor]:
@@ -99,8 +114,8 @@ class StatisticsSolver(torch.optim.Optimizer):
             return
         if parts:
             P.copy_(fz.solve_parts(state["first"], state["second"], P, max_iter=group["max_iter"]))
-            state["first"].zero_()
-            state["second"].zero_()
+            state["first"].mul_(group["parts_decay"])
+            state["second"].mul_(group["parts_decay"])
         else:
             A.copy_(fz.solve_appearances(state["K"], state["L"], A, max_iter=group["max_iter"]))
             state["K"].zero_()

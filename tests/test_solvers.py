@@ -27,7 +27,7 @@ def test_each_pass_of_the_statistics_solver_lowers_the_objective_it_saw():
     Z = torch.rand(40, 6, 12, generator=g, dtype=torch.float64)
     A = torch.nn.Parameter(fz.leading_eigenvectors(fz.channel_scatter(Z), 3))
     P = torch.nn.Parameter(fz.random_parts(12, 4, g).double())
-    solver = StatisticsSolver(A, P, pass_steps=4, parts_steps=4)
+    solver = StatisticsSolver(A, P, pass_steps=4, parts_steps=4, parts_decay=0.0)
     errors = [fz.squared_error(Z, A, P).item()]
     for _ in range(6):  # alternating passes: P, A, P, A, ...
         for batch in Z.split(10):
@@ -41,21 +41,47 @@ def test_each_pass_of_the_statistics_solver_lowers_the_objective_it_saw():
     assert errors[-1] < 0.5 * errors[0]
 
 
-@pytest.mark.parametrize("appearances", [None, 16])
-def test_solvers_reach_the_same_objective(dcgan, tmp_path, appearances):
-    stats, _ = fit(dcgan, "stats", 48, tmp_path / "stats", appearances, pass_steps=4, parts_steps=2)
+def test_parts_solves_use_the_decayed_sum_of_the_parts_passes():
+    g = torch.Generator().manual_seed(1)
+    Z = torch.rand(60, 6, 12, generator=g, dtype=torch.float64)
+    A = torch.nn.Parameter(fz.leading_eigenvectors(fz.channel_scatter(Z), 3))
+    P = torch.nn.Parameter(fz.random_parts(12, 4, g).double())
+    solver = StatisticsSolver(A, P, pass_steps=1, parts_steps=2, parts_decay=0.5, first_pass="appearances")
+    batches = Z.split(10)  # appearances pass (1 batch), parts pass (2 batches), twice
+    G1 = G2 = 0
+    for start in (0, 3):
+        solver.accumulate(batches[start])
+        solver.step()
+        assert solver.updating_parts()
+        new = [fz.parts_statistics(b, A.detach()) for b in batches[start + 1 : start + 3]]
+        G1 = 0.5 * G1 + new[0][0] + new[1][0]
+        G2 = 0.5 * G2 + new[0][1] + new[1][1]
+        expected = fz.solve_parts(G1, G2, P.detach().clone())
+        for b in batches[start + 1 : start + 3]:
+            solver.accumulate(b)
+            solver.step()
+        assert not solver.updating_parts()
+        torch.testing.assert_close(P.detach(), expected, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize(("appearances", "first_pass"), [(None, "appearances"), (16, "parts")])
+def test_solvers_reach_the_same_objective(dcgan, tmp_path, appearances, first_pass):
+    passes = {"pass_steps": 4, "parts_steps": 2, "first_pass": first_pass}
+    stats, _ = fit(dcgan, "stats", 48, tmp_path / "stats", appearances, **passes)
     pgd, _ = fit(dcgan, "pgd", 400, tmp_path / "pgd", appearances, lr=0.01)
     assert 0 < stats < 1 and 0 < pgd < 1
     assert abs(stats - pgd) < 0.02 * pgd, (stats, pgd)
 
 
 def test_statistics_solver_resumes_mid_pass_exactly(dcgan, tmp_path):
-    _, straight = fit(dcgan, "stats", 10, tmp_path / "straight", 16, pass_steps=4, parts_steps=2)
-    fit(dcgan, "stats", 4, tmp_path / "first", 16, pass_steps=4, parts_steps=2)  # stops mid second pass
+    # passes of 2 (P) and 4 (A) steps: the run stops inside the first appearances pass, and the
+    # resumed one goes on to parts solves on decayed sums of the parts passes' statistics
+    _, straight = fit(dcgan, "stats", 14, tmp_path / "straight", 16, pass_steps=4, parts_steps=2)
+    fit(dcgan, "stats", 5, tmp_path / "first", 16, pass_steps=4, parts_steps=2)
     _, resumed = fit(
         dcgan,
         "stats",
-        10,
+        14,
         tmp_path / "second",
         16,
         pass_steps=4,
@@ -66,10 +92,16 @@ def test_statistics_solver_resumes_mid_pass_exactly(dcgan, tmp_path):
     torch.testing.assert_close(resumed.A.data, straight.A.data)
 
 
-def test_unknown_solver_and_bad_pass_length_are_rejected(dcgan):
+def test_bad_solver_settings_are_rejected(dcgan):
     with pytest.raises(ConfigError, match=r"model.solver='newton' is unknown; solvers: pgd, stats"):
         PandA(dcgan.check_layer(LAYER), solver="newton")
     with pytest.raises(ConfigError, match=r"model.pass_steps=0 must be >= 1"):
         PandA(dcgan.check_layer(LAYER), solver="stats", pass_steps=0)
     with pytest.raises(ConfigError, match=r"model.parts_steps=0 must be >= 1"):
         PandA(dcgan.check_layer(LAYER), solver="stats", parts_steps=0)
+    with pytest.raises(ConfigError, match=r"model.parts_decay=1.0 must be in \[0, 1\)"):
+        PandA(dcgan.check_layer(LAYER), solver="stats", parts_decay=1.0)
+    with pytest.raises(ConfigError, match=r"model.first_pass='middle' must be 'parts' or 'appearances'"):
+        PandA(dcgan.check_layer(LAYER), solver="stats", first_pass="middle")
+    with pytest.raises(ConfigError, match=r"model.orthonormal=true needs model.solver=pgd, not 'stats'"):
+        PandA(dcgan.check_layer(LAYER), solver="stats", orthonormal=True)
