@@ -12,7 +12,8 @@ through the Lightning module and the streaming data module exactly as ``train.py
 ``stats`` solver again on other seeds.
 
 Also measured: samples/s of training against the bare truncated forward at the same batch size,
-and the peak memory of ``train.py`` runs with 10x more samples.
+at R_C = C and at train.py's default R_C = 16, and the peak memory of ``train.py`` runs with 10x more
+samples.
 
     python experiments/benchmark_solvers.py            # writes experiments/results/solvers_cpu.*
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import resource
 import statistics
 import subprocess
@@ -43,6 +45,7 @@ from panda.io import atomic_write  # noqa: E402
 from panda.model import PandA  # noqa: E402
 
 LAYER, PARTS, SEED = "main.8", 8, 0
+DEFAULT_APPEARANCES = 16  # train.py's R_C on the DCGAN faces (conf/rank)
 TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
 
 
@@ -160,13 +163,14 @@ def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 100, repeats: int 
             for _ in range(steps):
                 gen.features(latents, LAYER)
         rates.setdefault("bare forward to main.8", []).append(batch * steps / (time.perf_counter() - began))
-        for solver in ("stats", "pgd"):
+        for appearances, solver in itertools.product((None, DEFAULT_APPEARANCES), ("stats", "pgd")):
             timer = StepTimes()
             data = FeatureDataModule(gen, LAYER, batch_size=batch, seed=SEED, val_samples=64, init_samples=64)
-            module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=None, solver=solver)
+            module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=appearances, solver=solver)
             bare_trainer(steps + 10, timer).fit(module, datamodule=data)
             rate = batch * steps / (timer.times[-1] - timer.times[9])
-            rates.setdefault(f"training, solver={solver}", []).append(rate)
+            ranks = f"R_C = {module.hparams.appearances}" + (" (default)" if appearances else "")
+            rates.setdefault(f"training, solver={solver}, {ranks}", []).append(rate)
     return {name: statistics.median(values) for name, values in rates.items()}
 
 

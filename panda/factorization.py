@@ -135,9 +135,13 @@ def gradients(Z: Tensor, A: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
 def parts_statistics(Z: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
     """``(G1, G2)`` ``[S, S]``: ``sum_i Z_i^T Q Z_i``, ``sum_i Z_i^T Q^2 Z_i`` (``Q = A A^T``), ``Z`` ``[B, C, S]``."""
     spatial = Z.shape[-1]
-    QZ = ((A @ A.T) @ Z).reshape(-1, spatial)  # [B * C, S]
-    Z = Z.reshape(-1, spatial)
-    return Z.T @ QZ, QZ.T @ QZ
+    # With A^T A = V diag(e) V^T: Q = (A V)(A V)^T and Q^2 = (A V) diag(e) (A V)^T, so both are Gram
+    # matrices of X_i = (A V)^T Z_i [R_C, S]: O(C S R_C + S^2 R_C) a sample rather than O(C S^2).
+    e, V = torch.linalg.eigh((A.T @ A).double())
+    X = (A @ V.to(A.dtype)).T.contiguous() @ Z  # [B, R_C, S]
+    scaled = (e.clamp(min=0).to(A.dtype)[:, None] * X).reshape(-1, spatial)
+    X = X.reshape(-1, spatial)
+    return X.T @ X, X.T @ scaled
 
 
 def appearance_statistics(Z: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,7 @@ Passes alternate, starting with ``first_pass``. Each ``A`` update lowers the obj
 samples of its pass, each ``P`` update the objective on the decayed sum over the parts passes so
 far. ``A`` is not constrained, as in the projected-gradient solver.
 
-Why this design: the parts statistics cost ``O(C S^2)`` a sample against ``O(C S R_S)`` for the
+Why this design: the parts statistics cost ``O(S^2 R_C)`` a sample against ``O(C S R_S)`` for the
 appearances', so parts passes are short, and a parts solve on few samples alone is noisy; the
 decayed sum averages it over several passes at no extra cost (``A`` moves little between them).
 The first pass picks the basin of a non-convex problem: on the DCGAN faces, starting with the

@@ -90,8 +90,10 @@ def test_closed_form_gradients_match_autograd(problem):
     torch.testing.assert_close(dP, P.grad)
 
 
-def test_statistics_give_the_objective(problem):
-    Z, A, P = problem  # A is not orthonormal
+@pytest.mark.parametrize("appearances", [4, 6])  # R_C < C and R_C = C
+def test_statistics_give_the_objective(problem, appearances):
+    Z, _, P = problem
+    A = torch.randn(6, appearances, generator=torch.Generator().manual_seed(1), dtype=torch.float64)  # not orthonormal
     norm, error = Z.square().sum(), fz.squared_error(Z, A, P)
     torch.testing.assert_close(norm + fz.parts_objective(*fz.parts_statistics(Z, A), P), error)
     K, L = fz.appearance_statistics(Z, P)
