@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from panda.data import FeatureDataModule
 from panda.factorization import orthonormalize
@@ -29,6 +31,17 @@ TINY = [
     "data.val_samples=16",
     "data.init_samples=32",
     "callbacks.artifacts.num_images=4",
+]
+# An in-process ``train(cfg)`` budget: two steps on a handful of samples, no logger or callbacks.
+TWO_STEPS = [
+    "rank.appearances=4",
+    "trainer=cpu",
+    "trainer.max_steps=2",
+    "data.batch_size=4",
+    "data.val_samples=8",
+    "data.init_samples=8",
+    "logger=none",
+    "callbacks={}",
 ]
 
 
@@ -65,6 +78,12 @@ def run_script(
         cwd=cwd,
         timeout=600,
     )
+
+
+def compose_two_steps(output_dir: Path, *overrides: str) -> DictConfig:
+    """The ``train`` config with ``overrides`` and the :data:`TWO_STEPS` budget, writing into ``output_dir``."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*overrides, *TWO_STEPS, f"paths.output_dir={output_dir}"])
 
 
 def fit_in_process(

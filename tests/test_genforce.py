@@ -13,6 +13,7 @@ import torch
 from panda.errors import ConfigError, WeightsError
 from panda.generators import load_generator
 from panda.generators.genforce import ProGAN, ProGANNet, StyleGAN1, StyleGAN1Net
+from tests.conftest import compose_two_steps
 
 PROGAN = {"resolution": 32, "z_dim": 16, "fmaps_base": 256, "fmaps_max": 16}
 STYLEGAN = {
@@ -221,27 +222,10 @@ def test_python_api_and_training(files, tmp_path):
     z = gen.sample_latents(2, torch.Generator().manual_seed(0))
     assert torch.equal(gen.resume(gen.features(z, "layer5"), "layer5", z), gen(z))
 
-    from hydra import compose, initialize_config_dir
-
     from panda.training import train
 
     arch = [f"gen.net.arch.{k}={v}" for k, v in STYLEGAN.items()]
-    overrides = [
-        "gen=stylegan1_ffhq",
-        f"gen.weights={files['stylegan'][0]}",
-        *arch,
-        "rank.appearances=4",
-        "trainer=cpu",
-        "trainer.max_steps=2",
-        "data.batch_size=4",
-        "data.val_samples=8",
-        "data.init_samples=8",
-        "logger=none",
-        "callbacks={}",
-        f"paths.output_dir={tmp_path}",
-    ]
-    with initialize_config_dir(str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_two_steps(tmp_path, "gen=stylegan1_ffhq", f"gen.weights={files['stylegan'][0]}", *arch)
     assert cfg.rank.parts == 8
     metrics = train(cfg)
     assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.layer5"

@@ -1,5 +1,4 @@
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +6,7 @@ import torch
 from panda.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2, StyleGAN2Net
+from tests.conftest import compose_two_steps
 from tests.official_format import write_stylegan_pickle
 
 TINY = {
@@ -95,25 +95,9 @@ def test_restricted_unpickler_rejects_malicious(tmp_path):
 
 
 def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
-    from hydra import compose, initialize_config_dir
-
     from panda.training import train
 
-    overrides = [
-        "gen=stylegan2_ffhq",
-        f"gen.weights={tiny_pickle[0]}",
-        "rank.appearances=4",
-        "trainer=cpu",
-        "trainer.max_steps=2",
-        "data.batch_size=4",
-        "data.val_samples=8",
-        "data.init_samples=8",
-        "logger=none",
-        "callbacks={}",
-        f"paths.output_dir={tmp_path}",
-    ]
-    with initialize_config_dir(str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_two_steps(tmp_path, "gen=stylegan2_ffhq", f"gen.weights={tiny_pickle[0]}")
     assert cfg.rank.parts == 8  # the paper's R_S from gen.ranks
     metrics = train(cfg)
     assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -7,6 +5,7 @@ from panda.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2Net
 from panda.generators.stylegan3 import StyleGAN3, StyleGAN3Net, lowpass_filter
+from tests.conftest import compose_two_steps
 from tests.official_format import stylegan3_attributes, write_stylegan_pickle
 
 BASE = {"z_dim": 16, "w_dim": 16, "img_resolution": 32, "img_channels": 3, "mapping_kwargs": {"num_layers": 2}}
@@ -139,30 +138,14 @@ def test_lowpass_filters():
 
 
 def test_train_on_tiny_pickle(tmp_path):
-    from hydra import compose, initialize_config_dir
-
     from panda.training import train
 
     arch = ARCHS["T"]
     path = write_stylegan_pickle(tmp_path / "tiny.pkl", random_net(arch), arch, stylegan3_attributes)
-    overrides = [
-        "gen=stylegan3_ffhq",
-        f"gen.weights={path}",
-        "gen.layer=synthesis.L3_52_16",
-        "rank.appearances=4",
-        "trainer=cpu",
-        "trainer.max_steps=2",
-        "data.batch_size=4",
-        "data.val_samples=8",
-        "data.init_samples=8",
-        "logger=none",
-        "callbacks={}",
-        f"paths.output_dir={tmp_path / 'run'}",
-    ]
-    with initialize_config_dir(str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    layer = "synthesis.L3_52_16"
+    cfg = compose_two_steps(tmp_path / "run", "gen=stylegan3_ffhq", f"gen.weights={path}", f"gen.layer={layer}")
     metrics = train(cfg)
-    assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.L3_52_16"
+    assert metrics["steps"] == 2 and metrics["layer"] == layer
 
 
 def test_python_api(tiny):
