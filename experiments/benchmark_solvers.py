@@ -151,27 +151,40 @@ class StepTimes(pl.Callback):
         self.times.append(time.perf_counter())
 
 
-def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 100, repeats: int = 3) -> dict[str, float]:
-    """Samples/s of the bare truncated forward and of each solver's training steps (median of
-    ``repeats`` interleaved measurements, so that a slow spell of the machine hits all alike)."""
+def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 100, repeats: int = 5) -> dict[str, tuple[float, float]]:
+    """``(samples/s, share of the bare forward)`` of each solver's training steps.
+
+    This shared machine's speed drifts by 10-20 % over tens of seconds, so every training block of
+    ``steps`` steps is compared with bare truncated forwards (same batch size) timed right before
+    and right after it; the share is the median over ``repeats`` such blocks, the rates are medians.
+    """
     latents = gen.sample_latents(batch, torch.Generator().manual_seed(0))
-    rates: dict[str, list[float]] = {}
-    for _ in range(repeats):
+
+    def bare() -> float:
         with torch.inference_mode():
             gen.features(latents, LAYER)
             began = time.perf_counter()
-            for _ in range(steps):
+            for _ in range(steps // 3):
                 gen.features(latents, LAYER)
-        rates.setdefault("bare forward to main.8", []).append(batch * steps / (time.perf_counter() - began))
+        return batch * (steps // 3) / (time.perf_counter() - began)
+
+    rates: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(repeats):
         for appearances, solver in itertools.product((None, DEFAULT_APPEARANCES), ("stats", "pgd")):
+            before = bare()
             timer = StepTimes()
             data = FeatureDataModule(gen, LAYER, batch_size=batch, seed=SEED, val_samples=64, init_samples=64)
             module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=appearances, solver=solver)
             bare_trainer(steps + 10, timer).fit(module, datamodule=data)
             rate = batch * steps / (timer.times[-1] - timer.times[9])
+            forward = (before + bare()) / 2
             ranks = f"R_C = {module.hparams.appearances}" + (" (default)" if appearances else "")
-            rates.setdefault(f"training, solver={solver}, {ranks}", []).append(rate)
-    return {name: statistics.median(values) for name, values in rates.items()}
+            rates.setdefault("bare forward to main.8", []).append((forward, 1.0))
+            rates.setdefault(f"training, solver={solver}, {ranks}", []).append((rate, rate / forward))
+    return {
+        name: (statistics.median(r for r, _ in values), statistics.median(s for _, s in values))
+        for name, values in rates.items()
+    }
 
 
 def peak_memory_mb(steps: int, solver: str) -> float:
@@ -274,9 +287,12 @@ def main() -> None:
         "",
         "## Feature streaming (batch 64)",
         "",
+        "Each training block of 100 steps is compared with bare forwards timed right before and after it; "
+        "medians of 5 blocks.",
+        "",
         "| what | samples/s | share of the bare forward |",
         "|---|---|---|",
-        *[f"| {k} | {v:.0f} | {v / rates['bare forward to main.8']:.0%} |" for k, v in rates.items()],
+        *[f"| {k} | {rate:.0f} | {share:.0%} |" for k, (rate, share) in rates.items()],
         "",
         "## Peak memory of `train.py` (64 samples a step, R_C = C)",
         "",

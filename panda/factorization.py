@@ -47,11 +47,58 @@ def squared_norm(Z: Tensor) -> Tensor:
 def squared_error(Z: Tensor, A: Tensor, P: Tensor) -> Tensor:
     """``sum_i ||Z_i - A A^T Z_i P P^T||_F^2`` over the batch ``Z`` ``[B, C, S]`` (a scalar).
 
-    Expanded as ``||Z_i||^2 - 2 ||Lambda_i||^2 + <A^T A Lambda_i P^T P, Lambda_i>`` so that no
-    ``[B, C, S]`` residual is formed (forward and backward cost ``O(B C S R_S)``).
+    Differentiable in ``A`` and ``P`` (not ``Z``); the backward pass is :func:`gradients`. Cost
+    ``O(B C S R_S)`` forward and backward, no ``[B, C, S]`` residual formed.
     """
-    Lam = coefficients(Z, A, P)
-    return squared_norm(Z) - 2 * Lam.square().sum() + ((A.T @ A) @ Lam @ (P.T @ P) * Lam).sum()
+    if Z.requires_grad:
+        raise ValueError("squared_error is differentiable in A and P only; pass features without grad")
+    return _SquaredError.apply(Z, A, P)
+
+
+class _SquaredError(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, Z: Tensor, A: Tensor, P: Tensor) -> Tensor:
+        value, terms = _objective_terms(Z, A, P)
+        ctx.save_for_backward(Z, A, P, *terms)
+        return value
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[None, Tensor, Tensor]:
+        dA, dP = _gradients_from_terms(*ctx.saved_tensors)
+        return None, grad * dA, grad * dP
+
+
+def _objective_terms(Z: Tensor, A: Tensor, P: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The objective and the products its gradients reuse.
+
+    Expanded as ``||Z_i||^2 - 2 ||Lambda_i||^2 + tr(Lambda_i^T A^T A Lambda_i P^T P)``. The
+    coefficients are held transposed and stacked, ``Lt`` ``[R_S * B, R_C]`` with row ``(r, i)``
+    ``= (Lambda_i)[:, r]``, from ``Yt = P^T Z^T`` ``[R_S, B * C]``: with the ``[B * C, S]`` features
+    on the right of both products over ``S`` (here and in the backward), these are the fast
+    orientation of a thin matrix product (3-6x faster on CPU than ``Z @ P``).
+    """
+    channels, spatial = Z.shape[1:]
+    rank = P.shape[1]
+    Yt = P.T @ Z.reshape(-1, spatial).T  # [R_S, B * C]
+    Lt = Yt.view(-1, channels) @ A  # [R_S * B, R_C]
+    U = Lt @ (A.T @ A)
+    V = ((P.T @ P) @ U.view(rank, -1)).view_as(Lt)  # rows (r, i): (A^T A Lambda_i P^T P)[:, r]
+    value = squared_norm(Z) - 2 * squared_norm(Lt) + torch.dot(V.reshape(-1), Lt.reshape(-1))
+    return value, (Yt, Lt, U, V)
+
+
+def _gradients_from_terms(
+    Z: Tensor, A: Tensor, P: Tensor, Yt: Tensor, Lt: Tensor, U: Tensor, V: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(dL/dA [C, R_C], dL/dP [S, R_S])`` from the products of :func:`_objective_terms`."""
+    rank, spatial = P.shape[1], Z.shape[-1]
+    dLt = 2 * V - 4 * Lt  # d/dLt of the objective with A^T A and P^T P held fixed
+    W = ((P.T @ P) @ Lt.view(rank, -1)).view_as(Lt)
+    dGA = Lt.T @ W  # sum_i Lambda_i P^T P Lambda_i^T: d/d(A^T A)
+    dGP = U.view(rank, -1) @ Lt.view(rank, -1).T  # sum_i Lambda_i^T A^T A Lambda_i: d/d(P^T P)
+    dA = Yt.view(-1, A.shape[0]).T @ dLt + 2 * A @ dGA
+    dPt = (dLt @ A.T).view(rank, -1) @ Z.reshape(-1, spatial)  # [R_S, S]
+    return dA, dPt.T + 2 * P @ dGP
 
 
 def project_parts(P: Tensor) -> Tensor:
@@ -116,14 +163,11 @@ def localization_maps(Z: Tensor, A: Tensor) -> Tensor:
 def gradients(Z: Tensor, A: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
     """Closed-form gradients ``(dL/dA [C, R_C], dL/dP [S, R_S])`` of :func:`squared_error`.
 
-    With ``E_i = Z_i - A A^T Z_i P P^T``: ``dL/dA = -2 sum_i (E_i M Z_i^T + Z_i M E_i^T) A`` and
-    ``dL/dP = -2 sum_i (Z_i^T Q E_i + E_i^T Q Z_i) P`` where ``Q = A A^T``, ``M = P P^T``.
+    With ``E_i = Z_i - A A^T Z_i P P^T``, ``Q = A A^T`` and ``M = P P^T`` they are
+    ``dL/dA = -2 sum_i (E_i M Z_i^T + Z_i M E_i^T) A`` and ``dL/dP = -2 sum_i (Z_i^T Q E_i + E_i^T Q Z_i) P``,
+    computed without forming ``E_i``, as ``O(B C S R_S)`` products of the coefficients.
     """
-    Q, M = A @ A.T, P @ P.T
-    E = Z - Q @ Z @ M
-    EMZ = (E @ M @ Z.transpose(1, 2)).sum(0)
-    ZQE = (Z.transpose(1, 2) @ Q @ E).sum(0)
-    return -2 * (EMZ + EMZ.T) @ A, -2 * (ZQE + ZQE.T) @ P
+    return _gradients_from_terms(Z, A, P, *_objective_terms(Z, A, P)[1])
 
 
 # ----- sufficient statistics --------------------------------------------------------------------
@@ -147,10 +191,11 @@ def parts_statistics(Z: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
 
 def appearance_statistics(Z: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
     """``(K, L)`` ``[C, C]``: ``sum_i Z_i M Z_i^T``, ``sum_i Z_i M^2 Z_i^T`` (``M = P P^T``), ``Z`` ``[B, C, S]``."""
-    rank = P.shape[1]
-    ZP = (Z @ P).transpose(0, 1).reshape(Z.shape[1], -1)  # [C, B * R_S], columns (i, r)
-    ZPG = (ZP.view(-1, rank) @ (P.T @ P)).view_as(ZP)
-    return ZP @ ZP.T, ZPG @ ZP.T
+    channels, spatial = Z.shape[1], Z.shape[2]
+    Yt = P.T @ Z.reshape(-1, spatial).T  # [R_S, B * C]: the fast orientation (see _objective_terms)
+    Y = Yt.view(-1, channels)  # [R_S * B, C]: row (r, i) is (Z_i P)[:, r]
+    YG = ((P.T @ P) @ Yt).view_as(Y)  # row (r, i) is (Z_i P P^T P)[:, r]
+    return Y.T @ Y, YG.T @ Y
 
 
 def parts_objective(G1: Tensor, G2: Tensor, P: Tensor) -> Tensor:

@@ -37,10 +37,10 @@ class PandA(pl.LightningModule):
     Training minimises ``sum_i ||Z_i - A A^T Z_i P P^T||^2`` subject to ``P >= 0`` with one of
     two solvers. ``solver="pgd"``: Adam on the batch-mean error, projecting ``P`` onto ``P >= 0``
     after every optimiser step (with ``orthonormal=True`` ``A`` is also retracted onto orthonormal
-    columns). ``solver="stats"``: :class:`~panda.solvers.StatisticsSolver`, exact alternating
-    updates from statistics streamed over passes of ``pass_steps`` (for ``A``) and ``parts_steps``
-    (for ``P``, on statistics decayed by ``parts_decay`` across passes) batches, starting with
-    ``first_pass``.
+    columns). ``solver="stats"``: :class:`~panda.solvers.StatisticsSolver`, alternating block solves
+    (at most ``max_iter`` L-BFGS-B iterations each) from statistics streamed over passes of
+    ``pass_steps`` (for ``A``) and ``parts_steps`` (for ``P``, on statistics decayed by
+    ``parts_decay`` across passes) batches, starting with ``first_pass``.
     ``A`` starts at the HOSVD initialisation (leading eigenvectors of the channel scatter over the
     data module's init samples), ``P`` at ``Uniform(0, init_scale)``.
 
@@ -57,6 +57,7 @@ class PandA(pl.LightningModule):
         parts_steps: batches per parts pass of the ``stats`` solver.
         parts_decay: weight the ``stats`` solver keeps of earlier parts statistics at each parts pass.
         first_pass: ``parts`` or ``appearances``: which block the ``stats`` solver updates first.
+        max_iter: L-BFGS-B iterations of each ``stats`` block solve, at most.
     """
 
     def __init__(
@@ -73,11 +74,12 @@ class PandA(pl.LightningModule):
         parts_steps: int = 4,
         parts_decay: float = 0.75,
         first_pass: str = "parts",
+        max_iter: int = 50,
     ) -> None:
         super().__init__()
         if solver not in SOLVERS:
             raise ConfigError(f"model.solver={solver!r} is unknown; solvers: {', '.join(SOLVERS)}")
-        for name, steps in (("pass_steps", pass_steps), ("parts_steps", parts_steps)):
+        for name, steps in (("pass_steps", pass_steps), ("parts_steps", parts_steps), ("max_iter", max_iter)):
             if steps < 1:
                 raise ConfigError(f"model.{name}={steps} must be >= 1")
         if not 0 <= parts_decay < 1:
@@ -102,6 +104,7 @@ class PandA(pl.LightningModule):
                 "parts_steps": parts_steps,
                 "parts_decay": parts_decay,
                 "first_pass": first_pass,
+                "max_iter": max_iter,
             }
         )
         channels, height, width = feature_shape
@@ -142,7 +145,9 @@ class PandA(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.hparams.solver == "stats":
             hp = self.hparams
-            return StatisticsSolver(self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, hp.first_pass)
+            return StatisticsSolver(
+                self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, hp.first_pass, hp.max_iter
+            )
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:

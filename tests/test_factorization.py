@@ -81,13 +81,25 @@ def test_projected_gradient_recovers_planted_parts():
     assert (P >= 0).all()
 
 
-def test_closed_form_gradients_match_autograd(problem):
-    Z, A, P = problem
-    A, P = A.clone().requires_grad_(), P.clone().requires_grad_()
-    fz.squared_error(Z, A, P).backward()
+@pytest.mark.parametrize("appearances", [4, 6])  # R_C < C and R_C = C
+def test_closed_form_gradients_match_autograd_of_the_residual(problem, appearances):
+    Z, _, P = problem
+    A = torch.randn(6, appearances, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    A, P = A.requires_grad_(), P.clone().requires_grad_()
+    (Z - A @ A.T @ Z @ P @ P.T).square().sum().backward()  # autograd through the residual itself
     dA, dP = fz.gradients(Z, A.detach(), P.detach())
     torch.testing.assert_close(dA, A.grad)
     torch.testing.assert_close(dP, P.grad)
+    A.grad = P.grad = None
+    (3 * fz.squared_error(Z, A, P)).backward()  # the loss's backward is the closed form, scaled
+    torch.testing.assert_close(A.grad, 3 * dA)
+    torch.testing.assert_close(P.grad, 3 * dP)
+
+
+def test_squared_error_refuses_features_that_need_gradients(problem):
+    Z, A, P = problem
+    with pytest.raises(ValueError, match="differentiable in A and P only"):
+        fz.squared_error(Z.requires_grad_(), A, P)
 
 
 @pytest.mark.parametrize("appearances", [4, 6])  # R_C < C and R_C = C

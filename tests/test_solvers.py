@@ -56,7 +56,7 @@ def test_parts_solves_use_the_decayed_sum_of_the_parts_passes():
         new = [fz.parts_statistics(b, A.detach()) for b in batches[start + 1 : start + 3]]
         G1 = 0.5 * G1 + new[0][0] + new[1][0]
         G2 = 0.5 * G2 + new[0][1] + new[1][1]
-        expected = fz.solve_parts(G1, G2, P.detach().clone())
+        expected = fz.solve_parts(G1, G2, P.detach().clone(), max_iter=solver.param_groups[0]["max_iter"])
         for b in batches[start + 1 : start + 3]:
             solver.accumulate(b)
             solver.step()
@@ -99,6 +99,8 @@ def test_bad_solver_settings_are_rejected(dcgan):
         PandA(dcgan.check_layer(LAYER), solver="stats", pass_steps=0)
     with pytest.raises(ConfigError, match=r"model.parts_steps=0 must be >= 1"):
         PandA(dcgan.check_layer(LAYER), solver="stats", parts_steps=0)
+    with pytest.raises(ConfigError, match=r"model.max_iter=0 must be >= 1"):
+        PandA(dcgan.check_layer(LAYER), solver="stats", max_iter=0)
     with pytest.raises(ConfigError, match=r"model.parts_decay=1.0 must be in \[0, 1\)"):
         PandA(dcgan.check_layer(LAYER), solver="stats", parts_decay=1.0)
     with pytest.raises(ConfigError, match=r"model.first_pass='middle' must be 'parts' or 'appearances'"):
