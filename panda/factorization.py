@@ -12,8 +12,6 @@ Nothing here knows about generators, Lightning or configs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import scipy.optimize
 import threadpoolctl
@@ -215,60 +213,47 @@ def appearance_objective(A: Tensor, K: Tensor, L: Tensor) -> Tensor:
     return -2 * torch.trace(Q @ K) + torch.trace(Q @ Q @ L)
 
 
-def _minimize(
-    objective_and_gradient: Callable[[Tensor], tuple[Tensor, Tensor]],
-    X: Tensor,
-    nonnegative: bool,
-    max_iter: int,
-    tol: float,
-) -> Tensor:
-    """L-BFGS-B over the flat vector ``X`` ``[n]`` (bounded at 0 if ``nonnegative``), in float64 on one CPU thread.
+def _minimize_quartic(F: Tensor, G: Tensor, X: Tensor, nonnegative: bool, max_iter: int, tol: float) -> Tensor:
+    """A local minimum of ``-2 tr(X^T F X) + tr(X^T X X^T G X)`` from ``X`` ``[n, r]`` by L-BFGS-B.
 
-    Returns the last iterate, which is never worse than ``X``; stops after ``max_iter`` iterations
-    or when the relative decrease of the objective falls below ``tol``. The problems are small
-    (``[S, S]`` or ``[C, C]`` matrices), so thread synchronisation would dominate: one thread is
-    over 10x faster on 2 busy cores (the thread count is restored afterwards). SciPy's BLAS is held
-    to one thread too: its idle workers otherwise spin on the cores after the solve and slowed the
-    generator's next forward by ~70 ms on 2 cores.
+    Both block problems have this form (:func:`parts_objective` with ``F, G = G1, G2``;
+    :func:`appearance_objective` with ``K, L``); ``F`` and ``G`` ``[n, n]`` are symmetric in exact
+    arithmetic and symmetrised here. Bounded at 0 if ``nonnegative``; stops after ``max_iter``
+    iterations or when the relative decrease falls below ``tol``; returns the last iterate, never
+    worse than ``X``. Evaluated in float64 NumPy on one thread: the problems are small (``[S, S]``
+    or ``[C, C]``), where torch's per-call overhead was 4x the arithmetic and thread
+    synchronisation over 10x it on 2 busy cores. SciPy's BLAS is held to one thread too: its idle
+    workers otherwise spin on the cores after the solve and slowed the generator's next forward by
+    ~70 ms on 2 cores.
     """
-    previous = torch.get_num_threads()
+    F, G = (t.detach().cpu().double().numpy() for t in (F, G))
+    F, G = (F + F.T) / 2, (G + G.T) / 2
+    shape = X.shape
 
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grad = objective_and_gradient(torch.from_numpy(x))
-        return value.item(), grad.cpu().double().numpy()
+    def objective_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+        X = x.reshape(shape)
+        FX, GX = F @ X, G @ X
+        gram, XGX = X.T @ X, X.T @ GX
+        value = -2 * np.vdot(X, FX) + np.vdot(gram, XGX)
+        return float(value), (-4 * FX + 2 * (GX @ gram + X @ XGX)).ravel()
 
-    x0 = X.detach().cpu().double().numpy()
-    torch.set_num_threads(1)
-    try:
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
-            result = scipy.optimize.minimize(
-                fun,
-                x0,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=[(0, None)] * x0.size if nonnegative else None,
-                options={"maxiter": max_iter, "ftol": tol, "gtol": 0.0},
-            )
-    finally:
-        torch.set_num_threads(previous)
-    return torch.from_numpy(result.x).to(X)
+    x0 = X.detach().cpu().double().numpy().ravel()
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        result = scipy.optimize.minimize(
+            objective_and_gradient,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(0, None)] * x0.size if nonnegative else None,
+            options={"maxiter": max_iter, "ftol": tol, "gtol": 0.0},
+        )
+    return torch.from_numpy(result.x).view(shape).to(X)
 
 
 def solve_parts(G1: Tensor, G2: Tensor, P: Tensor, max_iter: int = 1000, tol: float = 1e-12) -> Tensor:
     """``argmin_{P >= 0}`` :func:`parts_objective` ``(G1, G2, P)``: a local minimum from ``P`` ``[S, R_S]``."""
     scale = torch.trace(G1).clamp_min(torch.finfo(G1.dtype).tiny)
-    G1, G2 = (G1 / scale).cpu().double(), (G2 / scale).cpu().double()
-    G1 = (G1 + G1.T) / 2  # symmetric in exact arithmetic; the gradient below assumes it
-
-    def objective_and_gradient(x: Tensor) -> tuple[Tensor, Tensor]:
-        P = x.view(shape)
-        G1P, G2P = G1 @ P, G2 @ P
-        gram, PG2P = P.T @ P, P.T @ G2P
-        value = -2 * (P * G1P).sum() + (gram * PG2P).sum()
-        return value, (-4 * G1P + 2 * (G2P @ gram + P @ PG2P)).flatten()
-
-    shape = P.shape
-    return _minimize(objective_and_gradient, P.flatten(), True, max_iter, tol).view(shape)
+    return _minimize_quartic(G1 / scale, G2 / scale, P, True, max_iter, tol)
 
 
 def solve_appearances(K: Tensor, L: Tensor, A: Tensor, max_iter: int = 1000, tol: float = 1e-12) -> Tensor:
@@ -292,13 +277,4 @@ def solve_appearances(K: Tensor, L: Tensor, A: Tensor, max_iter: int = 1000, tol
         q_vectors[:, top] * q_values[top].clamp_min(0).sqrt(),
     ]
     start = min(candidates, key=lambda candidate: appearance_objective(candidate, K, L).item())
-
-    def objective_and_gradient(x: Tensor) -> tuple[Tensor, Tensor]:
-        A = x.view(shape)
-        KA, LA = K @ A, L @ A
-        gram, ALA = A.T @ A, A.T @ LA
-        value = -2 * (A * KA).sum() + (gram * ALA).sum()
-        return value, (-4 * KA + 2 * (LA @ gram + A @ ALA)).flatten()
-
-    shape = start.shape
-    return _minimize(objective_and_gradient, start.flatten(), False, max_iter, tol).view(shape).to(A)
+    return _minimize_quartic(K, L, start, False, max_iter, tol).to(A)
