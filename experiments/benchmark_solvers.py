@@ -6,10 +6,11 @@ one held-out set of 1,024 samples. Recorded: relative reconstruction error on th
 excluded from every clock. The reference (NOTES.md): HOSVD init of A on 1,000 samples,
 P ~ U(0, 0.01), 10,000 steps of batch 1, each a plain gradient step on P then a clamp at 0, then a
 plain gradient step on A; its learning rate is the best of a grid, each grid point run for the
-full 10,000 steps. Panda: the ``stats`` solver (starting with the appearances, better at ``R_C = C``, and with its
-default start) and the default ``pgd`` solver (Adam + projection), otherwise with default settings,
-through the Lightning module and the streaming data module exactly as ``train.py`` runs them; the
-``stats`` solver again on other seeds.
+full 10,000 steps. Panda: the ``stats`` solver (with its defaults, which start with the appearances at
+``R_C = C``, and starting with the parts instead) and the default ``pgd`` solver (Adam + projection),
+otherwise with default settings, through the Lightning module and the streaming data module exactly as
+``train.py`` runs them; the ``stats`` solver again on other seeds; both solvers at ``train.py``'s default
+ranks and steps.
 
 Also measured: samples/s of training against the bare truncated forward at the same batch size,
 at R_C = C and at train.py's default R_C = 16, and the peak memory of ``train.py`` runs with 10x more
@@ -129,12 +130,20 @@ class Probe(pl.Callback):
 
 
 def panda(
-    gen: DCGANFaces, held_out: HeldOut, solver: str, steps: int, every: int, seed: int = SEED, **model
+    gen: DCGANFaces,
+    held_out: HeldOut,
+    solver: str,
+    steps: int,
+    every: int,
+    seed: int = SEED,
+    appearances: int | None = None,
+    **model,
 ) -> list[tuple[float, float]]:
-    """Panda's training with ``model.solver=solver``, the ``model`` settings and otherwise the
-    defaults (``seed`` seeds the data streams and ``P``'s initialisation)."""
+    """Panda's training with ``model.solver=solver``, ``R_C = appearances`` (``None``: ``C``), the
+    ``model`` settings and otherwise the defaults (``seed`` seeds the data streams and ``P``'s
+    initialisation)."""
     data = FeatureDataModule(gen, LAYER, batch_size=64, seed=seed, val_samples=64, init_samples=1024)
-    module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=None, solver=solver, seed=seed, **model)
+    module = PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, seed=seed, **model)
     probe = Probe(held_out, every)
     trainer = bare_trainer(steps, probe)
     trainer.fit(module, datamodule=data)
@@ -232,16 +241,19 @@ def main() -> None:
         print(f"reference lr={lr:g}: final {curves[f'reference lr={lr:g}'][-1]}", flush=True)
     best = min((k for k in curves), key=lambda k: curves[k][-1][1])
     ref_time, ref_error = curves[best][-1]
-    stats = "panda stats (model.first_pass=appearances)"
-    curves[stats] = panda(gen, held_out, "stats", steps=200, every=4, first_pass="appearances")
-    curves["panda stats (default: model.first_pass=parts)"] = panda(gen, held_out, "stats", steps=200, every=4)
+    curves["panda stats (defaults: model.first_pass=auto, appearances first at R_C = C)"] = panda(
+        gen, held_out, "stats", steps=200, every=4
+    )
+    parts_first = panda(gen, held_out, "stats", steps=200, every=4, first_pass="parts")
+    curves["panda stats, model.first_pass=parts"] = parts_first
     curves["panda pgd (Adam, the default solver)"] = panda(gen, held_out, "pgd", steps=600, every=25)
     for name, curve in curves.items():
         if name.startswith("panda"):
             print(f"{name}: {curve}", flush=True)
-    seeds = {
-        seed: panda(gen, held_out, "stats", steps=200, every=4, seed=seed, first_pass="appearances")
-        for seed in range(1, args.seeds)
+    seeds = {seed: panda(gen, held_out, "stats", steps=200, every=4, seed=seed) for seed in range(1, args.seeds)}
+    default_ranks = {  # train.py's defaults: R_C = 16, 600 steps
+        solver: panda(gen, held_out, solver, steps=600, every=600, appearances=DEFAULT_APPEARANCES)[-1]
+        for solver in ("pgd", "stats")
     }
 
     rows = [
@@ -273,7 +285,7 @@ def main() -> None:
         "|" + "---|" * len(rows[0]),
         *["| " + " | ".join(r) + " |" for r in rows[1:]],
         "",
-        "## The stats solver (model.first_pass=appearances) on other seeds (data streams and initial parts; "
+        "## The stats solver (defaults) on other seeds (data streams and initial parts; "
         "held-out set and reference unchanged)",
         "",
         "| seed | final held-out rel. error | s to reach the reference's final error (speed-up) |",
@@ -284,6 +296,12 @@ def main() -> None:
             + " |"
             for seed, curve in seeds.items()
         ],
+        "",
+        f"## Both solvers at train.py's defaults (R_C = {DEFAULT_APPEARANCES}, 600 steps of 64 samples)",
+        "",
+        "| solver | final held-out rel. error | wall s |",
+        "|---|---|---|",
+        *[f"| {solver} | {error:.4f} | {t:.1f} |" for solver, (t, error) in default_ranks.items()],
         "",
         "## Feature streaming (batch 64)",
         "",

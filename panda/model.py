@@ -13,6 +13,7 @@ from panda.errors import ConfigError
 from panda.solvers import StatisticsSolver
 
 SOLVERS = ("pgd", "stats")
+FIRST_PASSES = ("auto", "parts", "appearances")
 
 
 def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: int | None) -> tuple[int, int]:
@@ -56,7 +57,9 @@ class PandA(pl.LightningModule):
         pass_steps: batches per appearances pass of the ``stats`` solver.
         parts_steps: batches per parts pass of the ``stats`` solver.
         parts_decay: weight the ``stats`` solver keeps of earlier parts statistics at each parts pass.
-        first_pass: ``parts`` or ``appearances``: which block the ``stats`` solver updates first.
+        first_pass: which block the ``stats`` solver updates first: ``parts``, ``appearances``, or
+            ``auto``: ``appearances`` if ``R_C = C`` (the HOSVD appearances then span every channel,
+            ``A A^T = I``, and give a parts solve nothing to start from), else ``parts``.
         max_iter: L-BFGS-B iterations of each ``stats`` block solve, at most.
     """
 
@@ -73,7 +76,7 @@ class PandA(pl.LightningModule):
         pass_steps: int = 8,
         parts_steps: int = 4,
         parts_decay: float = 0.75,
-        first_pass: str = "parts",
+        first_pass: str = "auto",
         max_iter: int = 50,
     ) -> None:
         super().__init__()
@@ -84,8 +87,8 @@ class PandA(pl.LightningModule):
                 raise ConfigError(f"model.{name}={steps} must be >= 1")
         if not 0 <= parts_decay < 1:
             raise ConfigError(f"model.parts_decay={parts_decay} must be in [0, 1)")
-        if first_pass not in ("parts", "appearances"):
-            raise ConfigError(f"model.first_pass={first_pass!r} must be 'parts' or 'appearances'")
+        if first_pass not in FIRST_PASSES:
+            raise ConfigError(f"model.first_pass={first_pass!r} is unknown; choices: {', '.join(FIRST_PASSES)}")
         if orthonormal and solver != "pgd":
             raise ConfigError(f"model.orthonormal=true needs model.solver=pgd, not {solver!r}")
         feature_shape = tuple(int(d) for d in feature_shape)
@@ -145,8 +148,11 @@ class PandA(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.hparams.solver == "stats":
             hp = self.hparams
+            first_pass = hp.first_pass
+            if first_pass == "auto":
+                first_pass = "appearances" if hp.appearances == hp.feature_shape[0] else "parts"
             return StatisticsSolver(
-                self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, hp.first_pass, hp.max_iter
+                self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, first_pass, hp.max_iter
             )
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 

@@ -65,8 +65,16 @@ def test_parts_solves_use_the_decayed_sum_of_the_parts_passes():
 
 
 @pytest.mark.parametrize(("appearances", "first_pass"), [(None, "appearances"), (16, "parts")])
-def test_solvers_reach_the_same_objective(dcgan, tmp_path, appearances, first_pass):
-    passes = {"pass_steps": 4, "parts_steps": 2, "first_pass": first_pass}
+def test_first_pass_auto_starts_with_the_appearances_only_when_they_span_every_channel(dcgan, appearances, first_pass):
+    model = PandA(dcgan.check_layer(LAYER), appearances=appearances, solver="stats")
+    solver = model.configure_optimizers()
+    assert solver.param_groups[0]["first_pass"] == first_pass
+    assert solver.updating_parts() == (first_pass == "parts")
+
+
+@pytest.mark.parametrize("appearances", [None, 16])
+def test_solvers_reach_the_same_objective(dcgan, tmp_path, appearances):
+    passes = {"pass_steps": 4, "parts_steps": 2}
     stats, _ = fit(dcgan, "stats", 48, tmp_path / "stats", appearances, **passes)
     pgd, _ = fit(dcgan, "pgd", 400, tmp_path / "pgd", appearances, lr=0.01)
     assert 0 < stats < 1 and 0 < pgd < 1
@@ -103,7 +111,7 @@ def test_bad_solver_settings_are_rejected(dcgan):
         PandA(dcgan.check_layer(LAYER), solver="stats", max_iter=0)
     with pytest.raises(ConfigError, match=r"model.parts_decay=1.0 must be in \[0, 1\)"):
         PandA(dcgan.check_layer(LAYER), solver="stats", parts_decay=1.0)
-    with pytest.raises(ConfigError, match=r"model.first_pass='middle' must be 'parts' or 'appearances'"):
+    with pytest.raises(ConfigError, match=r"model.first_pass='middle' is unknown; choices: auto, parts, appearances"):
         PandA(dcgan.check_layer(LAYER), solver="stats", first_pass="middle")
     with pytest.raises(ConfigError, match=r"model.orthonormal=true needs model.solver=pgd, not 'stats'"):
         PandA(dcgan.check_layer(LAYER), solver="stats", orthonormal=True)
