@@ -35,6 +35,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,6 +49,12 @@ from panda.model import PandA  # noqa: E402
 LAYER, PARTS, SEED = "main.8", 8, 0
 DEFAULT_APPEARANCES = 16  # train.py's R_C on the DCGAN faces (conf/rank)
 TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
+# train.py's model settings (learning rate, stats passes, ...); the runs below override solver and seed
+MODEL = {
+    k: v
+    for k, v in OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "panda.yaml")).items()
+    if k not in ("_target_", "solver", "seed")
+}
 
 
 class HeldOut:
@@ -140,10 +147,10 @@ def panda(
     **model,
 ) -> list[tuple[float, float]]:
     """Panda's training with ``model.solver=solver``, ``R_C = appearances`` (``None``: ``C``), the
-    ``model`` settings and otherwise the defaults (``seed`` seeds the data streams and ``P``'s
+    ``model`` settings and otherwise train.py's (``MODEL``; ``seed`` seeds the data streams and ``P``'s
     initialisation)."""
     data = FeatureDataModule(gen, LAYER, batch_size=64, seed=seed, val_samples=64, init_samples=1024)
-    module = PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, seed=seed, **model)
+    module = PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, seed=seed, **(MODEL | model))
     probe = Probe(held_out, every)
     trainer = bare_trainer(steps, probe)
     trainer.fit(module, datamodule=data)
@@ -183,7 +190,7 @@ def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 100, repeats: int 
             before = bare()
             timer = StepTimes()
             data = FeatureDataModule(gen, LAYER, batch_size=batch, seed=SEED, val_samples=64, init_samples=64)
-            module = PandA(gen.check_layer(LAYER), parts=PARTS, appearances=appearances, solver=solver)
+            module = PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, **MODEL)
             bare_trainer(steps + 10, timer).fit(module, datamodule=data)
             rate = batch * steps / (timer.times[-1] - timer.times[9])
             forward = (before + bare()) / 2
@@ -230,7 +237,6 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds of the stats solver's robustness table")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     pl.seed_everything(SEED)
     gen = DCGANFaces()
     held_out = HeldOut(gen, args.held_out)

@@ -222,9 +222,9 @@ def _minimize_quartic(F: Tensor, G: Tensor, X: Tensor, nonnegative: bool, max_it
     iterations or when the relative decrease falls below ``tol``; returns the last iterate, never
     worse than ``X``. Evaluated in float64 NumPy on one thread: the problems are small (``[S, S]``
     or ``[C, C]``), where torch's per-call overhead was 4x the arithmetic and thread
-    synchronisation over 10x it on 2 busy cores. SciPy's BLAS is held to one thread too: its idle
-    workers otherwise spin on the cores after the solve and slowed the generator's next forward by
-    ~70 ms on 2 cores.
+    synchronisation over 10x it on 2 busy cores. Every BLAS that NumPy and SciPy load is held to
+    one thread: besides, idle workers otherwise spin on the cores after the solve and slowed the
+    generator's next forward by ~70 ms on 2 cores.
     """
     F, G = (t.detach().cpu().double().numpy() for t in (F, G))
     F, G = (F + F.T) / 2, (G + G.T) / 2

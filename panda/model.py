@@ -10,10 +10,9 @@ from torch import Tensor, nn
 
 from panda import factorization as fz
 from panda.errors import ConfigError
-from panda.solvers import StatisticsSolver
+from panda.solvers import FIRST_PASSES, StatisticsSolver
 
 SOLVERS = ("pgd", "stats")
-FIRST_PASSES = ("auto", "parts", "appearances")
 
 
 def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: int | None) -> tuple[int, int]:
@@ -59,7 +58,7 @@ class PandA(pl.LightningModule):
         parts_decay: weight the ``stats`` solver keeps of earlier parts statistics at each parts pass.
         first_pass: which block the ``stats`` solver updates first: ``parts``, ``appearances``, or
             ``auto``: ``appearances`` if ``R_C = C`` (the HOSVD appearances then span every channel,
-            ``A A^T = I``, and give a parts solve nothing to start from), else ``parts``.
+            ``A A^T = I``, and a parts solve from them would ignore them), else ``parts``.
         max_iter: L-BFGS-B iterations of each ``stats`` block solve, at most.
     """
 
@@ -148,11 +147,8 @@ class PandA(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         if self.hparams.solver == "stats":
             hp = self.hparams
-            first_pass = hp.first_pass
-            if first_pass == "auto":
-                first_pass = "appearances" if hp.appearances == hp.feature_shape[0] else "parts"
             return StatisticsSolver(
-                self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, first_pass, hp.max_iter
+                self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, hp.first_pass, hp.max_iter
             )
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 

@@ -43,13 +43,16 @@ from torch import Tensor, nn
 
 from panda import factorization as fz
 
+FIRST_PASSES = ("auto", "parts", "appearances")
+
 
 class StatisticsSolver(torch.optim.Optimizer):
     """Alternating block solves of ``A`` and ``P >= 0`` from streamed statistics.
 
     Call :meth:`accumulate` with every batch ``Z`` ``[B, C, S]``, then :meth:`step`; a step that
     completes a pass updates ``P`` (``parts_steps`` batches) or ``A`` (``pass_steps`` batches),
-    alternately, starting with ``first_pass`` (``"parts"`` or ``"appearances"``).
+    alternately, starting with ``first_pass``: ``"parts"``, ``"appearances"``, or ``"auto"``
+    (``"appearances"`` if ``A`` is square, ``R_C = C``, else ``"parts"``; see the module notes).
     The accumulators live in the optimiser state, so a checkpoint taken mid-pass resumes exactly.
     """
 
@@ -60,9 +63,13 @@ class StatisticsSolver(torch.optim.Optimizer):
         pass_steps: int = 8,
         parts_steps: int = 4,
         parts_decay: float = 0.75,
-        first_pass: str = "parts",
+        first_pass: str = "auto",
         max_iter: int = 50,
     ) -> None:
+        if first_pass not in FIRST_PASSES:
+            raise ValueError(f"first_pass={first_pass!r} is unknown; choices: {', '.join(FIRST_PASSES)}")
+        if first_pass == "auto":
+            first_pass = "appearances" if A.shape[0] == A.shape[1] else "parts"
         defaults = {"pass_steps": pass_steps, "parts_steps": parts_steps, "parts_decay": parts_decay}
         super().__init__([A, P], {**defaults, "first_pass": first_pass, "max_iter": max_iter})
         channels, spatial = A.shape[0], P.shape[0]

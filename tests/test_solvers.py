@@ -64,12 +64,24 @@ def test_parts_solves_use_the_decayed_sum_of_the_parts_passes():
         torch.testing.assert_close(P.detach(), expected, rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize(("appearances", "first_pass"), [(None, "appearances"), (16, "parts")])
-def test_first_pass_auto_starts_with_the_appearances_only_when_they_span_every_channel(dcgan, appearances, first_pass):
-    model = PandA(dcgan.check_layer(LAYER), appearances=appearances, solver="stats")
+@pytest.mark.parametrize(
+    ("appearances", "setting", "first_pass"),
+    [
+        (None, "auto", "appearances"),
+        (16, "auto", "parts"),
+        (None, "parts", "parts"),  # an explicit setting wins
+        (16, "appearances", "appearances"),
+    ],
+)
+def test_first_pass_auto_starts_with_the_appearances_only_when_they_span_every_channel(
+    dcgan, appearances, setting, first_pass
+):
+    model = PandA(dcgan.check_layer(LAYER), appearances=appearances, solver="stats", first_pass=setting)
     solver = model.configure_optimizers()
     assert solver.param_groups[0]["first_pass"] == first_pass
     assert solver.updating_parts() == (first_pass == "parts")
+    with pytest.raises(ValueError, match=r"first_pass='middle' is unknown; choices: auto, parts, appearances"):
+        StatisticsSolver(model.A, model.P, first_pass="middle")
 
 
 @pytest.mark.parametrize("appearances", [None, 16])
