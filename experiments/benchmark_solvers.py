@@ -8,7 +8,7 @@ P ~ U(0, 0.01), 10,000 steps of batch 1, each a plain gradient step on P then a 
 plain gradient step on A; its learning rate is the best of a grid, each grid point run for the
 full 10,000 steps. Panda: the ``stats`` solver (with its defaults, which start with the appearances at
 ``R_C = C``, and starting with the parts instead) and the default ``pgd`` solver (Adam + projection),
-otherwise with default settings, through the Lightning module and the streaming data module exactly as
+otherwise with train.py's model settings, through the Lightning module and the streaming data module exactly as
 ``train.py`` runs them; the ``stats`` solver again on other seeds; both solvers at ``train.py``'s default
 ranks and steps.
 
@@ -46,7 +46,7 @@ from panda.generators.dcgan import DCGANFaces  # noqa: E402
 from panda.io import atomic_write  # noqa: E402
 from panda.model import PandA  # noqa: E402
 
-LAYER, PARTS, SEED = "main.8", 8, 0
+LAYER, PARTS, SEED, BATCH = "main.8", 8, 0, 64
 DEFAULT_APPEARANCES = 16  # train.py's R_C on the DCGAN faces (conf/rank)
 TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
 # train.py's model settings (learning rate, stats passes, ...); the runs below override solver and seed
@@ -136,6 +136,14 @@ class Probe(pl.Callback):
             self.clock.record(self.curve, self.held_out(pl_module.A.detach(), pl_module.P.detach()), began)
 
 
+def setup(
+    gen: DCGANFaces, solver: str, appearances: int | None, seed: int, init_samples: int, **model
+) -> tuple[PandA, FeatureDataModule]:
+    """The module (train.py's model settings, overridden by ``model``) and the data module of a run."""
+    data = FeatureDataModule(gen, LAYER, batch_size=BATCH, seed=seed, val_samples=64, init_samples=init_samples)
+    return PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, seed=seed, **(MODEL | model)), data
+
+
 def panda(
     gen: DCGANFaces,
     held_out: HeldOut,
@@ -149,8 +157,7 @@ def panda(
     """Panda's training with ``model.solver=solver``, ``R_C = appearances`` (``None``: ``C``), the
     ``model`` settings and otherwise train.py's (``MODEL``; ``seed`` seeds the data streams and ``P``'s
     initialisation)."""
-    data = FeatureDataModule(gen, LAYER, batch_size=64, seed=seed, val_samples=64, init_samples=1024)
-    module = PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, seed=seed, **(MODEL | model))
+    module, data = setup(gen, solver, appearances, seed, init_samples=1024, **model)
     probe = Probe(held_out, every)
     trainer = bare_trainer(steps, probe)
     trainer.fit(module, datamodule=data)
@@ -167,14 +174,14 @@ class StepTimes(pl.Callback):
         self.times.append(time.perf_counter())
 
 
-def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 100, repeats: int = 5) -> dict[str, tuple[float, float]]:
+def throughput(gen: DCGANFaces, steps: int = 100, repeats: int = 5) -> dict[str, tuple[float, float]]:
     """``(samples/s, share of the bare forward)`` of each solver's training steps.
 
     This shared machine's speed drifts by 10-20 % over tens of seconds, so every training block of
     ``steps`` steps is compared with bare truncated forwards (same batch size) timed right before
     and right after it; the share is the median over ``repeats`` such blocks, the rates are medians.
     """
-    latents = gen.sample_latents(batch, torch.Generator().manual_seed(0))
+    latents = gen.sample_latents(BATCH, torch.Generator().manual_seed(0))
 
     def bare() -> float:
         with torch.inference_mode():
@@ -182,17 +189,16 @@ def throughput(gen: DCGANFaces, batch: int = 64, steps: int = 100, repeats: int 
             began = time.perf_counter()
             for _ in range(steps // 3):
                 gen.features(latents, LAYER)
-        return batch * (steps // 3) / (time.perf_counter() - began)
+        return BATCH * (steps // 3) / (time.perf_counter() - began)
 
     rates: dict[str, list[tuple[float, float]]] = {}
     for _ in range(repeats):
         for appearances, solver in itertools.product((None, DEFAULT_APPEARANCES), ("stats", "pgd")):
             before = bare()
             timer = StepTimes()
-            data = FeatureDataModule(gen, LAYER, batch_size=batch, seed=SEED, val_samples=64, init_samples=64)
-            module = PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, **MODEL)
+            module, data = setup(gen, solver, appearances, SEED, init_samples=64)
             bare_trainer(steps + 10, timer).fit(module, datamodule=data)
-            rate = batch * steps / (timer.times[-1] - timer.times[9])
+            rate = BATCH * steps / (timer.times[-1] - timer.times[9])
             forward = (before + bare()) / 2
             ranks = f"R_C = {module.hparams.appearances}" + (" (default)" if appearances else "")
             rates.setdefault("bare forward to main.8", []).append((forward, 1.0))
