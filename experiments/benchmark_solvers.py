@@ -10,11 +10,12 @@ full 10,000 steps. Panda: the ``stats`` solver (with its defaults, which start w
 ``R_C = C``, and starting with the parts instead) and the default ``pgd`` solver (Adam + projection),
 otherwise with train.py's model settings, through the Lightning module and the streaming data module exactly as
 ``train.py`` runs them; the ``stats`` solver again on other seeds; both solvers at ``train.py``'s default
-ranks and steps.
+ranks and steps. Panda's runs are repeated with the generator's forward in bfloat16
+(``data.precision=bf16``); the held-out set is always computed in float32.
 
-Also measured: samples/s of training against the bare truncated forward at the same batch size,
-at R_C = C and at train.py's default R_C = 16, and the peak memory of ``train.py`` runs with 10x more
-samples.
+Also measured: samples/s of training against the bare truncated forward at the same batch size and
+precision, at R_C = C and at train.py's default R_C = 16, and the peak memory of ``train.py`` runs
+with 10x more samples.
 
     python experiments/benchmark_solvers.py            # writes experiments/results/solvers_cpu.*
 """
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from panda import factorization as fz  # noqa: E402
-from panda.data import INIT, TRAIN, VAL, FeatureDataModule, batch_generator, layer_features  # noqa: E402
+from panda.data import INIT, PRECISIONS, TRAIN, VAL, FeatureDataModule, batch_generator, layer_features  # noqa: E402
 from panda.generators.dcgan import DCGANFaces  # noqa: E402
 from panda.io import atomic_write  # noqa: E402
 from panda.model import PandA  # noqa: E402
@@ -137,10 +138,12 @@ class Probe(pl.Callback):
 
 
 def setup(
-    gen: DCGANFaces, solver: str, appearances: int | None, seed: int, init_samples: int, **model
+    gen: DCGANFaces, solver: str, appearances: int | None, seed: int, init_samples: int, precision: str, **model
 ) -> tuple[PandA, FeatureDataModule]:
     """The module (train.py's model settings, overridden by ``model``) and the data module of a run."""
-    data = FeatureDataModule(gen, LAYER, batch_size=BATCH, seed=seed, val_samples=64, init_samples=init_samples)
+    data = FeatureDataModule(
+        gen, LAYER, batch_size=BATCH, seed=seed, val_samples=64, init_samples=init_samples, precision=precision
+    )
     return PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, seed=seed, **(MODEL | model)), data
 
 
@@ -152,12 +155,13 @@ def panda(
     every: int,
     seed: int = SEED,
     appearances: int | None = None,
+    precision: str = "fp32",
     **model,
 ) -> list[tuple[float, float]]:
     """Panda's training with ``model.solver=solver``, ``R_C = appearances`` (``None``: ``C``), the
     ``model`` settings and otherwise train.py's (``MODEL``; ``seed`` seeds the data streams and ``P``'s
-    initialisation)."""
-    module, data = setup(gen, solver, appearances, seed, init_samples=1024, **model)
+    initialisation), its generator forward in ``precision`` (``data.precision``)."""
+    module, data = setup(gen, solver, appearances, seed, init_samples=1024, precision=precision, **model)
     probe = Probe(held_out, every)
     trainer = bare_trainer(steps, probe)
     trainer.fit(module, datamodule=data)
@@ -175,16 +179,17 @@ class StepTimes(pl.Callback):
 
 
 def throughput(gen: DCGANFaces, steps: int = 100, repeats: int = 5) -> dict[str, tuple[float, float]]:
-    """``(samples/s, share of the bare forward)`` of each solver's training steps.
+    """``(samples/s, share of the bare forward)`` of each solver's training steps, in each precision.
 
     This shared machine's speed drifts by 10-20 % over tens of seconds, so every training block of
-    ``steps`` steps is compared with bare truncated forwards (same batch size) timed right before
-    and right after it; the share is the median over ``repeats`` such blocks, the rates are medians.
+    ``steps`` steps is compared with bare truncated forwards (same batch size, same precision) timed
+    right before and right after it; the share is the median over ``repeats`` such blocks, the rates
+    are medians.
     """
     latents = gen.sample_latents(BATCH, torch.Generator().manual_seed(0))
 
-    def bare() -> float:
-        with torch.inference_mode():
+    def bare(precision: str) -> float:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             gen.features(latents, LAYER)
             began = time.perf_counter()
             for _ in range(steps // 3):
@@ -193,19 +198,21 @@ def throughput(gen: DCGANFaces, steps: int = 100, repeats: int = 5) -> dict[str,
 
     rates: dict[str, list[tuple[float, float]]] = {}
     for _ in range(repeats):
-        for appearances, solver in itertools.product((None, DEFAULT_APPEARANCES), ("stats", "pgd")):
-            before = bare()
+        for precision, appearances, solver in itertools.product(
+            PRECISIONS, (None, DEFAULT_APPEARANCES), ("stats", "pgd")
+        ):
+            before = bare(precision)
             timer = StepTimes()
-            module, data = setup(gen, solver, appearances, SEED, init_samples=64)
+            module, data = setup(gen, solver, appearances, SEED, init_samples=64, precision=precision)
             bare_trainer(steps + 10, timer).fit(module, datamodule=data)
             rate = BATCH * steps / (timer.times[-1] - timer.times[9])
-            forward = (before + bare()) / 2
+            forward = (before + bare(precision)) / 2
             ranks = f"R_C = {module.hparams.appearances}" + (" (default)" if appearances else "")
-            rates.setdefault("bare forward to main.8", []).append((forward, 1.0))
-            rates.setdefault(f"training, solver={solver}, {ranks}", []).append((rate, rate / forward))
+            rates.setdefault(f"bare forward to main.8, {precision}", []).append((forward, 1.0))
+            rates.setdefault(f"training, {precision}, solver={solver}, {ranks}", []).append((rate, rate / forward))
     return {
         name: (statistics.median(r for r, _ in values), statistics.median(s for _, s in values))
-        for name, values in rates.items()
+        for name, values in sorted(rates.items(), key=lambda item: not item[0].startswith("bare"))
     }
 
 
@@ -259,13 +266,23 @@ def main() -> None:
     parts_first = panda(gen, held_out, "stats", steps=200, every=4, first_pass="parts")
     curves["panda stats, model.first_pass=parts"] = parts_first
     curves["panda pgd (Adam, the default solver)"] = panda(gen, held_out, "pgd", steps=600, every=25)
+    curves["panda stats (defaults), data.precision=bf16"] = panda(
+        gen, held_out, "stats", steps=200, every=4, precision="bf16"
+    )
     for name, curve in curves.items():
         if name.startswith("panda"):
             print(f"{name}: {curve}", flush=True)
-    seeds = {seed: panda(gen, held_out, "stats", steps=200, every=4, seed=seed) for seed in range(1, args.seeds)}
+    seeds = {
+        (seed, precision): panda(gen, held_out, "stats", steps=200, every=4, seed=seed, precision=precision)
+        for seed in range(1, args.seeds)
+        for precision in PRECISIONS
+    }
     default_ranks = {  # train.py's defaults: R_C = 16, 600 steps
-        solver: panda(gen, held_out, solver, steps=600, every=600, appearances=DEFAULT_APPEARANCES)[-1]
+        (solver, precision): panda(
+            gen, held_out, solver, steps=600, every=600, appearances=DEFAULT_APPEARANCES, precision=precision
+        )[-1]
         for solver in ("pgd", "stats")
+        for precision in PRECISIONS
     }
 
     rows = [
@@ -300,27 +317,30 @@ def main() -> None:
         "## The stats solver (defaults) on other seeds (data streams and initial parts; "
         "held-out set and reference unchanged)",
         "",
-        "| seed | final held-out rel. error | s to reach the reference's final error (speed-up) |",
-        "|---|---|---|",
+        "| seed | data.precision | final held-out rel. error | s to reach the reference's final error (speed-up) |",
+        "|---|---|---|---|",
         *[
-            f"| {seed} | {curve[-1][1]:.4f} | "
+            f"| {seed} | {precision} | {curve[-1][1]:.4f} | "
             + (f"{t:.1f} ({ref_time / t:.1f}x)" if (t := time_to(curve, ref_error)) else "never")
             + " |"
-            for seed, curve in seeds.items()
+            for (seed, precision), curve in seeds.items()
         ],
         "",
         f"## Both solvers at train.py's defaults (R_C = {DEFAULT_APPEARANCES}, 600 steps of 64 samples)",
         "",
-        "| solver | final held-out rel. error | wall s |",
-        "|---|---|---|",
-        *[f"| {solver} | {error:.4f} | {t:.1f} |" for solver, (t, error) in default_ranks.items()],
+        "| solver | data.precision | final held-out rel. error | wall s |",
+        "|---|---|---|---|",
+        *[
+            f"| {solver} | {precision} | {error:.4f} | {t:.1f} |"
+            for (solver, precision), (t, error) in default_ranks.items()
+        ],
         "",
         "## Feature streaming (batch 64)",
         "",
-        "Each training block of 100 steps is compared with bare forwards timed right before and after it; "
-        "medians of 5 blocks.",
+        "Each training block of 100 steps is compared with bare forwards in the same precision timed right "
+        "before and after it; medians of 5 blocks.",
         "",
-        "| what | samples/s | share of the bare forward |",
+        "| what | samples/s | share of the bare forward in its precision |",
         "|---|---|---|",
         *[f"| {k} | {rate:.0f} | {share:.0%} |" for k, (rate, share) in rates.items()],
         "",
@@ -339,14 +359,14 @@ def main() -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["method", "seconds", "held_out_rel_error"])
-    seed_curves = {f"panda stats seed={seed}": curve for seed, curve in seeds.items()}
+    seed_curves = {f"panda stats seed={seed} {precision}": curve for (seed, precision), curve in seeds.items()}
     writer.writerows((name, f"{t:.3f}", f"{e:.6f}") for name, curve in (curves | seed_curves).items() for t, e in curve)
     atomic_write(args.out / "solvers_cpu.csv", buffer.getvalue().encode())
     fig = Figure(figsize=(6.5, 4))
     ax = fig.subplots()
     for name, curve in curves.items():
         ax.plot(*zip(*curve, strict=True), label=name, lw=2 if name.startswith("panda") or name == best else 0.8)
-    for i, curve in enumerate(seed_curves.values()):
+    for i, curve in enumerate(curve for (_, precision), curve in seeds.items() if precision == "fp32"):
         label = "panda stats, other seeds" if i == 0 else None
         ax.plot(*zip(*curve, strict=True), color="gray", lw=0.6, ls="--", label=label)
     ax.axhline(ref_error, color="gray", ls=":", lw=1)

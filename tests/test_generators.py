@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from panda.data import layer_features
+from panda.data import FeatureDataModule, layer_features
 from panda.errors import ConfigError, FeatureError, WeightsError
 from panda.generators.dcgan import DCGANFaces
 
@@ -84,3 +84,18 @@ def test_features_are_usable_by_autograd(dcgan):
     weight = torch.ones(128, requires_grad=True)
     (features.flatten(2) * weight[:, None]).sum().backward()
     assert weight.grad is not None
+
+
+def test_bf16_forward_gives_float32_features_close_to_fp32(dcgan):
+    latents = dcgan.sample_latents(8, torch.Generator().manual_seed(0))
+    fp32, bf16 = (layer_features(dcgan, "main.8", latents, precision) for precision in ("fp32", "bf16"))
+    assert bf16.dtype == torch.float32
+    assert 0 < ((bf16 - fp32).norm() / fp32.norm()).item() < 0.02  # bfloat16 ran, within its rounding
+
+
+def test_unknown_precision_lists_the_choices(dcgan):
+    message = r"data.precision='fp16' is unknown; choices: fp32, bf16"
+    with pytest.raises(ConfigError, match=message):
+        layer_features(dcgan, "main.8", dcgan.sample_latents(1, torch.Generator().manual_seed(0)), "fp16")
+    with pytest.raises(ConfigError, match=message):
+        FeatureDataModule(dcgan, "main.8", precision="fp16")

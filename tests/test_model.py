@@ -15,8 +15,10 @@ from tests.conftest import fit_in_process
 LAYER = "main.5"  # 256 x 8 x 8: quick
 
 
-def fit(dcgan, steps: int, tmp_path: Path, ckpt_path: str | None = None, callbacks=(), **model_kwargs) -> PandA:
-    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32)
+def fit(
+    dcgan, steps: int, tmp_path: Path, ckpt_path: str | None = None, callbacks=(), precision="fp32", **model_kwargs
+) -> PandA:
+    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32, precision=precision)
     model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=model_kwargs.pop("appearances", 8), **model_kwargs)
     fit_in_process(data, model, steps, tmp_path, ckpt_path=ckpt_path, callbacks=tuple(callbacks))
     return model
@@ -69,6 +71,15 @@ def test_training_lowers_the_validation_error(dcgan, tmp_path):
     trained = fit(dcgan, 60, tmp_path, lr=0.01)
     start, end = (sum(m.errors(b)[0].item() for b in data.val_dataloader()) for m in (untrained, trained))
     assert end < 0.85 * start
+
+
+def test_bf16_features_train_factors_as_good_as_fp32_ones(dcgan, tmp_path):
+    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32)  # fp32
+    fp32 = fit(dcgan, 60, tmp_path / "fp32", lr=0.01)
+    bf16 = fit(dcgan, 60, tmp_path / "bf16", lr=0.01, precision="bf16")
+    assert not torch.equal(fp32.P.data, bf16.P.data)  # trained on other (rounded) features
+    fp32_error, bf16_error = (sum(m.errors(b)[0].item() for b in data.val_dataloader()) for m in (fp32, bf16))
+    assert bf16_error == pytest.approx(fp32_error, rel=0.002)
 
 
 def test_resumed_run_equals_an_uninterrupted_one(dcgan, tmp_path):
