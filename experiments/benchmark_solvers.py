@@ -42,7 +42,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from panda import factorization as fz  # noqa: E402
-from panda.data import INIT, PRECISIONS, TRAIN, VAL, FeatureDataModule, batch_generator, layer_features  # noqa: E402
+from panda.data import (  # noqa: E402
+    INIT,
+    PRECISIONS,
+    TRAIN,
+    VAL,
+    FeatureDataModule,
+    batch_generator,
+    forward_precision,
+    layer_features,
+)
 from panda.generators.dcgan import DCGANFaces  # noqa: E402
 from panda.io import atomic_write  # noqa: E402
 from panda.model import PandA  # noqa: E402
@@ -189,7 +198,7 @@ def throughput(gen: DCGANFaces, steps: int = 100, repeats: int = 5) -> dict[str,
     latents = gen.sample_latents(BATCH, torch.Generator().manual_seed(0))
 
     def bare(precision: str) -> float:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.inference_mode(), forward_precision(gen.device, precision):
             gen.features(latents, LAYER)
             began = time.perf_counter()
             for _ in range(steps // 3):

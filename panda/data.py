@@ -7,6 +7,7 @@ exactly where the checkpoint left it (the stream restarts at the trainer's globa
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
@@ -19,7 +20,7 @@ from panda.generators.base import FeatureGenerator
 
 TRAIN, VAL, INIT, SAMPLES, STATS = 0, 1, 2, 3, 4  # STATS: dataset statistics of evaluation
 CALIBRATION, TEST, FIT = 5, 6, 7  # ROIR protocol: choosing directions, measuring them, baselines' own samples
-PRECISIONS = ("fp32", "bf16")  # of the generator's forward; features are float32 either way
+PRECISIONS = ("fp32", "bf16")  # of the generator's forward (data.precision)
 
 
 def batch_generator(seed: int, stream: int, index: int) -> torch.Generator:
@@ -33,6 +34,12 @@ def check_precision(precision: str) -> None:
         raise ConfigError(f"data.precision={precision!r} is unknown; choices: {', '.join(PRECISIONS)}")
 
 
+def forward_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context a generator's forward on ``device`` runs in for ``precision``: bfloat16 autocast or none."""
+    check_precision(precision)
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
 def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor, precision: str = "fp32") -> Tensor:
     """Features ``[B, C, H, W]`` at ``layer``, computed without autograd (a normal tensor).
 
@@ -40,11 +47,10 @@ def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor, precision
     returns the features as float32 (the factorisation stays in float32).
     Raises :class:`FeatureError` if the generator produced NaN or infinite values.
     """
-    check_precision(precision)
-    bf16 = precision == "bf16"
     # not inference mode: its tensors would need a copy to enter autograd (pgd)
-    with torch.no_grad(), torch.autocast(gen.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), forward_precision(gen.device, precision):
         features = gen.features(latents.to(gen.device), layer)
+    bf16 = precision == "bf16"
     if bf16:
         features = features.float()
     if not bool(torch.isfinite(features.sum())):  # a NaN or inf anywhere makes the sum non-finite
@@ -93,11 +99,10 @@ class FeatureDataModule(pl.LightningDataModule):
         seed: seed of every latent stream.
         val_samples: size of the fixed validation set.
         init_samples: samples used for the HOSVD initialisation of the appearances.
-        precision: of the generator's forward for every stream, ``fp32`` or ``bf16`` (autocast;
-            features are float32 either way). On the DCGAN faces on a CPU with native bfloat16
-            (AVX512-BF16) ``bf16`` is ~1.8x faster a forward, and the factors it trains reach the
-            same held-out error (``experiments/results/solvers_cpu.md``); CPUs without it emulate
-            bfloat16 slowly.
+        precision: of the generator's forward for the training and initialisation streams, ``fp32``
+            or ``bf16`` (see :func:`layer_features`; faster where the device has native bfloat16,
+            measured in ``experiments/results/solvers_cpu.md``). Validation always runs in
+            ``fp32``, so validation errors compare across precisions.
     """
 
     def __init__(
@@ -125,8 +130,9 @@ class FeatureDataModule(pl.LightningDataModule):
         return self.generator.sample_latents(size or self.batch_size, batch_generator(self.seed, stream, index))
 
     def batch(self, stream: int, index: int, size: int | None = None) -> Tensor:
-        """Features of batch ``index`` of ``stream``."""
-        return layer_features(self.generator, self.layer, self.latents(stream, index, size), self.precision)
+        """Features of batch ``index`` of ``stream`` (validation in ``fp32``, the others in :attr:`precision`)."""
+        precision = "fp32" if stream == VAL else self.precision
+        return layer_features(self.generator, self.layer, self.latents(stream, index, size), precision)
 
     def train_dataloader(self) -> DataLoader:
         start = 0

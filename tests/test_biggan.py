@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from panda.data import layer_features
 from panda.errors import ConfigError, WeightsError
 from panda.generators.biggan import BigGAN, class_index, random_biggan
 
@@ -77,3 +78,11 @@ def test_named_model_offline_names_url(tmp_path, monkeypatch):
     message = str(error.value)
     assert "http://127.0.0.1:9/biggan/biggan-deep-256-config.json" in message
     assert str(tmp_path / "biggan-deep-256-config.json") in message
+
+
+def test_bf16_forward_gives_float32_features_close_to_fp32(tiny_dir):
+    gen = BigGAN(weights=str(tiny_dir[0]), class_name=1, truncation=0.7)
+    z = gen.sample_latents(4, torch.Generator().manual_seed(0))
+    fp32, bf16 = (layer_features(gen, "generator.layers.3", z, precision) for precision in ("fp32", "bf16"))
+    assert bf16.dtype == torch.float32
+    assert 0 < ((bf16 - fp32).norm() / fp32.norm()).item() < 0.05

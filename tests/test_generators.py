@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from panda.data import FeatureDataModule, layer_features
+from panda.data import INIT, TRAIN, VAL, FeatureDataModule, layer_features
 from panda.errors import ConfigError, FeatureError, WeightsError
 from panda.generators.dcgan import DCGANFaces
 
@@ -90,7 +90,15 @@ def test_bf16_forward_gives_float32_features_close_to_fp32(dcgan):
     latents = dcgan.sample_latents(8, torch.Generator().manual_seed(0))
     fp32, bf16 = (layer_features(dcgan, "main.8", latents, precision) for precision in ("fp32", "bf16"))
     assert bf16.dtype == torch.float32
-    assert 0 < ((bf16 - fp32).norm() / fp32.norm()).item() < 0.02  # bfloat16 ran, within its rounding
+    rounding = ((fp32.bfloat16().float() - fp32).norm() / fp32.norm()).item()  # of the output alone
+    assert rounding < ((bf16 - fp32).norm() / fp32.norm()).item() < 0.02  # the whole forward ran in bfloat16
+
+
+def test_validation_stays_fp32_when_training_features_are_bf16(dcgan):
+    fp32, bf16 = (FeatureDataModule(dcgan, "main.8", batch_size=4, precision=p) for p in ("fp32", "bf16"))
+    assert torch.equal(bf16.batch(VAL, 0), fp32.batch(VAL, 0))
+    for stream in (TRAIN, INIT):
+        assert not torch.equal(bf16.batch(stream, 0), fp32.batch(stream, 0))
 
 
 def test_unknown_precision_lists_the_choices(dcgan):

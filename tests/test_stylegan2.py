@@ -3,6 +3,7 @@ import pickle
 import pytest
 import torch
 
+from panda.data import layer_features
 from panda.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2, StyleGAN2Net
@@ -125,3 +126,11 @@ def test_python_api(tiny_pickle):
         load_generator("nope")
     with pytest.raises(ConfigError, match="no option"):
         load_generator("stylegan2_ffhq", weights=str(tiny_pickle[0]), psi=0.7)
+
+
+def test_bf16_forward_gives_float32_features_close_to_fp32(tiny_pickle):
+    gen = StyleGAN2(weights=str(tiny_pickle[0]))
+    z = gen.sample_latents(4, torch.Generator().manual_seed(0))
+    fp32, bf16 = (layer_features(gen, "synthesis.b16.conv1", z, precision) for precision in ("fp32", "bf16"))
+    assert bf16.dtype == torch.float32
+    assert 0 < ((bf16 - fp32).norm() / fp32.norm()).item() < 0.05
