@@ -13,8 +13,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from panda.data import FeatureDataModule
+from panda.data import FeatureDataModule, layer_features
 from panda.factorization import orthonormalize
+from panda.generators.base import FeatureGenerator
 from panda.generators.dcgan import DCGANFaces
 from panda.model import PandA
 from panda.runs import Run
@@ -84,6 +85,16 @@ def compose_two_steps(output_dir: Path, *overrides: str) -> DictConfig:
     """The ``train`` config with ``overrides`` and the :data:`TWO_STEPS` budget, writing into ``output_dir``."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[*overrides, *TWO_STEPS, f"paths.output_dir={output_dir}"])
+
+
+def assert_bf16_features_close(gen: FeatureGenerator, layer: str, bound: float) -> None:
+    """``data.precision=bf16`` features of ``gen`` at ``layer`` are float32, and differ from fp32 ones by
+    more than rounding the output alone would (the whole forward ran in bfloat16) and less than ``bound``."""
+    latents = gen.sample_latents(8, torch.Generator().manual_seed(0))
+    fp32, bf16 = (layer_features(gen, layer, latents, precision) for precision in ("fp32", "bf16"))
+    assert bf16.dtype == torch.float32
+    rounding = ((fp32.bfloat16().float() - fp32).norm() / fp32.norm()).item()
+    assert rounding < ((bf16 - fp32).norm() / fp32.norm()).item() < bound
 
 
 def fit_in_process(

@@ -6,6 +6,7 @@ import torch
 from panda.data import INIT, TRAIN, VAL, FeatureDataModule, layer_features
 from panda.errors import ConfigError, FeatureError, WeightsError
 from panda.generators.dcgan import DCGANFaces
+from tests.conftest import assert_bf16_features_close
 
 LAYERS = ["main.0", "main.2", "main.3", "main.5", "main.7", "main.8", "main.11", "main.12"]
 
@@ -87,11 +88,7 @@ def test_features_are_usable_by_autograd(dcgan):
 
 
 def test_bf16_forward_gives_float32_features_close_to_fp32(dcgan):
-    latents = dcgan.sample_latents(8, torch.Generator().manual_seed(0))
-    fp32, bf16 = (layer_features(dcgan, "main.8", latents, precision) for precision in ("fp32", "bf16"))
-    assert bf16.dtype == torch.float32
-    rounding = ((fp32.bfloat16().float() - fp32).norm() / fp32.norm()).item()  # of the output alone
-    assert rounding < ((bf16 - fp32).norm() / fp32.norm()).item() < 0.02  # the whole forward ran in bfloat16
+    assert_bf16_features_close(dcgan, "main.8", 0.02)
 
 
 def test_validation_stays_fp32_when_training_features_are_bf16(dcgan):
