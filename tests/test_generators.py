@@ -76,8 +76,10 @@ def test_nan_features_are_reported_with_the_layer():
     with torch.no_grad():
         broken.net.main[0].weight[0, 0, 0, 0] = float("nan")
     latents = broken.sample_latents(2, torch.Generator().manual_seed(0))
-    with pytest.raises(FeatureError, match=r"NaN or infinite features at layer 'main\.5'"):
+    with pytest.raises(FeatureError, match=r"NaN or infinite features at layer 'main\.5'; check its weights"):
         layer_features(broken, "main.5", latents)
+    with pytest.raises(FeatureError, match=r"at layer 'main\.5' in bfloat16 \(data.precision=bf16; try fp32\)"):
+        layer_features(broken, "main.5", latents, "bf16")
 
 
 def test_features_are_usable_by_autograd(dcgan):
