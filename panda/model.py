@@ -67,7 +67,7 @@ class PandA(pl.LightningModule):
         feature_shape: tuple[int, int, int],
         parts: int = 8,
         appearances: int | None = None,
-        lr: float = 0.01,
+        lr: float = 0.003,
         orthonormal: bool = False,
         init_scale: float = 0.01,
         seed: int = 0,
