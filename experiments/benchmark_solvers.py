@@ -3,16 +3,17 @@
 One process, one generator (DCGAN faces), one layer (``main.8``), ranks R_S = 8 and R_C = C = 128,
 one held-out set of 1,024 samples. Recorded: relative reconstruction error on the held-out set
 (``sum_i ||Z_i - A A^T Z_i P P^T||^2 / sum_i ||Z_i||^2``) against wall time; evaluation time is
-excluded from every clock. The reference (NOTES.md): HOSVD init of A on 1,000 samples,
-P ~ U(0, 0.01), 10,000 steps of batch 1, each a plain gradient step on P then a clamp at 0, then a
-plain gradient step on A; its learning rate is the best of a grid, each grid point run for the
-full 10,000 steps. The reference runs on every seed of the table of seeds, on the seed's data streams
-and with the initial parts of panda's run with that seed, its learning rate the best of the grid on
-that seed. Panda: the ``stats`` solver (with its defaults, which start with the appearances at
-``R_C = C``, and starting with the parts instead) and the default ``pgd`` solver (Adam + projection),
-otherwise with train.py's model settings, through the Lightning module and the streaming data module exactly as
-``train.py`` runs them; the ``stats`` solver again on the other seeds; both solvers at ``train.py``'s default
-ranks and steps. Panda's runs are repeated with the generator's forward in bfloat16
+excluded from every clock. The reference (NOTES.md): HOSVD init of A on 1,000 samples, P ~ U(0,
+0.01), 10,000 steps of batch 1, each a plain gradient step on P then a clamp at 0, then a plain
+gradient step on A; its learning rate is the best of a grid, each grid point run for the full 10,000
+steps. The reference runs on every seed of the table of seeds, from the initial parts of panda's run
+with that seed and on that seed's data streams (single samples for the reference, batches for panda:
+not the same samples), its learning rate the best of the grid on that seed. Panda: the ``stats``
+solver (with its defaults, which start with the appearances at ``R_C = C``, and starting with the
+parts instead) and the default ``pgd`` solver (Adam + projection), otherwise with train.py's model
+settings, through the Lightning module and the streaming data module exactly as ``train.py`` runs
+them; the ``stats`` solver again on the other seeds; both solvers at ``train.py``'s default ranks
+and steps. Panda's runs are repeated with the generator's forward in bfloat16
 (``data.precision=bf16``); the held-out set is always computed in float32.
 
 Also measured: samples/s of training against the bare truncated forward at the same batch size and
@@ -101,10 +102,10 @@ class Clock:
 def reference(
     gen: DCGANFaces, held_out: HeldOut, lr: float, steps: int, every: int, seed: int
 ) -> list[tuple[float, float]]:
-    """The authors' algorithm on ``seed``'s data streams and initial parts (those of panda's run with
-    that seed); returns (seconds, held-out error) points."""
+    """The authors' algorithm from the initial parts of panda's run with ``seed``, on single samples of
+    ``seed``'s streams; returns (seconds, held-out error) points."""
     channels, height, width = gen.check_layer(LAYER)
-    P = PandA((channels, height, width), PARTS, seed=seed).P.detach().clone()
+    P = PandA((channels, height, width), PARTS, seed=seed, init_scale=MODEL["init_scale"]).P.detach().clone()
     clock, curve = Clock(), []
     scatter = 0
     for i in range(8):  # 1,024 samples for the HOSVD init
@@ -259,7 +260,7 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
 def reach(curve: list[tuple[float, float]], target: float, target_time: float) -> str:
     """When ``curve`` first reaches the error ``target`` (reached by the reference in ``target_time`` s)."""
     t = time_to(curve, target)
-    return f"{t:.1f} ({target_time / t:.1f}x)" if t else "never"
+    return "never" if t is None else f"{t:.1f} ({target_time / t:.1f}x)"
 
 
 def main() -> None:
@@ -270,6 +271,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of the reference and stats solver table")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
     pl.seed_everything(SEED)
     gen = DCGANFaces()
     held_out = HeldOut(gen, args.held_out)
@@ -345,8 +348,8 @@ def main() -> None:
         "|" + "---|" * len(rows[0]),
         *["| " + " | ".join(r) + " |" for r in rows[1:]],
         "",
-        f"## Every seed ({args.seeds}): the reference and the stats solver (defaults) on the seed's data streams "
-        "and initial parts; same held-out set",
+        f"## Every seed ({args.seeds}): the reference and the stats solver (defaults) from the seed's initial "
+        "parts, each on the seed's data streams; same held-out set",
         "",
         f"Each seed's reference is the best of the same learning-rate grid on that seed. The last column holds "
         f"every run to the lowest of these references' final errors ({low_error:.4f}, seed {low_seed}, "
