@@ -15,10 +15,14 @@ from tests.conftest import fit_in_process
 LAYER = "main.5"  # 256 x 8 x 8: quick
 
 
+def stream(dcgan, precision: str = "fp32") -> FeatureDataModule:
+    return FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32, precision=precision)
+
+
 def fit(
     dcgan, steps: int, tmp_path: Path, ckpt_path: str | None = None, callbacks=(), precision="fp32", **model_kwargs
 ) -> PandA:
-    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32, precision=precision)
+    data = stream(dcgan, precision)
     model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=model_kwargs.pop("appearances", 8), **model_kwargs)
     fit_in_process(data, model, steps, tmp_path, ckpt_path=ckpt_path, callbacks=tuple(callbacks))
     return model
@@ -65,7 +69,7 @@ def test_hosvd_initialisation_uses_the_init_stream(dcgan, tmp_path):
 
 
 def test_training_lowers_the_validation_error(dcgan, tmp_path):
-    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32)
+    data = stream(dcgan)  # the one fit() trains on
     untrained = PandA(dcgan.check_layer(LAYER), parts=4, appearances=8)
     untrained.initialize(data.init_dataloader())  # where fit() starts from
     trained = fit(dcgan, 60, tmp_path, lr=0.01)
@@ -74,7 +78,7 @@ def test_training_lowers_the_validation_error(dcgan, tmp_path):
 
 
 def test_bf16_features_train_factors_as_good_as_fp32_ones(dcgan, tmp_path):
-    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32)  # fp32
+    data = stream(dcgan)  # fp32
     fp32 = fit(dcgan, 60, tmp_path / "fp32", lr=0.01)
     bf16 = fit(dcgan, 60, tmp_path / "bf16", lr=0.01, precision="bf16")
     assert not torch.equal(fp32.P.data, bf16.P.data)  # trained on other (rounded) features
