@@ -58,6 +58,7 @@ from panda.data import (  # noqa: E402
 from panda.generators.dcgan import DCGANFaces  # noqa: E402
 from panda.io import atomic_write  # noqa: E402
 from panda.model import PandA  # noqa: E402
+from panda.resources import config_dir  # noqa: E402
 
 LAYER, PARTS, SEED, BATCH = "main.8", 8, 0, 64
 DEFAULT_APPEARANCES = 16  # train.py's R_C on the DCGAN faces (conf/rank)
@@ -65,7 +66,7 @@ TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
 # train.py's model settings (learning rate, stats passes, ...); the runs below override solver and seed
 MODEL = {
     k: v
-    for k, v in OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "panda.yaml")).items()
+    for k, v in OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / "panda.yaml")).items()
     if k not in ("_target_", "solver", "seed")
 }
 

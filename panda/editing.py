@@ -20,9 +20,10 @@ from torch import Tensor
 
 from panda.errors import ConfigError
 from panda.factorization import edit_delta
+from panda.resources import config_dir
 from panda.runs import Run
 
-ZOO_DIR = Path(__file__).resolve().parents[1] / "conf" / "edits"
+ZOO_DIR = config_dir() / "edits"
 
 
 @dataclass(frozen=True)

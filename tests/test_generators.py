@@ -1,12 +1,21 @@
-"""The generator interface on the real DCGAN face model: layers, the split, resuming, weights."""
+"""The generator interface on the real DCGAN face model: layers, the split, resuming, weights; the gen configs
+and the installed package's copy of them."""
+
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from panda.data import INIT, TRAIN, VAL, FeatureDataModule, layer_features
 from panda.errors import ConfigError, FeatureError, WeightsError
+from panda.generators.api import gen_config
 from panda.generators.dcgan import DCGANFaces
-from tests.conftest import assert_bf16_features_close
+from tests.conftest import ROOT, assert_bf16_features_close
 
 LAYERS = ["main.0", "main.2", "main.3", "main.5", "main.7", "main.8", "main.11", "main.12"]
 
@@ -106,3 +115,87 @@ def test_unknown_precision_lists_the_choices(dcgan):
         layer_features(dcgan, "main.8", dcgan.sample_latents(1, torch.Generator().manual_seed(0)), "fp16")
     with pytest.raises(ConfigError, match=message):
         FeatureDataModule(dcgan, "main.8", precision="fp16")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "gen").glob("*.yaml")))
+def test_load_generator_reads_the_gen_node_train_composes(name):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        composed = compose("train", overrides=[f"gen={name}"]).gen
+    assert OmegaConf.to_container(gen_config(name)) == OmegaConf.to_container(composed)
+
+
+@pytest.mark.parametrize(
+    ("name", "parent", "differences"),
+    [
+        (
+            "stylegan2_afhqdog",
+            "stylegan2_ffhq",
+            {
+                "name": "stylegan2_afhqdog",
+                "weights": "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/afhqdog.pkl",
+                "net.arch.img_resolution": 512,
+            },
+        ),
+        (
+            "stylegan3_afhqv2",
+            "stylegan3_ffhq",
+            {
+                "name": "stylegan3_afhqv2",
+                "layer": "synthesis.L4_84_1024",
+                "weights": "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
+                "stylegan3-r-afhqv2-512x512.pkl",
+                "net.arch.img_resolution": 512,
+                "net.arch.channel_base": 65536,
+                "net.arch.channel_max": 1024,
+                "net.arch.conv_kernel": 1,
+                "net.arch.use_radial_filters": True,
+            },
+        ),
+    ],
+)
+def test_configs_extend_their_parent_in_exactly_these_values(name, parent, differences):
+    child, base = (_flat(OmegaConf.to_container(gen_config(n), resolve=False)) for n in (name, parent))
+    assert {k: v for k, v in child.items() if base.get(k, object()) != v} == differences
+    assert base.keys() <= child.keys()
+
+
+def _flat(node: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in node.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def test_unknown_defaults_entry_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "gen" / "odd.yaml").write_text("defaults:\n  - {gen: dcgan_faces}\nname: odd\n")
+    monkeypatch.setattr("panda.generators.api.config_dir", lambda: tmp_path)
+    with pytest.raises(ConfigError, match=r"odd\.yaml: defaults entry .* is not a gen config name or _self_"):
+        gen_config("odd")
+
+
+def test_a_wheel_install_finds_the_gen_configs_and_the_edit_zoo(tmp_path):
+    """``pip install .`` (not editable) ships conf/ as panda/conf: load_generator and load_zoo work from anywhere."""
+    source, target = tmp_path / "source", tmp_path / "site"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source)
+    for name in ("panda", "conf"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
+    subprocess.run([*install, "--target", str(target), str(source)], check=True, capture_output=True, cwd=tmp_path)
+    shipped = {p.relative_to(target).as_posix() for p in (target / "panda").rglob("*") if p.suffix in {".py", ".yaml"}}
+    sources = {f"panda/{p.relative_to(ROOT / 'panda').as_posix()}" for p in (ROOT / "panda").rglob("*.py")}
+    configs = {f"panda/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
+    assert shipped == sources | configs
+    script = (
+        "import panda, panda.generators as g, panda.editing as e, panda.resources as r\n"
+        "print(panda.__file__, r.config_dir(), g.load_generator('dcgan_faces').name,"
+        " sorted(e.load_zoo('dcgan_faces')['edits']))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    run = [sys.executable, "-c", script]
+    out = subprocess.run(run, check=True, capture_output=True, text=True, env=env, cwd=tmp_path)
+    module, configs_dir, name, edits = out.stdout.split(maxsplit=3)
+    assert module == str(target / "panda" / "__init__.py") and configs_dir == str(target / "panda" / "conf")
+    assert name == "dcgan_faces" and "hair_colour" in edits

@@ -107,7 +107,7 @@ def test_random_init_and_weights_errors(tmp_path):
     assert list(gen.net.synthesis.layer_names) == [
         "L0_36_16", "L1_36_16", "L2_52_16", "L3_52_16", "L4_52_16", "L5_32_16", "L6_32_3"
     ]  # fmt: skip
-    with pytest.raises(ConfigError, match=r"gen\.arch"):
+    with pytest.raises(ConfigError, match=r"gen\.net\.arch"):
         StyleGAN3(random_init=True)
     with pytest.raises(WeightsError, match="not found"):
         StyleGAN3(weights=str(tmp_path / "missing.pkl"))

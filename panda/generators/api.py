@@ -6,16 +6,39 @@ layer (``gen.features(z, layer)``) and images from (edited) features (``gen.resu
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from panda.config import instantiate
 from panda.errors import ConfigError
 from panda.generators.base import FeatureGenerator
+from panda.resources import config_dir
 
-GEN_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "gen"
+SELF = "_self_"
+
+
+def gen_config(name: str) -> DictConfig:
+    """The ``gen`` node of ``conf/gen/<name>.yaml`` as Hydra composes it (``python train.py gen=<name>``).
+
+    A config's defaults list names the configs of the group it extends (merged in order) and
+    ``_self_`` (its own values; last when not listed).
+    """
+    directory = config_dir() / "gen"
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml"))
+        raise ConfigError(f"unknown generator '{name}'; configured generators: {known}")
+    own = OmegaConf.load(path)
+    entries = list(own.pop("defaults", []))
+    if SELF not in entries:
+        entries.append(SELF)
+    merged = OmegaConf.create()
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{path}: defaults entry {entry!r} is not a gen config name or {SELF}")
+        merged = OmegaConf.merge(merged, own if entry == SELF else gen_config(entry))
+    return merged
 
 
 def load_generator(
@@ -25,11 +48,7 @@ def load_generator(
 
     ``options`` override fields of its ``net`` (``truncation_psi=0.7``, ``class_name="tench"``, ...).
     """
-    path = GEN_CONFIGS / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in GEN_CONFIGS.glob("*.yaml"))
-        raise ConfigError(f"unknown generator '{name}'; configured generators: {known}")
-    gen = OmegaConf.load(path)
+    gen = gen_config(name)
     gen.random_init = random_init
     if weights is not None:
         gen.weights = weights

@@ -8,12 +8,15 @@ synthesis from given, possibly edited, features at that layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from panda.errors import ConfigError
+from panda.errors import ConfigError, WeightsError
+from panda.generators.weights import resolve_weights
 
 
 class _StopForwardError(Exception):
@@ -28,14 +31,15 @@ class FeatureGenerator(nn.Module):
     """A frozen, pretrained generator split at named layers.
 
     Subclasses set :attr:`net` (the real module whose paths name the layers), implement
-    :meth:`sample_latents` and :meth:`forward`, and either keep the generic
-    :meth:`resume` (for layers inside the ``nn.Sequential`` named by :attr:`sequential_root`,
-    whose forward is ``net.<sequential_root>(prepare(latents))``) or override it.
+    :meth:`forward` (and :meth:`sample_latents` unless the latents are standard normal of
+    ``net.z_dim``), and either keep the generic :meth:`resume` (for layers inside the
+    ``nn.Sequential`` named by :attr:`sequential_root`) or override it.
     """
 
     name: str = "generator"
     sequential_root: str | None = None
     style_based: bool = False  # True: :meth:`codes` are ``w``, not the latents
+    resume_needs_latents: bool = False  # True: layers after the split read the latents (StyleGAN's w)
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -51,12 +55,8 @@ class FeatureGenerator(nn.Module):
         return next(self.net.parameters()).device
 
     def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
-        """``n`` latents drawn (on the CPU) from the seeded ``generator``."""
-        raise NotImplementedError
-
-    def prepare(self, latents: Tensor) -> Tensor:
-        """The input of :attr:`sequential_root` for ``latents``."""
-        return latents
+        """``n`` latents ``[n, z_dim]`` drawn (on the CPU) from the seeded ``generator``: standard normal."""
+        return torch.randn(n, self.net.z_dim, generator=generator)
 
     def forward(self, latents: Tensor) -> Tensor:
         """Images ``[B, 3, H, W]`` in ``[-1, 1]`` for ``latents``."""
@@ -145,7 +145,12 @@ class FeatureGenerator(nn.Module):
             hook.remove()
 
     def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
-        """Images from ``features`` at ``layer`` (``latents`` are for generators that need them)."""
+        """Images from ``features`` at ``layer`` (``latents``: those the features came from, which
+        generators with :attr:`resume_needs_latents` read after the layer)."""
+        if self.resume_needs_latents:
+            if latents is None:
+                raise ConfigError(f"{self.name}.resume needs the latents the features came from")
+            return self.resume_by_replacing(features, layer, latents)
         if self.sequential_root is None:
             raise NotImplementedError(f"'{self.name}' does not implement resume()")
         root = self.sequential_root
@@ -177,3 +182,63 @@ def _run_rest(container: nn.Module, path: Sequence[str], x: Tensor) -> Tensor:
     for module in list(container)[index + 1 :]:
         x = module(x)
     return x
+
+
+def build_or_load(
+    name: str,
+    net_class: type[nn.Module],
+    weights: str | None,
+    random_init: bool,
+    arch: dict[str, Any] | None,
+    read: Callable[[Path, dict[str, Any]], tuple[dict[str, Any], dict[str, Tensor]]],
+    source: str,
+    cache_name: str | None = None,
+) -> nn.Module:
+    """``net_class(**arch)`` with random weights, or the network in the file ``weights`` (a URL downloads once,
+    into the cache as ``cache_name``).
+
+    ``read(path, arch)`` gives the constructor arguments and the state dict stored in the file
+    (``source`` names what the file should be, for the error without one).
+    """
+    arch = dict(arch or {})
+    if random_init:
+        if not arch:
+            raise ConfigError(f"gen.random_init=true for {name} needs gen.net.arch (the generator's init kwargs)")
+        try:
+            return net_class(**arch)
+        except TypeError as error:
+            raise ConfigError(f"gen.net.arch does not fit {name}: {error}") from None
+    if not weights:
+        raise WeightsError(f"{name} needs gen.weights=PATH_OR_URL of {source} (or gen.random_init=true)")
+    path = resolve_weights(weights, name=cache_name)
+    kwargs, state = read(path, arch)
+    try:
+        net = net_class(**kwargs)
+        mismatch = state_mismatch(net.state_dict(), state)
+        if mismatch:
+            raise WeightsError(mismatch)
+        net.load_state_dict(state, strict=True)
+    except (TypeError, RuntimeError, ConfigError, WeightsError) as error:
+        raise WeightsError(f"{path} does not hold a {name} generator for arch {kwargs}: {error}") from None
+    return net
+
+
+def state_mismatch(expected: dict[str, Tensor], stored: dict[str, Tensor]) -> str:
+    """How ``stored`` differs from ``expected`` (missing, unexpected, other shapes) in one line; empty if it fits."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    shapes = [
+        f"{k} {list(stored[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in stored and (not isinstance(stored[k], Tensor) or stored[k].shape != v.shape)
+    ]
+    found = [
+        (len(keys), what, keys[0])
+        for keys, what in (
+            (missing, "missing"),
+            (unexpected, "unexpected"),
+            (shapes, "of another shape (file vs arch)"),
+        )
+        if keys
+    ]
+    return "; ".join(f"{n} keys {what}, e.g. {example}" for n, what, example in found)

@@ -115,6 +115,7 @@ class BigGAN(FeatureGenerator):
     """
 
     name = "biggan"
+    resume_needs_latents = True
 
     def __init__(
         self,
@@ -143,11 +144,6 @@ class BigGAN(FeatureGenerator):
         labels = torch.full((len(latents),), self.class_id, device=latents.device)
         one_hot = F.one_hot(labels, self.net.config.num_classes).to(latents.dtype)
         return self.net(latents, one_hot, self.truncation)
-
-    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
-        if latents is None:
-            raise ConfigError("biggan.resume needs the latents (later blocks are conditioned on them)")
-        return self.resume_by_replacing(features, layer, latents)
 
     def code_layers(self) -> list[str]:
         return ["generator.gen_z"]  # reads [z, class embedding]: z comes first

@@ -25,6 +25,7 @@ class DCGANNet(nn.Module):
 
     def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 3) -> None:
         super().__init__()
+        self.z_dim = nz
         widths = [nz, ngf * 8, ngf * 4, ngf * 2, ngf]
         layers: list[nn.Module] = []
         for i in range(1, len(widths)):
@@ -81,13 +82,6 @@ class DCGANFaces(FeatureGenerator):
             except RuntimeError as error:
                 raise WeightsError(f"DCGAN weights at {path} do not fit nz={nz}, ngf={ngf}: {error}") from None
         super().__init__(net)
-        self.nz = nz
-
-    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.nz, generator=generator)
-
-    def prepare(self, latents: Tensor) -> Tensor:
-        return latents[:, :, None, None]
 
     def forward(self, latents: Tensor) -> Tensor:
         return self.net(latents)

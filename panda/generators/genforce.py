@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panda.errors import ConfigError, WeightsError
-from panda.generators.base import FeatureGenerator
-from panda.generators.stylegan2 import StyleGANGenerator, set_noise_mode
-from panda.generators.weights import resolve_weights
+from panda.generators.base import FeatureGenerator, build_or_load
+from panda.generators.stylegan import StyleGANGenerator
 
 CHECKPOINT_KEYS = ("generator_smooth", "generator")
+SOURCE = "a genforce checkpoint"
 HINT = (
     "replace the file with a genforce checkpoint (.pth; github.com/genforce/genforce MODEL_ZOO.md, whose links "
     "were reported dead in 2026: see docs/generators.md), or pass gen.weights=PATH"
@@ -366,71 +367,43 @@ def load_checkpoint(path: Path) -> dict[str, Tensor]:
     raise WeightsError(f"{path} holds no '{CHECKPOINT_KEYS[0]}' or '{CHECKPOINT_KEYS[1]}' state dict; {HINT}")
 
 
-def checkpoint_resolution(state: dict[str, Tensor], prefix: str) -> int:
-    """The output resolution of a genforce generator state dict: 4 * 2**(number of ToRGB layers - 1)."""
+def checkpoint_resolution(state: dict[str, Tensor], prefix: str) -> int | None:
+    """The output resolution of a genforce generator state dict, 4 * 2**(number of ToRGB layers - 1);
+    None without ToRGB layers under ``prefix`` (not this generator)."""
     pattern = re.compile(rf"{re.escape(prefix)}output(\d+)\.weight")
     outputs = [int(m.group(1)) for key in state if (m := pattern.fullmatch(key))]
-    if not outputs:
-        raise WeightsError(f"the checkpoint has no '{prefix}output*.weight' entries; it is not this generator")
-    return 4 * 2 ** max(outputs)
+    return 4 * 2 ** max(outputs) if outputs else None
 
 
-def state_mismatch(expected: dict[str, Tensor], stored: dict[str, Tensor]) -> str:
-    """How ``stored`` differs from ``expected`` (missing, unexpected, other shapes) in one line; empty if it fits."""
-    missing = [k for k in expected if k not in stored]
-    unexpected = [k for k in stored if k not in expected]
-    shapes = [
-        f"{k} {list(stored[k].shape)} vs {list(v.shape)}"
-        for k, v in expected.items()
-        if k in stored and (not isinstance(stored[k], Tensor) or stored[k].shape != v.shape)
-    ]
-    found = [
-        (len(keys), what, keys[0])
-        for keys, what in (
-            (missing, "missing"),
-            (unexpected, "unexpected"),
-            (shapes, "of another shape (file vs arch)"),
-        )
-        if keys
-    ]
-    return "; ".join(f"{n} keys {what}, e.g. {example}" for n, what, example in found)
-
-
-def build_or_load(
-    name: str,
-    net_class: type[nn.Module],
-    weights: str | None,
-    random_init: bool,
-    arch: dict[str, Any] | None,
-    cache_name: str | None,
-    prefix: str,
-) -> nn.Module:
-    """``net_class(**arch)``, random or with the genforce checkpoint ``weights`` (its resolution wins)."""
-    arch = dict(arch or {})
-    if random_init:
-        if "resolution" not in arch:
-            raise ConfigError(f"gen.random_init=true for {name} needs gen.net.arch.resolution")
-        return net_class(**arch)
-    if not weights:
-        raise WeightsError(f"{name} needs gen.weights=PATH_OR_URL of a genforce checkpoint (or gen.random_init=true)")
-    path = resolve_weights(weights, name=cache_name)
+def read_checkpoint(path: Path, arch: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``arch`` with the resolution of the genforce checkpoint ``path`` (its layers under ``prefix``), and its state."""
     state = load_checkpoint(path)
-    try:
-        arch["resolution"] = checkpoint_resolution(state, prefix)
-        net = net_class(**arch)
-        mismatch = state_mismatch(net.state_dict(), state)
-        if mismatch:
-            raise WeightsError(mismatch)
-        net.load_state_dict(state, strict=True)
-    except (TypeError, ConfigError, WeightsError) as error:
-        raise WeightsError(f"{path} does not hold a {name} generator for arch {arch}: {error}") from None
-    lod = getattr(net, "synthesis", net).lod
-    if lod.item() != 0:
+    lod = state.get(f"{prefix}lod")
+    if isinstance(lod, Tensor) and lod.numel() == 1 and lod.item() != 0:
         raise WeightsError(f"{path} is a progressive-growing snapshot (lod={lod.item()}); only finished ones (lod 0)")
-    return net
+    resolution = checkpoint_resolution(state, prefix)
+    return ({**arch, "resolution": resolution} if resolution else arch), state
 
 
-class ProGAN(FeatureGenerator):
+class GenforceGenerator(FeatureGenerator):
+    """What ProGAN and StyleGAN1 share: genforce checkpoints, read by :func:`read_checkpoint`.
+
+    Subclasses set :attr:`net_class` and :attr:`prefix` (the module path of the ``layer{i}`` and
+    ``output{k}`` modules); ``style`` goes on to the next base class (:class:`StyleGANGenerator`).
+    """
+
+    net_class: type[nn.Module]
+    prefix: str = ""
+
+    def __init__(
+        self, weights: str | None, random_init: bool, arch: dict[str, Any] | None, cache_name: str | None, **style: Any
+    ) -> None:
+        read = partial(read_checkpoint, prefix=self.prefix)
+        net = build_or_load(self.name, self.net_class, weights, random_init, arch, read, SOURCE, cache_name)
+        super().__init__(net, **style)
+
+
+class ProGAN(GenforceGenerator):
     """A genforce ProGAN (PGGAN) generator split at named layers (``gen=progan_celebahq``).
 
     Args:
@@ -441,6 +414,8 @@ class ProGAN(FeatureGenerator):
     """
 
     name = "progan"
+    net_class = ProGANNet
+    resume_needs_latents = True
 
     def __init__(
         self,
@@ -449,25 +424,16 @@ class ProGAN(FeatureGenerator):
         arch: dict[str, Any] | None = None,
         cache_name: str | None = None,
     ) -> None:
-        super().__init__(build_or_load(self.name, ProGANNet, weights, random_init, arch, cache_name, ""))
-
-    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.net.z_dim, generator=generator)
+        super().__init__(weights, random_init, arch, cache_name)
 
     def forward(self, latents: Tensor) -> Tensor:
         return self.net(latents)
-
-    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
-        """Images with ``layer``'s output replaced by ``features`` (``latents`` rerun the layers before it)."""
-        if latents is None:
-            raise ConfigError(f"{self.name}.resume needs the latents the features came from")
-        return self.resume_by_replacing(features, layer, latents)
 
     def code_layers(self) -> list[str]:
         return ["layer0"]
 
 
-class StyleGAN1(StyleGANGenerator):
+class StyleGAN1(GenforceGenerator, StyleGANGenerator):
     """A genforce StyleGAN1 generator split at named synthesis layers (``gen=stylegan1_ffhq``).
 
     Args:
@@ -481,6 +447,8 @@ class StyleGAN1(StyleGANGenerator):
     """
 
     name = "stylegan1"
+    net_class = StyleGAN1Net
+    prefix = "synthesis."
 
     def __init__(
         self,
@@ -492,9 +460,15 @@ class StyleGAN1(StyleGANGenerator):
         truncation_cutoff: int | None = None,
         noise_mode: str = "const",
     ) -> None:
-        net = build_or_load(self.name, StyleGAN1Net, weights, random_init, arch, cache_name, "synthesis.")
-        super().__init__(net, truncation_psi, truncation_cutoff, class_index=None)
-        set_noise_mode(net, noise_mode)
+        super().__init__(
+            weights,
+            random_init,
+            arch,
+            cache_name,
+            truncation_psi=truncation_psi,
+            truncation_cutoff=truncation_cutoff,
+            noise_mode=noise_mode,
+        )
 
     def ws(self, latents: Tensor) -> Tensor:
         """``wp [B, num_layers, w_dim]`` for ``z`` latents, truncated as configured."""

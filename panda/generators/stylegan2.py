@@ -16,13 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from panda.errors import ConfigError, WeightsError
-from panda.generators.base import FeatureGenerator
-from panda.generators.pickles import load_network
-from panda.generators.weights import resolve_weights
+from panda.errors import WeightsError
+from panda.generators.base import build_or_load
+from panda.generators.stylegan import OFFICIAL, StyleGANGenerator, read_official
 
 LRELU_GAIN = math.sqrt(2.0)
-NOISE_MODES = ("const", "none")
 
 
 def lrelu(x: Tensor, gain: float = LRELU_GAIN, clamp: float | None = None) -> Tensor:
@@ -149,6 +147,8 @@ class SynthesisLayer(nn.Module):
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 convolution without demodulation: features -> ``[B, img_channels, R, R]``."""
 
+    is_torgb = True
+
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp=None) -> None:
         super().__init__()
         self.conv_clamp = conv_clamp
@@ -254,67 +254,6 @@ class StyleGAN2Net(nn.Module):
         return self.synthesis(self.mapping(z, c, psi, cutoff))
 
 
-class StyleGANGenerator(FeatureGenerator):
-    """What StyleGAN2 and StyleGAN3 share: z -> w (mapping, truncation, class) -> synthesis.
-
-    ``net`` has ``mapping(z, c, psi, cutoff) -> ws``, ``synthesis(ws) -> images``, ``z_dim`` and ``c_dim``.
-    Latent-space baselines edit ``w`` (:meth:`codes`).
-    """
-
-    style_based = True
-
-    def __init__(
-        self, net: nn.Module, truncation_psi: float, truncation_cutoff: int | None, class_index: int | None
-    ) -> None:
-        super().__init__(net)
-        self.truncation_psi, self.truncation_cutoff = truncation_psi, truncation_cutoff
-        self.class_index = class_index
-        if net.c_dim and class_index is None:
-            raise ConfigError(f"this {self.name} generator is conditional (c_dim={net.c_dim}): set gen.class_index")
-
-    def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
-        return torch.randn(n, self.net.z_dim, generator=generator)
-
-    def labels(self, n: int) -> Tensor | None:
-        """One-hot class labels ``[n, c_dim]`` for a conditional model, else None."""
-        if not self.net.c_dim:
-            return None
-        return F.one_hot(torch.full((n,), self.class_index), self.net.c_dim).float().to(self.device)
-
-    def ws(self, latents: Tensor) -> Tensor:
-        """``w [B, num_ws, w_dim]`` for ``z`` latents, truncated as configured."""
-        return self.net.mapping(latents, self.labels(len(latents)), self.truncation_psi, self.truncation_cutoff)
-
-    def forward(self, latents: Tensor) -> Tensor:
-        return self.net.synthesis(self.ws(latents))
-
-    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
-        if latents is None:
-            raise ConfigError(f"{self.name}.resume needs the latents (their w styles every later layer)")
-        return self.resume_by_replacing(features, layer, latents)
-
-    def codes(self, latents: Tensor) -> Tensor:
-        return self.ws(latents)
-
-    def synthesize(self, codes: Tensor) -> Tensor:
-        return self.net.synthesis(codes)
-
-    def code_layers(self) -> list[str]:
-        """The style affines of the convolutions (not of the ToRGB layers)."""
-        return [path for path in self.style_layers() if not self._is_torgb(path)]
-
-    def style_layers(self) -> list[str]:
-        """Every synthesis layer's style affine (StyleGAN3's input transform is not a style)."""
-        paths = (path for path, _ in self.net.named_modules())
-        return [
-            p for p in paths if p.startswith("synthesis.") and p.endswith(".affine") and p != "synthesis.input.affine"
-        ]
-
-    def _is_torgb(self, affine: str) -> bool:
-        layer = self.net.get_submodule(affine.removesuffix(".affine"))
-        return isinstance(layer, ToRGBLayer) or bool(getattr(layer, "is_torgb", False))
-
-
 class StyleGAN2(StyleGANGenerator):
     """A StyleGAN2 generator split at named synthesis layers (``gen=stylegan2_ffhq`` ...).
 
@@ -340,35 +279,5 @@ class StyleGAN2(StyleGANGenerator):
         noise_mode: str = "const",
         class_index: int | None = None,
     ) -> None:
-        net = build_or_load(self.name, StyleGAN2Net, weights, random_init, arch)
-        super().__init__(net, truncation_psi, truncation_cutoff, class_index)
-        set_noise_mode(net, noise_mode)
-
-
-def build_or_load(
-    name: str, net_class: type[nn.Module], weights: str | None, random_init: bool, arch: dict[str, Any] | None
-) -> nn.Module:
-    """``net_class(**arch)`` with random weights, or the network of the official pickle ``weights``."""
-    if random_init:
-        if not arch:
-            raise ConfigError(f"gen.random_init=true for {name} needs gen.arch (the generator's init kwargs)")
-        return net_class(**arch)
-    if not weights:
-        raise WeightsError(f"{name} needs gen.weights=PATH_OR_URL of an official pickle (or gen.random_init=true)")
-    path = resolve_weights(weights)
-    official = load_network(path)
-    try:
-        net = net_class(*official.init_args, **official.init_kwargs)
-        net.load_state_dict(official.state_dict, strict=True)
-    except (RuntimeError, TypeError) as error:
-        raise WeightsError(f"{path} does not hold a {name} generator: {error}") from None
-    return net
-
-
-def set_noise_mode(net: nn.Module, noise_mode: str) -> None:
-    """Set the noise of every synthesis layer to ``const`` or ``none``."""
-    if noise_mode not in NOISE_MODES:
-        raise ConfigError(f"noise_mode must be one of {NOISE_MODES} (deterministic), got '{noise_mode}'")
-    for module in net.modules():
-        if hasattr(module, "noise_mode"):
-            module.noise_mode = noise_mode
+        net = build_or_load(self.name, StyleGAN2Net, weights, random_init, arch, read_official, OFFICIAL)
+        super().__init__(net, truncation_psi, truncation_cutoff, class_index, noise_mode)

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panda.errors import WeightsError
-from panda.generators.stylegan2 import FullyConnectedLayer, MappingNetwork, StyleGANGenerator, build_or_load
-
-LRELU_GAIN = math.sqrt(2.0)
+from panda.generators.base import build_or_load
+from panda.generators.stylegan import OFFICIAL, StyleGANGenerator, read_official
+from panda.generators.stylegan2 import LRELU_GAIN, FullyConnectedLayer, MappingNetwork
 
 
 def lowpass_filter(taps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> Tensor | None:
@@ -317,5 +317,5 @@ class StyleGAN3(StyleGANGenerator):
         truncation_cutoff: int | None = None,
         class_index: int | None = None,
     ) -> None:
-        net = build_or_load(self.name, StyleGAN3Net, weights, random_init, arch)
+        net = build_or_load(self.name, StyleGAN3Net, weights, random_init, arch, read_official, OFFICIAL)
         super().__init__(net, truncation_psi, truncation_cutoff, class_index)
