@@ -1,13 +1,16 @@
-"""Building objects from Hydra configs."""
+"""Building objects from Hydra configs, and the project's config groups."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 
 from panda.errors import PandaError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:
@@ -20,3 +23,8 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         if isinstance(error.__cause__, PandaError):
             raise error.__cause__ from None
         raise
+
+
+def options(group: str) -> list[str]:
+    """The options of config group ``group`` (``gen``: ``biggan``, ``dcgan_faces``, ...), sorted."""
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))

@@ -11,9 +11,6 @@ from typing import Any
 
 import torch
 
-from panda.errors import ConfigError
-
-FACTORS_FILE = "factors.pt"
 METRICS_FILE = "metrics.json"
 
 
@@ -45,16 +42,3 @@ def save_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
-
-def load_factors(path: str | Path) -> dict[str, Any]:
-    """Read a ``factors.pt`` (a file, or the run directory holding one)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / FACTORS_FILE
-    if not path.is_file():
-        raise ConfigError(f"no factors file at {path}: pass a training run directory holding {FACTORS_FILE}")
-    factors = torch.load(path, map_location="cpu", weights_only=True)
-    missing = {"A", "P", "generator", "layer", "feature_shape"} - set(factors)
-    if missing:
-        raise ConfigError(f"{path} is not a panda factors file (missing {sorted(missing)})")
-    return factors

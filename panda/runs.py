@@ -1,8 +1,11 @@
 """A finished training run brought back to life: its factors and the generator they belong to.
 
-The generator is rebuilt from the training config stored in ``factors.pt`` (its ``gen.net``
-node, instantiated with Hydra), so the uses of the factors (editing, localisation, refinement)
-need only the run directory.
+The generator is rebuilt from the project's own generator config, ``conf/gen/<generator>.yaml``
+for the generator named in ``factors.pt``, with the plain values of the training config stored
+there (its ``gen`` node) in place of the defaults. So the uses of the factors (editing,
+localisation, refinement) need only the run directory, and a factors file from elsewhere chooses
+no code: a stored ``_target_`` must be the project's own, every stored key must be one the
+project's config has, and no stored string may hold an interpolation (``${...}``).
 """
 
 from __future__ import annotations
@@ -10,17 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from panda.config import instantiate
+from panda.config import CONF_DIR, instantiate, options
 from panda.data import SAMPLES, batch_generator, layer_features
 from panda.errors import ConfigError
 from panda.factorization import normalized_parts
+from panda.factors import load_factors
 from panda.generators.base import FeatureGenerator
-from panda.io import load_factors
 
 
 @dataclass
@@ -91,12 +96,7 @@ def load_run(path: str | Path, generator: str | None = None, layer: str | None =
             raise ConfigError(
                 f"factors in {path} were learnt for {label} '{found}', but {label} '{expected}' is configured"
             )
-    if not factors.get("config"):
-        raise ConfigError(f"factors in {path} carry no training config, so their generator cannot be rebuilt")
-    gen_cfg = OmegaConf.create(factors["config"]).get("gen")
-    if gen_cfg is None or "net" not in gen_cfg:
-        raise ConfigError(f"the training config stored in {path} has no gen.net node to rebuild the generator from")
-    net = instantiate(gen_cfg.net)
+    net = instantiate(generator_config(factors, path).net)
     shape = net.check_layer(factors["layer"])
     if list(shape) != list(factors["feature_shape"]):
         raise ConfigError(
@@ -111,3 +111,81 @@ def load_run(path: str | Path, generator: str | None = None, layer: str | None =
         layer=factors["layer"],
         feature_shape=shape,
     )
+
+
+def generator_config(factors: dict[str, Any], source: Path) -> DictConfig:
+    """The ``gen`` node that rebuilds the generator of ``factors`` (read from ``source``).
+
+    It is ``conf/gen/<generator>.yaml`` with the plain values of the stored config's ``gen`` node
+    merged in; a stored key the project's config lacks, a ``_target_`` (or other ``_..._`` key)
+    other than the project's, or an interpolation in a stored string raise a :class:`ConfigError`.
+    """
+    name = factors["generator"]
+    if name not in options("gen"):
+        raise ConfigError(
+            f"factors in {source} were learnt for generator '{name}', which has no config in conf/gen "
+            f"(available: {', '.join(options('gen'))})"
+        )
+    text = factors.get("config")
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f"factors in {source} carry no training config, so their generator cannot be rebuilt")
+    try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)):
+            raise ConfigError(f"the training config stored in {source} uses YAML aliases, which panda never writes")
+        stored = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"the training config stored in {source} is not YAML ({error.__class__.__name__})") from None
+    gen = stored.get("gen") if isinstance(stored, dict) else None
+    if not isinstance(gen, dict) or "net" not in gen:
+        raise ConfigError(f"the training config stored in {source} has no gen.net node to rebuild the generator from")
+    if gen.get("name") != name:
+        raise ConfigError(
+            f"factors in {source} were learnt for generator '{name}', but their config is of {gen.get('name')!r}"
+        )
+    origin = f"conf/gen/{name}.yaml"
+    project = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "gen" / f"{name}.yaml"), resolve=False)
+    return OmegaConf.create({"gen": _merge_plain(project, gen, "gen", origin, source)}).gen
+
+
+def _merge_plain(project: Any, stored: Any, key: str, origin: str, source: Path) -> Any:
+    """``stored`` (a value of the file ``source``) merged into ``project`` (its value in ``origin``)."""
+    if isinstance(project, dict):
+        if not isinstance(stored, dict):
+            raise ConfigError(f"{key} is a value in the config stored in {source}, but a mapping in {origin}")
+        for name in sorted(stored, key=lambda n: n != "_target_"):  # the target first: it names the code
+            if _is_special(name) and stored[name] != project.get(name):
+                raise ConfigError(
+                    f"{key}.{name} {repr(stored[name])[:80]} is not the one of {origin} ({project.get(name)!r}): "
+                    f"a factors file does not choose the code that rebuilds its generator ({source})"
+                )
+        merged = dict(project)
+        for name, value in stored.items():
+            if name not in project:
+                raise ConfigError(f"unknown key {key}.{name} in the config stored in {source}: {origin} has none")
+            merged[name] = _merge_plain(project[name], value, f"{key}.{name}", origin, source)
+        return merged
+    if isinstance(stored, dict) and project is not None:
+        raise ConfigError(f"{key} is a mapping in the config stored in {source}, but a value in {origin}")
+    _check_plain(stored, key, source)
+    return stored
+
+
+def _is_special(name: Any) -> bool:
+    """Hydra's keys of instantiation: ``_target_``, ``_args_``, ``_partial_``, ..."""
+    return isinstance(name, str) and len(name) > 2 and name.startswith("_") and name.endswith("_")
+
+
+def _check_plain(value: Any, key: str, source: Path) -> None:
+    """A stored value that replaces a value (or an empty node) of the project's config is plain data."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if not isinstance(name, str) or _is_special(name):
+                raise ConfigError(f"{key}.{name} in the config stored in {source} is not a plain key")
+            _check_plain(item, f"{key}.{name}", source)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{key}[{index}]", source)
+    elif isinstance(value, str) and "${" in value:
+        raise ConfigError(f"{key} holds an interpolation ('${{'), which a loaded file may not use ({source})")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ConfigError(f"{key} in the config stored in {source} is a {type(value).__name__}, not plain data")

