@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 
 from panda.errors import PandaError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from panda.resources import config_dir
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:
@@ -27,4 +25,4 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
 
 def options(group: str) -> list[str]:
     """The options of config group ``group`` (``gen``: ``biggan``, ``dcgan_faces``, ...), sorted."""
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))

@@ -118,3 +118,19 @@ def test_the_generator_is_rebuilt_from_the_projects_config_and_the_stored_values
     assert isinstance(run.generator, DCGANFaces) and run.feature_shape == SHAPE
     pretrained, rebuilt = dcgan.state_dict(), run.generator.state_dict()
     assert not all(torch.equal(pretrained[k], rebuilt[k]) for k in pretrained)  # random_init=true was taken
+
+
+def test_a_generator_config_that_extends_another_is_rebuilt_from_the_composed_project_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    from panda.generators.api import gen_config
+    from panda.runs import generator_config
+
+    stored = OmegaConf.create({"gen": gen_config("stylegan2_afhqdog")})  # as training stores it: resolved
+    gen = OmegaConf.to_container(stored, resolve=True)["gen"]
+    gen["net"]["truncation_psi"] = 0.7
+    factors = {"generator": "stylegan2_afhqdog", "config": yaml.safe_dump({"gen": gen})}
+    rebuilt = generator_config(factors, tmp_path)
+    assert rebuilt.net._target_ == "panda.generators.stylegan2.StyleGAN2"
+    assert rebuilt.net.truncation_psi == 0.7
+    assert rebuilt.net.arch.img_resolution == 512
