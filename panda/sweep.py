@@ -71,6 +71,7 @@ def run_job(task: Callable[[], T]) -> T | None:
     is logged (a :class:`PandaError` as one line, anything else with its traceback) and recorded.
     """
     from pytorch_lightning.utilities import rank_zero_only  # imported when needed: the CLI starts faster
+    from submitit.core.utils import UncompletedJobError
 
     hydra = HydraConfig.get()
     job_dir, overrides = Path(hydra.runtime.output_dir), list(hydra.overrides.task)
@@ -89,6 +90,10 @@ def run_job(task: Callable[[], T]) -> T | None:
     except PandaError as error:
         log.error("error: %s", error)
         note(FAILED, str(error))
+        return None
+    except UncompletedJobError as error:  # submitit's end of a job that reached its time limit too often
+        log.error("%s", error)
+        note(TIMED_OUT, str(error))
         return None
     except Exception as error:
         log.exception("job %s failed", hydra.job.num)

@@ -7,10 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
-from submitit.core.utils import FailedJobError
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import open_dict
+from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from hydra_plugins.panda_launcher import _outcome
-from panda.sweep import record, summarize
+from panda.sweep import in_multirun, read_status, record, run_job, summarize
 from tests.conftest import ROOT, TINY, run_script
 
 BAD_RANK = "rank.parts=0 is out of range: it must be an integer in [1, 256]"
@@ -127,9 +131,50 @@ def test_a_job_that_raised_is_failed_with_its_last_error_line(tmp_path):
     assert _outcome(FakeJob(tmp_path, "FAILED", timed_out))[0] == "timed out"
 
 
-def test_a_job_that_returned_gives_its_return(tmp_path):
-    returned = object()
+def test_a_job_that_returned_gives_its_return_unless_hydra_caught_an_error(tmp_path):
+    returned = JobReturn(status=JobStatus.COMPLETED, _return_value=0.5)
     assert _outcome(FakeJob(tmp_path, "COMPLETED", returned)) is returned
+    raised = JobReturn(status=JobStatus.FAILED, _return_value=ImportError("cannot import name 'train'"))
+    assert _outcome(FakeJob(tmp_path, "COMPLETED", raised)) == ("failed", "ImportError: cannot import name 'train'")
+
+
+@pytest.fixture
+def multirun_job(tmp_path):
+    """This process as job 3 of a multirun writing into ``tmp_path``."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["rank.parts=3"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 3
+    HydraConfig.instance().set_config(cfg)
+    yield tmp_path
+    HydraConfig.instance().cfg = None
+
+
+def test_run_job_records_a_job_that_returns(multirun_job):
+    assert in_multirun()
+    assert run_job(lambda: 0.5) == 0.5
+    assert read_status(multirun_job) == {"status": "completed", "overrides": ["rank.parts=3"], "error": ""}
+    assert run_job(lambda: pytest.fail("a completed job runs again")) is None
+
+
+def test_run_job_records_an_error_and_returns(multirun_job, caplog):
+    def crash():
+        raise RuntimeError("CUDA out of memory")
+
+    assert run_job(crash) is None
+    assert read_status(multirun_job)["error"] == "RuntimeError: CUDA out of memory"
+    assert "Traceback" in caplog.text
+    assert run_job(lambda: 0.5) == 0.5  # a failed job runs again
+
+
+def test_run_job_records_submitits_end_of_a_timed_out_job(multirun_job):
+    def time_limit():
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    assert run_job(time_limit) is None
+    assert read_status(multirun_job)["status"] == "timed out"
 
 
 @pytest.mark.parametrize("launcher", ["slurm", "local"])

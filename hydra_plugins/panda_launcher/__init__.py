@@ -42,7 +42,7 @@ class _TolerantLauncher(BaseSubmititLauncher):
         try:
             jobs = self._executor().map_array(self, *zip(*jobs_params, strict=True))
         except submitit.core.utils.FailedJobError as error:  # sbatch refused the request
-            log.error("error: the cluster refused the sweep's jobs: %s", _last_line(str(error)))
+            log.error("error: the cluster refused the sweep's jobs: %s", "; ".join(_lines(str(error))))
             sys.exit(2)
         except FileNotFoundError as error:
             log.error("error: %s not found: submit from a machine of a SLURM cluster", error.filename)
@@ -89,7 +89,7 @@ class _TolerantLauncher(BaseSubmititLauncher):
 
 
 def _outcome(job: Any) -> JobReturn | tuple[str, str]:
-    """The job's :class:`JobReturn` if its function returned, else its status and error line."""
+    """The job's :class:`JobReturn` if its task returned, else its status and error line."""
     from submitit.core.utils import UncompletedJobError
 
     from panda.sweep import CANCELLED, FAILED, TIMED_OUT
@@ -99,10 +99,13 @@ def _outcome(job: Any) -> JobReturn | tuple[str, str]:
     name = state.upper()
     if job.paths.result_pickle.exists() or name in ("COMPLETED", "FINISHED"):
         try:
-            return job.results()[0]
-        except UncompletedJobError as error:
+            returned = job.results()[0]
+        except UncompletedJobError as error:  # raised outside the task (which records its own errors)
             message = _last_line(str(error))
             return (TIMED_OUT if "timed-out" in message else FAILED), message
+        if returned.status == JobStatus.FAILED:  # raised before the task's panda.sweep.run_job (an import error)
+            return FAILED, f"{type(returned._return_value).__name__}: {returned._return_value}"
+        return returned
     if name.startswith("CANCELLED") or name == "INTERRUPTED":
         return CANCELLED, state
     if name in ("TIMEOUT", "DEADLINE"):
@@ -110,9 +113,13 @@ def _outcome(job: Any) -> JobReturn | tuple[str, str]:
     return FAILED, state
 
 
+def _lines(text: str) -> list[str]:
+    """The lines of ``text`` that say something (not blank, not a ``----`` rule)."""
+    return [line.strip() for line in text.splitlines() if line.strip().strip("-")]
+
+
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip().strip("-")]
-    return lines[-1] if lines else text
+    return (_lines(text) or [text])[-1]
 
 
 class SlurmLauncher(_TolerantLauncher):
