@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
+from hydra.utils import get_class
 from omegaconf import open_dict
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
@@ -186,6 +187,7 @@ def test_launcher_configs_compose_and_are_overridable(launcher):
             return_hydra_config=True,
         )
     assert cfg.hydra.launcher._target_ == f"hydra_plugins.panda_launcher.{launcher.capitalize()}Launcher"
+    assert callable(get_class(cfg.hydra.launcher._target_))
     assert cfg.hydra.launcher.tasks_per_node == 2
     assert cfg.hydra.launcher.timeout_min == 7
     assert cfg.hydra.callbacks.sweep_summary._target_ == "panda.sweep.SweepSummary"
