@@ -1,4 +1,12 @@
-"""A Hydra callback that tabulates a multirun: one row per job, as CSV and markdown."""
+"""Multiruns that finish: every job records how it ended, and a Hydra callback tabulates the sweep.
+
+Inside a multirun each job runs through :func:`run_job`, which writes ``status.json`` into the job
+directory (``running``, then ``completed`` or ``failed`` with the error line) and returns instead of
+raising, so one failing job never stops the others. The launchers of ``conf/hydra/launcher/``
+(``hydra_plugins.panda_launcher``) record jobs that SLURM ended (``cancelled``, ``timed out``,
+``failed``) the same way. When every job has ended, :class:`SweepSummary` writes ``summary.csv`` and
+``summary.md`` and exits with code 1 if any job did not complete.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +14,112 @@ import csv
 import io
 import json
 import logging
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from panda.io import METRICS_FILE, atomic_write
+from panda.errors import PandaError
+from panda.io import METRICS_FILE, atomic_write, save_json
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-COLUMNS = ["job", "overrides", "generator", "layer", "parts", "appearances", "steps", "val_rel_error", "fit_seconds"]
+STATUS_FILE = "status.json"
+COMPLETED, FAILED, CANCELLED, TIMED_OUT = "completed", "failed", "cancelled", "timed out"
+COLUMNS = [
+    "job",
+    "overrides",
+    "status",
+    "generator",
+    "layer",
+    "parts",
+    "appearances",
+    "steps",
+    "val_rel_error",
+    "fit_seconds",
+    "error",
+]
+
+
+def in_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record(job_dir: str | Path, status: str, overrides: Sequence[str], error: str = "") -> None:
+    """Write the job's ``status.json`` atomically."""
+    save_json({"status": status, "overrides": list(overrides), "error": error}, Path(job_dir) / STATUS_FILE)
+
+
+def read_status(job_dir: str | Path) -> dict[str, Any] | None:
+    """The job's ``status.json``, or None if it has none."""
+    path = Path(job_dir) / STATUS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_job(task: Callable[[], T]) -> T | None:
+    """Run ``task`` as a job of a multirun and record how it ended; returns None if it failed.
+
+    A job whose directory records it completed with the same overrides is not run again (a re-run of
+    the same sweep finishes the other jobs; training resumes from the job's last checkpoint). An error
+    is logged (a :class:`PandaError` as one line, anything else with its traceback) and recorded.
+    """
+    from pytorch_lightning.utilities import rank_zero_only  # imported when needed: the CLI starts faster
+    from submitit.core.utils import UncompletedJobError
+
+    hydra = HydraConfig.get()
+    job_dir, overrides = Path(hydra.runtime.output_dir), list(hydra.overrides.task)
+    previous = read_status(job_dir)
+    if previous is not None and previous["status"] == COMPLETED and previous["overrides"] == overrides:
+        log.info("job %s already completed (%s): not run again", hydra.job.num, job_dir / STATUS_FILE)
+        return None
+
+    def note(status: str, error: str = "") -> None:  # the first process of a multi-process (DDP) job writes
+        if rank_zero_only.rank == 0:
+            record(job_dir, status, overrides, error)
+
+    note("running")
+    try:
+        result = task()
+    except PandaError as error:
+        log.error("error: %s", error)
+        note(FAILED, str(error))
+        return None
+    except UncompletedJobError as error:  # submitit's end of a job that reached its time limit too often
+        log.error("%s", error)
+        note(TIMED_OUT, str(error))
+        return None
+    except Exception as error:
+        log.exception("job %s failed", hydra.job.num)
+        note(FAILED, f"{type(error).__name__}: {error}")
+        return None
+    note(COMPLETED)
+    return result
 
 
 def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of every job's ``metrics.json`` under ``sweep_dir``; writes ``summary.csv`` and ``summary.md``."""
+    """One row per job under ``sweep_dir`` (its ``status.json`` and, if it has one, its ``metrics.json``);
+    writes ``summary.csv`` and ``summary.md``."""
     sweep_dir = Path(sweep_dir)
     rows = []
-    for path in sorted(sweep_dir.glob(f"*/{METRICS_FILE}"), key=lambda p: _job_key(p.parent.name)):
-        metrics = json.loads(path.read_text())
+    for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"), key=lambda p: _job_key(p.parent.name)):
+        job_dir = path.parent
+        status = json.loads(path.read_text())
+        metrics_file = job_dir / METRICS_FILE
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         rows.append(
             {
                 **{k: metrics.get(k, "") for k in COLUMNS},
-                "job": path.parent.name,
-                "overrides": " ".join(metrics.get("overrides", [])),
+                "job": job_dir.name,
+                "overrides": " ".join(status["overrides"]),
+                "status": status["status"],
+                "error": status["error"],
             }
         )
     buffer = io.StringIO()
@@ -39,10 +129,16 @@ def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
     atomic_write(sweep_dir / "summary.csv", buffer.getvalue().encode())
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        cells = [f"{row[c]:.4f}" if c == "val_rel_error" and row[c] != "" else str(row[c]) for c in COLUMNS]
+        cells = [_cell(c, row[c]) for c in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     atomic_write(sweep_dir / "summary.md", ("\n".join(lines) + "\n").encode())
     return rows
+
+
+def _cell(column: str, value: Any) -> str:
+    if column == "val_rel_error" and value != "":
+        return f"{value:.4f}"
+    return " ".join(str(value).split()).replace("|", "\\|")
 
 
 def _job_key(name: str) -> tuple[int, str]:
@@ -50,8 +146,15 @@ def _job_key(name: str) -> tuple[int, str]:
 
 
 class SweepSummary(Callback):
-    """Writes ``summary.csv`` / ``summary.md`` into the sweep directory when a multirun ends."""
+    """Writes ``summary.csv`` / ``summary.md`` into the sweep directory when a multirun ends; then exits with
+    code 1 if any job did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        rows = summarize(config.hydra.sweep.dir)
-        log.info("sweep summary of %d jobs in %s/summary.md", len(rows), config.hydra.sweep.dir)
+        sweep_dir = config.hydra.sweep.dir
+        rows = summarize(sweep_dir)
+        log.info("sweep summary of %d jobs in %s/summary.md", len(rows), sweep_dir)
+        unfinished = [row for row in rows if row["status"] != COMPLETED]
+        if unfinished:
+            jobs = ", ".join(f"{row['job']} ({row['status']})" for row in unfinished)
+            log.error("%d of %d jobs did not complete: %s (%s/summary.md)", len(unfinished), len(rows), jobs, sweep_dir)
+            sys.exit(1)

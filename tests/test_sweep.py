@@ -1,0 +1,193 @@
+"""Sweeps that finish: a failing job is recorded, the others run, the summary has a status column, a
+re-run finishes what did not complete; the submitit launchers (``hydra/launcher=local|slurm``)."""
+
+import csv
+import json
+from types import SimpleNamespace
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from hydra.utils import get_class
+from omegaconf import open_dict
+from submitit.core.utils import FailedJobError, UncompletedJobError
+
+from hydra_plugins.panda_launcher import _outcome
+from panda.sweep import in_multirun, read_status, record, run_job, summarize
+from tests.conftest import ROOT, TINY, run_script
+
+BAD_RANK = "rank.parts=0 is out of range: it must be an integer in [1, 256]"
+
+
+def sweep(sweep_dir, *overrides: str):
+    return run_script("train.py", "-m", *TINY, *overrides, f"hydra.sweep.dir={sweep_dir}")
+
+
+def rows(sweep_dir) -> list[dict[str, str]]:
+    return list(csv.DictReader((sweep_dir / "summary.csv").open()))
+
+
+@pytest.fixture(scope="module")
+def failed_sweep(tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    return sweep_dir, sweep(sweep_dir, "rank.parts=4,0,8")
+
+
+def test_a_failing_job_is_recorded_and_the_others_complete(failed_sweep):
+    sweep_dir, result = failed_sweep
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert "Traceback" not in output
+    assert "1 of 3 jobs did not complete: 1 (failed)" in output
+    table = rows(sweep_dir)
+    assert [(r["job"], r["status"], r["parts"]) for r in table] == [
+        ("0", "completed", "4"),
+        ("1", "failed", ""),
+        ("2", "completed", "8"),
+    ]
+    assert BAD_RANK in table[1]["error"]
+    assert table[1]["overrides"].endswith("rank.parts=0")
+    assert table[0]["error"] == table[2]["error"] == ""
+    assert all(0 < float(table[i]["val_rel_error"]) < 1 for i in (0, 2))
+    assert (sweep_dir / "0" / "factors.pt").is_file() and (sweep_dir / "2" / "factors.pt").is_file()
+    assert not (sweep_dir / "1" / "factors.pt").exists()
+    assert "| 1 | " in (sweep_dir / "summary.md").read_text()
+    status = json.loads((sweep_dir / "1" / "status.json").read_text())
+    assert status["status"] == "failed" and BAD_RANK in status["error"]
+
+
+def test_rerunning_a_sweep_resumes_unfinished_jobs_and_skips_completed_ones(failed_sweep):
+    sweep_dir, _ = failed_sweep
+    # job 0 as a cancelled SLURM job leaves it: status cancelled, checkpoints in its directory
+    status = json.loads((sweep_dir / "0" / "status.json").read_text())
+    record(sweep_dir / "0", "cancelled", status["overrides"], "CANCELLED by 0")
+    (sweep_dir / "0" / "metrics.json").unlink()
+    completed = (sweep_dir / "2" / "metrics.json").read_text()
+
+    result = sweep(sweep_dir, "rank.parts=4,0,8")
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]
+    statuses = [(r["job"], r["status"]) for r in rows(sweep_dir)]
+    assert statuses == [("0", "completed"), ("1", "failed"), ("2", "completed")]
+    assert "Restored all states from the checkpoint" in (sweep_dir / "0" / "train.log").read_text()
+    assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["steps"] == 4
+    assert "already completed" in (sweep_dir / "2" / "train.log").read_text()
+    assert (sweep_dir / "2" / "metrics.json").read_text() == completed
+
+
+def test_local_launcher_runs_jobs_as_processes_and_finishes_the_sweep(tmp_path):
+    result = sweep(tmp_path, "hydra/launcher=local", "rank.parts=4,0")
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]
+    table = rows(tmp_path)
+    assert [(r["job"], r["status"]) for r in table] == [("0", "completed"), ("1", "failed")]
+    assert BAD_RANK in table[1]["error"]
+    assert list((tmp_path / ".submitit").glob("*/*_result.pkl"))
+
+
+def test_summary_cells_stay_on_one_line(tmp_path):
+    record(tmp_path / "0", "failed", ["rank.parts=0"], "first line | a pipe\nsecond line")
+    (table,) = summarize(tmp_path)
+    assert table["status"] == "failed"
+    assert "| first line \\| a pipe second line |" in (tmp_path / "summary.md").read_text()
+
+
+class FakeJob:
+    """What the launcher reads of a finished submitit job."""
+
+    def __init__(self, tmp_path, state: str, result=None):
+        self.state = state
+        self.paths = SimpleNamespace(result_pickle=tmp_path / "result.pkl")
+        self._result = result
+        if result is not None:
+            self.paths.result_pickle.touch()
+
+    def wait(self) -> None:
+        pass
+
+    def results(self):
+        if isinstance(self._result, Exception):
+            raise self._result
+        return [self._result]
+
+
+@pytest.mark.parametrize(
+    ("state", "outcome"),
+    [
+        ("CANCELLED by 0", ("cancelled", "CANCELLED by 0")),
+        ("TIMEOUT", ("timed out", "TIMEOUT")),
+        ("OUT_OF_MEMORY", ("failed", "OUT_OF_MEMORY")),
+        ("NODE_FAIL", ("failed", "NODE_FAIL")),
+        ("INTERRUPTED", ("cancelled", "INTERRUPTED")),
+    ],
+)
+def test_a_job_slurm_ended_gets_its_status_from_the_slurm_state(tmp_path, state, outcome):
+    assert _outcome(FakeJob(tmp_path, state)) == outcome
+
+
+def test_a_job_that_raised_is_failed_with_its_last_error_line(tmp_path):
+    error = FailedJobError("Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'panda'\n")
+    assert _outcome(FakeJob(tmp_path, "FAILED", error)) == ("failed", "ModuleNotFoundError: No module named 'panda'")
+    timed_out = FailedJobError("...\nUncompletedJobError: Job not requeued because: timed-out too many times.")
+    assert _outcome(FakeJob(tmp_path, "FAILED", timed_out))[0] == "timed out"
+
+
+def test_a_job_that_returned_gives_its_return_unless_hydra_caught_an_error(tmp_path):
+    returned = JobReturn(status=JobStatus.COMPLETED, _return_value=0.5)
+    assert _outcome(FakeJob(tmp_path, "COMPLETED", returned)) is returned
+    raised = JobReturn(status=JobStatus.FAILED, _return_value=ImportError("cannot import name 'train'"))
+    assert _outcome(FakeJob(tmp_path, "COMPLETED", raised)) == ("failed", "ImportError: cannot import name 'train'")
+
+
+@pytest.fixture
+def multirun_job(tmp_path):
+    """This process as job 3 of a multirun writing into ``tmp_path``."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["rank.parts=3"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 3
+    HydraConfig.instance().set_config(cfg)
+    yield tmp_path
+    HydraConfig.instance().cfg = None
+
+
+def test_run_job_records_a_job_that_returns(multirun_job):
+    assert in_multirun()
+    assert run_job(lambda: 0.5) == 0.5
+    assert read_status(multirun_job) == {"status": "completed", "overrides": ["rank.parts=3"], "error": ""}
+    assert run_job(lambda: pytest.fail("a completed job runs again")) is None
+
+
+def test_run_job_records_an_error_and_returns(multirun_job, caplog):
+    def crash():
+        raise RuntimeError("CUDA out of memory")
+
+    assert run_job(crash) is None
+    assert read_status(multirun_job)["error"] == "RuntimeError: CUDA out of memory"
+    assert "Traceback" in caplog.text
+    assert run_job(lambda: 0.5) == 0.5  # a failed job runs again
+
+
+def test_run_job_records_submitits_end_of_a_timed_out_job(multirun_job):
+    def time_limit():
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    assert run_job(time_limit) is None
+    assert read_status(multirun_job)["status"] == "timed out"
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "local"])
+def test_launcher_configs_compose_and_are_overridable(launcher):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"hydra/launcher={launcher}", "trainer.devices=2", "hydra.launcher.timeout_min=7"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_ == f"hydra_plugins.panda_launcher.{launcher.capitalize()}Launcher"
+    assert callable(get_class(cfg.hydra.launcher._target_))
+    assert cfg.hydra.launcher.tasks_per_node == 2
+    assert cfg.hydra.launcher.timeout_min == 7
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "panda.sweep.SweepSummary"
