@@ -5,7 +5,7 @@ import torch
 
 from panda.errors import ConfigError, WeightsError
 from panda.generators.biggan import BigGAN, class_index, random_biggan
-from tests.conftest import assert_bf16_features_close
+from tests.conftest import assert_bf16_features_close, assert_resumes_after_the_layer
 
 TINY = {
     "output_dim": 32,
@@ -49,13 +49,37 @@ def test_load_and_forward_match_package(tiny_dir):
     assert gen(z).shape == (2, 3, 32, 32)
 
 
-@pytest.mark.parametrize("layer", ["generator.layers.0", "generator.layers.3", "generator.layers.5"])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        "generator.layers.0",
+        "generator.layers.1.bn_0",
+        "generator.layers.1.conv_1",  # after the upsampling of an upsampling block
+        "generator.layers.2.conv_3",
+        "generator.layers.3",  # self-attention
+        "generator.layers.5",
+        "generator.bn",
+        "generator.conv_to_rgb",
+    ],
+)
 def test_split_reproduces_forward(tiny_dir, layer):
     gen = BigGAN(weights=str(tiny_dir[0]), class_name=1, truncation=0.7)
     z = gen.sample_latents(2, torch.Generator().manual_seed(3))
     features = gen.features(z, layer)
     assert torch.equal(gen.resume(features, layer, z), gen(z))
     assert not torch.allclose(gen.resume(features * 2, layer, z), gen(z))
+    assert_resumes_after_the_layer(gen, layer, z)
+
+
+def test_layers_inside_self_attention_or_a_shared_relu_are_not_resumed(tiny_dir):
+    gen = BigGAN(weights=str(tiny_dir[0]), class_name=1, truncation=0.7)
+    z = gen.sample_latents(1, torch.Generator().manual_seed(3))
+    for layer in ("generator.layers.3.snconv1x1_g", "generator.layers.1.relu"):
+        assert gen.features(z, layer).shape[1:] == gen.check_layer(layer)  # features are there to factorise
+        with pytest.raises(ConfigError, match=rf"cannot resume from layer '{layer}'; it resumes from: .*layers\.3, "):
+            gen.features_and_state(z, layer)
+    with pytest.raises(ConfigError, match="needs the latents"):
+        gen.resume(gen.features(z, "generator.layers.4"), "generator.layers.4")
 
 
 def test_classes_and_errors(tmp_path):
