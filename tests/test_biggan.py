@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -88,20 +89,31 @@ def test_classes_and_errors(tmp_path):
         class_index("golden retreiver")
     with pytest.raises(ConfigError):
         class_index(1000)
-    with pytest.raises(WeightsError, match=r"config\.json"):
+    missing = f"missing: {tmp_path / 'config.json'}, {tmp_path / 'pytorch_model.bin'}"
+    with pytest.raises(WeightsError, match=re.escape(missing)):
         BigGAN(weights=str(tmp_path))
     gen = BigGAN(random_init=True, arch=TINY, class_name="tench")
     assert gen.check_layer("generator.layers.3") == (32, 8, 8)
 
 
-def test_named_model_offline_names_url(tmp_path, monkeypatch):
+def test_named_model_offline_names_every_file_and_the_directory_alternative(tmp_path, monkeypatch):
     monkeypatch.setenv("PANDA_CACHE", str(tmp_path))
     monkeypatch.setattr("panda.generators.biggan.BASE_URL", "http://127.0.0.1:9/biggan")
+    files = {name: (f"http://127.0.0.1:9/biggan/biggan-deep-256-{name}", tmp_path / f"biggan-deep-256-{name}")
+             for name in ("config.json", "pytorch_model.bin")}  # fmt: skip
     with pytest.raises(WeightsError) as error:
         BigGAN(weights="biggan-deep-256")
     message = str(error.value)
-    assert "http://127.0.0.1:9/biggan/biggan-deep-256-config.json" in message
-    assert str(tmp_path / "biggan-deep-256-config.json") in message
+    assert "\n" not in message and "gen.weights=DIR, a directory holding config.json and pytorch_model.bin" in message
+    for url, path in files.values():
+        assert f"{path} (from {url})" in message
+    files["config.json"][1].write_text("{}")  # the config placed by hand: only the weights are missing
+    with pytest.raises(WeightsError) as error:
+        BigGAN(weights="biggan-deep-256")
+    message = str(error.value)
+    url, path = files["pytorch_model.bin"]
+    assert f"not in the cache: {path} (from {url})." in message
+    assert "gen.weights=DIR" in message
 
 
 def test_bf16_forward_gives_float32_features_close_to_fp32(tiny_dir):

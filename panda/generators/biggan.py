@@ -24,7 +24,7 @@ from torch import Tensor
 
 from panda.errors import ConfigError, WeightsError
 from panda.generators.base import FeatureGenerator, ResumeState
-from panda.generators.weights import resolve_weights
+from panda.generators.weights import cached_path, resolve_weights
 
 BASE_URL = "https://s3.amazonaws.com/models.huggingface.co/biggan"
 MODELS = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
@@ -66,16 +66,24 @@ def truncated_normal(n: int, dim: int, generator: torch.Generator, bound: float 
 def model_files(weights: str) -> tuple[Path, Path]:
     """``(config.json, pytorch_model.bin)`` for a directory or a model name (downloaded once)."""
     if weights in MODELS:
-        return (
-            resolve_weights(f"{BASE_URL}/{weights}-{CONFIG_FILE}"),
-            resolve_weights(f"{BASE_URL}/{weights}-{WEIGHTS_FILE}"),
-        )
+        urls = [f"{BASE_URL}/{weights}-{name}" for name in (CONFIG_FILE, WEIGHTS_FILE)]
+        try:
+            config, state = (resolve_weights(url) for url in urls)
+        except WeightsError as error:
+            missing = ", ".join(f"{cached_path(url)} (from {url})" for url in urls if not cached_path(url).is_file())
+            raise WeightsError(
+                f"BigGAN '{weights}' needs files that are not in the cache: {missing}. The download failed: {error}. "
+                f"Place each file at its path by hand, or pass gen.weights=DIR, a directory holding {CONFIG_FILE} "
+                f"and {WEIGHTS_FILE}"
+            ) from None
+        return config, state
     directory = Path(weights).expanduser()
     config, state = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not (config.is_file() and state.is_file()):
+    missing = [str(path) for path in (config, state) if not path.is_file()]
+    if missing:
         raise WeightsError(
             f"BigGAN weights '{weights}' must be one of {MODELS} or a directory holding {CONFIG_FILE} and "
-            f"{WEIGHTS_FILE}; {config if not config.is_file() else state} is missing"
+            f"{WEIGHTS_FILE}; missing: {', '.join(missing)}"
         )
     return config, state
 
