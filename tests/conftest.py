@@ -120,3 +120,30 @@ def fit_in_process(
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return trainer
+
+
+def assert_resumes_after_the_layer(gen: FeatureGenerator, layer: str, latents: torch.Tensor) -> None:
+    """``resume`` from ``features_and_state`` at ``layer`` gives ``gen(latents)`` bit for bit running only modules
+    the full forward pass runs after the layer (in its order: none before it again), and edited features change
+    the images."""
+    order: list[str] = []  # modules in the order their forward passes end
+    hooks = [
+        module.register_forward_hook(lambda *_, path=path: order.append(path))
+        for path, module in gen.net.named_modules()
+        if path
+    ]
+    try:
+        with torch.no_grad():
+            full = gen(latents)
+            after = iter(order[order.index(layer) + 1 :])
+            features, state = gen.features_and_state(latents, layer)
+            order.clear()
+            images = gen.resume(features, layer, state=state)
+            resumed = list(order)
+            edited = gen.resume(features + 0.5, layer, state=state)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(images, full), layer
+    assert all(path in after for path in resumed), f"{layer}: resume ran {resumed}"
+    assert not torch.allclose(edited, full), layer

@@ -1,11 +1,12 @@
 import json
+import re
 
 import pytest
 import torch
 
 from panda.errors import ConfigError, WeightsError
 from panda.generators.biggan import BigGAN, class_index, random_biggan
-from tests.conftest import assert_bf16_features_close
+from tests.conftest import assert_bf16_features_close, assert_resumes_after_the_layer
 
 TINY = {
     "output_dim": 32,
@@ -49,13 +50,37 @@ def test_load_and_forward_match_package(tiny_dir):
     assert gen(z).shape == (2, 3, 32, 32)
 
 
-@pytest.mark.parametrize("layer", ["generator.layers.0", "generator.layers.3", "generator.layers.5"])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        "generator.layers.0",
+        "generator.layers.1.bn_0",
+        "generator.layers.1.conv_1",  # after the upsampling of an upsampling block
+        "generator.layers.2.conv_3",
+        "generator.layers.3",  # self-attention
+        "generator.layers.5",
+        "generator.bn",
+        "generator.conv_to_rgb",
+    ],
+)
 def test_split_reproduces_forward(tiny_dir, layer):
     gen = BigGAN(weights=str(tiny_dir[0]), class_name=1, truncation=0.7)
     z = gen.sample_latents(2, torch.Generator().manual_seed(3))
     features = gen.features(z, layer)
     assert torch.equal(gen.resume(features, layer, z), gen(z))
     assert not torch.allclose(gen.resume(features * 2, layer, z), gen(z))
+    assert_resumes_after_the_layer(gen, layer, z)
+
+
+def test_layers_inside_self_attention_or_a_shared_relu_are_not_resumed(tiny_dir):
+    gen = BigGAN(weights=str(tiny_dir[0]), class_name=1, truncation=0.7)
+    z = gen.sample_latents(1, torch.Generator().manual_seed(3))
+    for layer in ("generator.layers.3.snconv1x1_g", "generator.layers.1.relu"):
+        assert gen.features(z, layer).shape[1:] == gen.check_layer(layer)  # features are there to factorise
+        with pytest.raises(ConfigError, match=rf"cannot resume from layer '{layer}'; it resumes from: .*layers\.3, "):
+            gen.features_and_state(z, layer)
+    with pytest.raises(ConfigError, match="needs the latents"):
+        gen.resume(gen.features(z, "generator.layers.4"), "generator.layers.4")
 
 
 def test_classes_and_errors(tmp_path):
@@ -64,20 +89,31 @@ def test_classes_and_errors(tmp_path):
         class_index("golden retreiver")
     with pytest.raises(ConfigError):
         class_index(1000)
-    with pytest.raises(WeightsError, match=r"config\.json"):
+    missing = f"missing: {tmp_path / 'config.json'}, {tmp_path / 'pytorch_model.bin'}"
+    with pytest.raises(WeightsError, match=re.escape(missing)):
         BigGAN(weights=str(tmp_path))
     gen = BigGAN(random_init=True, arch=TINY, class_name="tench")
     assert gen.check_layer("generator.layers.3") == (32, 8, 8)
 
 
-def test_named_model_offline_names_url(tmp_path, monkeypatch):
+def test_named_model_offline_names_every_file_and_the_directory_alternative(tmp_path, monkeypatch):
     monkeypatch.setenv("PANDA_CACHE", str(tmp_path))
     monkeypatch.setattr("panda.generators.biggan.BASE_URL", "http://127.0.0.1:9/biggan")
+    files = {name: (f"http://127.0.0.1:9/biggan/biggan-deep-256-{name}", tmp_path / f"biggan-deep-256-{name}")
+             for name in ("config.json", "pytorch_model.bin")}  # fmt: skip
     with pytest.raises(WeightsError) as error:
         BigGAN(weights="biggan-deep-256")
     message = str(error.value)
-    assert "http://127.0.0.1:9/biggan/biggan-deep-256-config.json" in message
-    assert str(tmp_path / "biggan-deep-256-config.json") in message
+    assert "\n" not in message and "gen.weights=DIR, a directory holding config.json and pytorch_model.bin" in message
+    for url, path in files.values():
+        assert f"{path} (from {url})" in message
+    files["config.json"][1].write_text("{}")  # the config placed by hand: only the weights are missing
+    with pytest.raises(WeightsError) as error:
+        BigGAN(weights="biggan-deep-256")
+    message = str(error.value)
+    url, path = files["pytorch_model.bin"]
+    assert f"not in the cache: {path} (from {url})." in message
+    assert "gen.weights=DIR" in message
 
 
 def test_bf16_forward_gives_float32_features_close_to_fp32(tiny_dir):

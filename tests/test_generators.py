@@ -15,7 +15,7 @@ from panda.data import INIT, TRAIN, VAL, FeatureDataModule, layer_features
 from panda.errors import ConfigError, FeatureError, WeightsError
 from panda.generators.api import gen_config
 from panda.generators.dcgan import DCGANFaces
-from tests.conftest import ROOT, assert_bf16_features_close
+from tests.conftest import ROOT, assert_bf16_features_close, assert_resumes_after_the_layer
 
 LAYERS = ["main.0", "main.2", "main.3", "main.5", "main.7", "main.8", "main.11", "main.12"]
 
@@ -41,6 +41,19 @@ def test_resuming_from_unedited_features_reproduces_the_full_forward(dcgan, laye
     latents = dcgan.sample_latents(3, torch.Generator().manual_seed(1))
     with torch.inference_mode():
         assert torch.equal(dcgan.resume(dcgan.features(latents, layer), layer, latents), dcgan(latents))
+    assert_resumes_after_the_layer(dcgan, layer, latents)
+
+
+def test_a_resume_state_must_fit_the_layer_and_the_batch(dcgan):
+    latents = dcgan.sample_latents(2, torch.Generator().manual_seed(0))
+    features, state = dcgan.features_and_state(latents, "main.8")
+    assert state.layer == "main.8" and state.values == {}  # the DCGAN reads nothing but the features
+    with pytest.raises(ConfigError, match=r"resume state belongs to layer 'main\.8', not 'main\.7'"):
+        dcgan.resume(dcgan.features(latents, "main.7"), "main.7", state=state)
+    with pytest.raises(ConfigError, match="the latents or a resume state, not both"):
+        dcgan.resume(features, "main.8", latents, state)
+    with pytest.raises(ConfigError, match=r"do not fit layer 'main\.8' \(128, 16, 16\)"):
+        dcgan.resume(features[:, :64], "main.8")
 
 
 def test_features_stop_the_forward_at_the_layer(dcgan):

@@ -13,7 +13,7 @@ import torch
 from panda.errors import ConfigError, WeightsError
 from panda.generators import load_generator
 from panda.generators.genforce import ProGAN, ProGANNet, StyleGAN1, StyleGAN1Net
-from tests.conftest import compose_two_steps
+from tests.conftest import assert_resumes_after_the_layer, compose_two_steps
 
 PROGAN = {"resolution": 32, "z_dim": 16, "fmaps_base": 256, "fmaps_max": 16}
 STYLEGAN = {
@@ -99,6 +99,8 @@ def test_files_use_genforce_names_and_load_generator_smooth(files):
         ("stylegan", "synthesis.layer10.blur"),
         ("stylegan", "synthesis.layer10"),
         ("stylegan", "synthesis.layer11.apply_noise"),
+        ("stylegan", "synthesis.layer11.style"),
+        ("stylegan", "synthesis.output5"),
     ],
 )
 def test_split_reproduces_forward(files, kind, layer):
@@ -111,6 +113,7 @@ def test_split_reproduces_forward(files, kind, layer):
     assert features.shape[1:] == gen.check_layer(layer)
     assert torch.equal(gen.resume(features, layer, z), gen(z))
     assert not torch.allclose(gen.resume(features + 1.0, layer, z), gen(z))
+    assert_resumes_after_the_layer(gen, layer, z)
 
 
 def test_layers_follow_resolutions(files):
@@ -196,8 +199,15 @@ def test_bad_weights(files, tmp_path):
     gen = ProGAN(weights=str(files["progan"][0]), arch=PROGAN)
     with pytest.raises(ConfigError, match="layer5"):
         gen.check_layer("layer99")
-    with pytest.raises(ConfigError, match="need"):
-        gen.resume(torch.zeros(1, 16, 16, 16), "layer5")
+
+
+def test_progan_resumes_without_latents_stylegan1_needs_them(files):
+    gen = ProGAN(weights=str(files["progan"][0]), arch=PROGAN)
+    z = gen.sample_latents(2, torch.Generator().manual_seed(4))
+    assert torch.equal(gen.resume(gen.features(z, "layer5"), "layer5"), gen(z))  # later layers read only features
+    gen = StyleGAN1(weights=str(files["stylegan"][0]), arch=STYLEGAN)
+    with pytest.raises(ConfigError, match="needs the latents"):
+        gen.resume(gen.features(z, "synthesis.layer5"), "synthesis.layer5")
 
 
 def test_download_into_named_cache_file(files, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import torch
 from panda.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2, StyleGAN2Net
-from tests.conftest import assert_bf16_features_close, compose_two_steps
+from tests.conftest import assert_bf16_features_close, assert_resumes_after_the_layer, compose_two_steps
 from tests.official_format import write_stylegan_pickle
 
 TINY = {
@@ -47,7 +47,16 @@ def test_pickle_round_trip(tiny_pickle):
 
 
 @pytest.mark.parametrize(
-    "layer", ["synthesis.b4.conv1", "synthesis.b8.conv0", "synthesis.b16.conv1", "synthesis.b32.torgb"]
+    "layer",
+    [
+        "synthesis.b4.conv1",
+        "synthesis.b4.torgb",
+        "synthesis.b8.conv0",
+        "synthesis.b16.conv1",
+        "synthesis.b16.torgb",
+        "synthesis.b32.torgb",
+        "synthesis",
+    ],
 )
 def test_split_reproduces_forward(tiny_pickle, layer):
     gen = StyleGAN2(weights=str(tiny_pickle[0]), truncation_psi=0.5)
@@ -57,6 +66,23 @@ def test_split_reproduces_forward(tiny_pickle, layer):
     assert torch.equal(gen.resume(features, layer, z), gen(z))
     edited = gen.resume(features + 1.0, layer, z)
     assert not torch.allclose(edited, gen(z))
+    assert_resumes_after_the_layer(gen, layer, z)
+
+
+def test_resume_state_holds_ws_and_what_earlier_blocks_pass_on(tiny_pickle):
+    gen = StyleGAN2(weights=str(tiny_pickle[0]))
+    z = gen.sample_latents(2, torch.Generator().manual_seed(3))
+    _, state = gen.features_and_state(z, "synthesis.b16.torgb")
+    assert set(state.values) == {"ws", "img", "conv1"} and torch.equal(state.values["ws"], gen.ws(z))
+    assert state.values["img"].shape == (2, 3, 8, 8)  # the skip image of blocks b4, b8
+    _, state = gen.features_and_state(z, "synthesis.b4.conv1")
+    assert set(state.values) == {"ws", "img"} and state.values["img"] is None
+    with pytest.raises(ConfigError, match=r"needs the latents"):
+        gen.resume(gen.features(z, "synthesis.b16.conv1"), "synthesis.b16.conv1")
+    with pytest.raises(ConfigError, match=r"3 feature maps, but a resume state of \[2\] samples"):
+        gen.resume(
+            torch.zeros(3, 8, 16, 16), "synthesis.b16.conv1", state=gen.features_and_state(z, "synthesis.b16.conv1")[1]
+        )
 
 
 def test_layers_and_errors(tiny_pickle):

@@ -5,7 +5,7 @@ from panda.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2Net
 from panda.generators.stylegan3 import StyleGAN3, StyleGAN3Net, lowpass_filter
-from tests.conftest import compose_two_steps
+from tests.conftest import assert_resumes_after_the_layer, compose_two_steps
 from tests.official_format import stylegan3_attributes, write_stylegan_pickle
 
 BASE = {"z_dim": 16, "w_dim": 16, "img_resolution": 32, "img_channels": 3, "mapping_kwargs": {"num_layers": 2}}
@@ -70,6 +70,7 @@ def test_split_reproduces_forward(tiny):
         assert features.shape == (2, *shape), layer
         assert torch.equal(gen.resume(features, layer, z), full), layer
         assert not torch.allclose(gen.resume(features + 0.5, layer, z), full), layer
+        assert_resumes_after_the_layer(gen, layer, z)
 
 
 def test_layers_and_errors(tiny):

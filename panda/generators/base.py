@@ -3,12 +3,13 @@
 A layer is named by its module path in the wrapped ``torch.nn.Module`` (``main.8``,
 ``synthesis.b16.conv1``, ``generator.layers.4``). :meth:`FeatureGenerator.features` stops the
 forward pass at that layer (nothing after it runs); :meth:`FeatureGenerator.resume` continues
-synthesis from given, possibly edited, features at that layer.
+synthesis from given, possibly edited, features at that layer, running only the modules after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ class FeatureGenerator(nn.Module):
 
     Subclasses set :attr:`net` (the real module whose paths name the layers), implement
     :meth:`forward` (and :meth:`sample_latents` unless the latents are standard normal of
-    ``net.z_dim``), and either keep the generic :meth:`resume` (for layers inside the
-    ``nn.Sequential`` named by :attr:`sequential_root`) or override it.
+    ``net.z_dim``), and either keep the generic resume (for layers inside the ``nn.Sequential``
+    named by :attr:`sequential_root`) or implement ``_resume`` (with ``_latent_values`` and
+    ``_captures`` for what the layers after the split read besides the features).
     """
 
     name: str = "generator"
@@ -109,55 +111,125 @@ class FeatureGenerator(nn.Module):
     # ----- split forward ----------------------------------------------------------------------
     def features(self, latents: Tensor, layer: str) -> Tensor:
         """Feature maps ``[B, C, H, W]`` at ``layer``; the forward pass stops there."""
-        module = self.net.get_submodule(layer)
+        return self._forward_until(latents, layer, {})[0]
 
-        def stop(_module: nn.Module, _inputs: object, output: Tensor) -> None:
-            raise _StopForwardError(output)
+    def features_and_state(self, latents: Tensor, layer: str) -> tuple[Tensor, ResumeState]:
+        """The features at ``layer`` (the forward pass stops there) and the :class:`ResumeState`
+        :meth:`resume` continues from: computed once per batch, they make every later resume run
+        only the modules after the layer."""
+        self.check_resumable(layer)
+        features, captured = self._forward_until(latents, layer, self._captures(layer))
+        return features, ResumeState(layer, {**self._latent_values(latents), **captured})
 
-        hook = module.register_forward_hook(stop)
-        try:
-            self(latents)
-        except _StopForwardError as stopped:
-            return stopped.output
-        finally:
-            hook.remove()
-        raise RuntimeError(f"layer '{layer}' was never reached in the forward pass of '{self.name}'")
+    def resume(
+        self, features: Tensor, layer: str, latents: Tensor | None = None, state: ResumeState | None = None
+    ) -> Tensor:
+        """Images ``[B, 3, H, W]`` from (possibly edited) ``features`` at ``layer``; only the modules
+        after the layer run.
 
-    def resume_by_replacing(self, features: Tensor, layer: str, latents: Tensor) -> Tensor:
-        """Images from ``latents`` with the output of ``layer`` replaced by ``features``.
-
-        For generators whose later layers also need the latents (StyleGAN's w, BigGAN's class
-        embedding): the layers before ``layer`` run again, so their side outputs (StyleGAN's skip
-        images) stay those of ``latents``; with unedited features this is the full forward.
+        What they read besides the features comes from ``state`` (of :meth:`features_and_state`),
+        or else from ``latents``, the latents the features came from (StyleGAN's ws, BigGAN's
+        condition vector), for generators with :attr:`resume_needs_latents`. Values computed before
+        the layer that later layers read (StyleGAN2's skip image) take a forward pass up to the
+        layer when no ``state`` is given.
         """
-        self.check_layer(layer)
-        module = self.net.get_submodule(layer)
+        shape = self.check_resumable(layer)
+        if tuple(features.shape[1:]) != shape:
+            raise ConfigError(f"features {tuple(features.shape)} do not fit layer '{layer}' {shape}")
+        if state is None:
+            state = self._state(latents, layer)
+        elif latents is not None:
+            raise ConfigError(f"{self.name}.resume takes the latents or a resume state, not both")
+        elif state.layer != layer:
+            raise ConfigError(f"the resume state belongs to layer '{state.layer}', not '{layer}'")
+        sizes = {len(value) for value in state.values.values() if value is not None}
+        if sizes - {len(features)}:
+            raise ConfigError(f"{len(features)} feature maps, but a resume state of {sorted(sizes)} samples")
+        return self._resume(features, state)
 
-        def replace(_module: nn.Module, _inputs: object, output: Tensor) -> Tensor:
-            if features.shape != output.shape:
-                raise ConfigError(f"features {tuple(features.shape)} do not fit layer '{layer}' {tuple(output.shape)}")
-            return features.to(output.dtype)
+    def resumable_layers(self) -> list[str]:
+        """The layers :meth:`resume` continues from (here: every layer)."""
+        return list(self.layer_shapes())
 
-        hook = module.register_forward_hook(replace)
-        try:
-            return self(latents)
-        finally:
-            hook.remove()
+    def check_resumable(self, layer: str) -> tuple[int, int, int]:
+        """The ``(C, H, W)`` of ``layer``; a :class:`ConfigError` if :meth:`resume` cannot continue from it."""
+        shape = self.check_layer(layer)
+        if layer not in self.resumable_layers():
+            valid = ", ".join(self.resumable_layers())
+            raise ConfigError(f"{self.name} cannot resume from layer '{layer}'; it resumes from: {valid}")
+        return shape
 
-    def resume(self, features: Tensor, layer: str, latents: Tensor | None = None) -> Tensor:
-        """Images from ``features`` at ``layer`` (``latents``: those the features came from, which
-        generators with :attr:`resume_needs_latents` read after the layer)."""
-        if self.resume_needs_latents:
-            if latents is None:
-                raise ConfigError(f"{self.name}.resume needs the latents the features came from")
-            return self.resume_by_replacing(features, layer, latents)
-        if self.sequential_root is None:
+    def _state(self, latents: Tensor | None, layer: str) -> ResumeState:
+        """The resume state of ``latents`` at ``layer`` (a forward pass up to the layer if values before it count)."""
+        captures = self._captures(layer)
+        if latents is None:
+            if self.resume_needs_latents or captures:
+                raise ConfigError(f"{self.name}.resume needs the latents the features came from (or their state)")
+            return ResumeState(layer)
+        if captures:
+            return self.features_and_state(latents, layer)[1]
+        return ResumeState(layer, self._latent_values(latents))
+
+    def _latent_values(self, latents: Tensor) -> dict[str, Tensor]:
+        """The inputs of later layers that follow from the latents alone (StyleGAN's ``ws``); here none."""
+        return {}
+
+    def _captures(self, layer: str) -> dict[str, tuple[str, int | None]]:
+        """Values computed before ``layer`` that the layers after it read: ``name -> (module path,
+        index of its positional input, or None for its output)``; here none."""
+        return {}
+
+    def _resume(self, features: Tensor, state: ResumeState) -> Tensor:
+        """The images from ``features`` at ``state.layer``: the rest of :attr:`sequential_root`'s forward."""
+        root, layer = self.sequential_root, state.layer
+        if root is None:
             raise NotImplementedError(f"'{self.name}' does not implement resume()")
-        root = self.sequential_root
         if layer != root and not layer.startswith(root + "."):
             raise ConfigError(f"layer '{layer}' is outside '{root}'; cannot resume '{self.name}' from it")
         parts = layer[len(root) :].lstrip(".").split(".") if layer != root else []
         return _run_rest(self.net.get_submodule(root), parts, features)
+
+    def _forward_until(
+        self, latents: Tensor, layer: str, captures: dict[str, tuple[str, int | None]]
+    ) -> tuple[Tensor, dict[str, Tensor | None]]:
+        """The output of ``layer`` (the forward pass stops there) and the ``captures`` met before it."""
+        captured: dict[str, Tensor | None] = {}
+
+        def stop(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+            raise _StopForwardError(output)
+
+        def keep(name: str, index: int | None) -> Callable[..., None]:
+            def output_hook(_module: nn.Module, _inputs: object, output: Tensor) -> None:
+                captured.setdefault(name, output)
+
+            def input_hook(_module: nn.Module, inputs: tuple[Tensor | None, ...]) -> None:
+                captured.setdefault(name, inputs[index])
+
+            return output_hook if index is None else input_hook
+
+        hooks = [self.net.get_submodule(layer).register_forward_hook(stop)]
+        for name, (path, index) in captures.items():
+            module = self.net.get_submodule(path)
+            register = module.register_forward_hook if index is None else module.register_forward_pre_hook
+            hooks.append(register(keep(name, index)))
+        try:
+            self(latents)
+        except _StopForwardError as stopped:
+            return stopped.output, captured
+        finally:
+            for hook in hooks:
+                hook.remove()
+        raise RuntimeError(f"layer '{layer}' was never reached in the forward pass of '{self.name}'")
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What :meth:`FeatureGenerator.resume` reads besides the features at ``layer``, for one batch:
+    inputs of the later layers that follow from the latents (StyleGAN's ``ws``, BigGAN's
+    ``condition``) and values computed before the layer (StyleGAN2's skip image ``img``)."""
+
+    layer: str
+    values: dict[str, Tensor | None] = field(default_factory=dict)
 
 
 def _shape_recorder(shapes: dict[str, tuple[int, int, int]], path: str):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,17 @@ import torch
 import torch.nn.functional as F
 from pytorch_pretrained_biggan import BigGAN as BigGANNet
 from pytorch_pretrained_biggan import BigGANConfig
+from pytorch_pretrained_biggan.model import GenBlock
 from torch import Tensor
 
 from panda.errors import ConfigError, WeightsError
-from panda.generators.base import FeatureGenerator
-from panda.generators.weights import resolve_weights
+from panda.generators.base import FeatureGenerator, ResumeState
+from panda.generators.weights import cached_path, resolve_weights
 
 BASE_URL = "https://s3.amazonaws.com/models.huggingface.co/biggan"
 MODELS = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "pytorch_model.bin"
+BLOCK_LAYERS = ("bn_0", "conv_0", "bn_1", "conv_1", "bn_2", "conv_2", "bn_3", "conv_3")  # a GenBlock's, in order
 
 
 @cache
@@ -63,16 +66,24 @@ def truncated_normal(n: int, dim: int, generator: torch.Generator, bound: float 
 def model_files(weights: str) -> tuple[Path, Path]:
     """``(config.json, pytorch_model.bin)`` for a directory or a model name (downloaded once)."""
     if weights in MODELS:
-        return (
-            resolve_weights(f"{BASE_URL}/{weights}-{CONFIG_FILE}"),
-            resolve_weights(f"{BASE_URL}/{weights}-{WEIGHTS_FILE}"),
-        )
+        urls = [f"{BASE_URL}/{weights}-{name}" for name in (CONFIG_FILE, WEIGHTS_FILE)]
+        try:
+            config, state = (resolve_weights(url) for url in urls)
+        except WeightsError as error:
+            missing = ", ".join(f"{cached_path(url)} (from {url})" for url in urls if not cached_path(url).is_file())
+            raise WeightsError(
+                f"BigGAN '{weights}' needs files that are not in the cache: {missing}. The download failed: {error}. "
+                f"Place each file at its path by hand, or pass gen.weights=DIR, a directory holding {CONFIG_FILE} "
+                f"and {WEIGHTS_FILE}"
+            ) from None
+        return config, state
     directory = Path(weights).expanduser()
     config, state = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    if not (config.is_file() and state.is_file()):
+    missing = [str(path) for path in (config, state) if not path.is_file()]
+    if missing:
         raise WeightsError(
             f"BigGAN weights '{weights}' must be one of {MODELS} or a directory holding {CONFIG_FILE} and "
-            f"{WEIGHTS_FILE}; {config if not config.is_file() else state} is missing"
+            f"{WEIGHTS_FILE}; missing: {', '.join(missing)}"
         )
     return config, state
 
@@ -140,10 +151,78 @@ class BigGAN(FeatureGenerator):
     def sample_latents(self, n: int, generator: torch.Generator) -> Tensor:
         return truncated_normal(n, self.net.config.z_dim, generator) * self.truncation
 
-    def forward(self, latents: Tensor) -> Tensor:
+    def condition(self, latents: Tensor) -> Tensor:
+        """The condition vector ``[B, 2 z_dim]`` every block reads: the latents, then the class embedding."""
         labels = torch.full((len(latents),), self.class_id, device=latents.device)
         one_hot = F.one_hot(labels, self.net.config.num_classes).to(latents.dtype)
-        return self.net(latents, one_hot, self.truncation)
+        return torch.cat((latents, self.net.embeddings(one_hot)), dim=1)
+
+    def forward(self, latents: Tensor) -> Tensor:
+        return self.net.generator(self.condition(latents), self.truncation)
+
+    def resumable_layers(self) -> list[str]:
+        """The blocks ``generator.layers.N``, their ``bn_k`` and ``conv_k``, and the modules after the blocks
+        (not a block's ``relu``, which runs four times, nor the inside of the self-attention block)."""
+        layers = []
+        for i, block in enumerate(self.net.generator.layers):
+            layers.append(f"generator.layers.{i}")
+            if isinstance(block, GenBlock):
+                layers += [f"generator.layers.{i}.{name}" for name in BLOCK_LAYERS]
+        return [*layers, *(name for name, _ in self._tail()), "generator"]
+
+    def _latent_values(self, latents: Tensor) -> dict[str, Tensor]:
+        return {"condition": self.condition(latents)}
+
+    def _captures(self, layer: str) -> dict[str, tuple[str, int | None]]:
+        """Inside a block: the block's input (its residual)."""
+        block, _, part = layer.removeprefix("generator.layers.").partition(".")
+        inside = layer.startswith("generator.layers.") and part
+        return {"block_input": (f"generator.layers.{block}", 0)} if inside else {}
+
+    def _resume(self, features: Tensor, state: ResumeState) -> Tensor:
+        """The rest of the package's ``Generator.forward`` from the output ``features`` of ``state.layer``."""
+        generator, x, layer = self.net.generator, features, state.layer
+        condition, tail = state.values["condition"], self._tail()
+        if layer.startswith("generator.layers."):
+            index, _, part = layer.removeprefix("generator.layers.").partition(".")
+            blocks = generator.layers[int(index) :]
+            if part:
+                x = self._rest_of_block(blocks[0], part, x, state.values["block_input"], condition)
+            for block in blocks[1:]:
+                x = block(x, condition, self.truncation) if isinstance(block, GenBlock) else block(x)
+            start = 0
+        else:
+            start = [name for name, _ in tail].index(layer) + 1 if layer != "generator" else len(tail)
+        for _, step in tail[start:]:
+            x = step(x)
+        return x
+
+    def _rest_of_block(self, block: GenBlock, part: str, x: Tensor, block_input: Tensor, condition: Tensor) -> Tensor:
+        """The output of ``block`` from the output ``x`` of its module ``part``: the rest of ``GenBlock.forward``."""
+        steps: list[tuple[str, Callable[[Tensor], Tensor]]] = []
+        for k in range(4):
+            bn = partial(getattr(block, f"bn_{k}"), truncation=self.truncation, condition_vector=condition)
+            steps += [(f"bn_{k}", bn), ("", block.relu)]
+            if k == 1 and block.up_sample:
+                steps.append(("", partial(F.interpolate, scale_factor=2, mode="nearest")))
+            steps.append((f"conv_{k}", getattr(block, f"conv_{k}")))
+        for _, step in steps[[name for name, _ in steps].index(part) + 1 :]:
+            x = step(x)
+        if block.drop_channels:
+            block_input = block_input[:, : block_input.shape[1] // 2, ...]
+        if block.up_sample:
+            block_input = F.interpolate(block_input, scale_factor=2, mode="nearest")
+        return x + block_input
+
+    def _tail(self) -> list[tuple[str, Callable[[Tensor], Tensor]]]:
+        """The steps after the blocks, each with the module path of its output."""
+        generator = self.net.generator
+        return [
+            ("generator.bn", partial(generator.bn, truncation=self.truncation)),
+            ("generator.relu", generator.relu),
+            ("generator.conv_to_rgb", generator.conv_to_rgb),
+            ("generator.tanh", lambda x: generator.tanh(x[:, :3])),
+        ]
 
     def code_layers(self) -> list[str]:
         return ["generator.gen_z"]  # reads [z, class embedding]: z comes first

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panda.errors import ConfigError, WeightsError
-from panda.generators.base import FeatureGenerator, build_or_load
+from panda.generators.base import FeatureGenerator, ResumeState, build_or_load
 from panda.generators.stylegan import StyleGANGenerator
 
 CHECKPOINT_KEYS = ("generator_smooth", "generator")
@@ -131,11 +131,19 @@ class ProGANNet(nn.Module):
             self.add_module(f"output{k}", ProGANConv(c, image_channels, 1, 0, gain=1.0, activate=False))
 
     def forward(self, z: Tensor) -> Tensor:
-        x = pixel_norm(z)[:, :, None, None]  # genforce normalises z here, and layer0 normalises it again
-        for i in range(self.num_layers):
+        return self.run(pixel_norm(z)[:, :, None, None], 0)  # genforce normalises z here, and layer0 again
+
+    def run(self, x: Tensor, start: int) -> Tensor:
+        """The image from ``layer{start}`` on, given its input ``x``."""
+        for i in range(start, self.num_layers):
             x = getattr(self, f"layer{i}")(x)
-        image = getattr(self, f"output{self.last_output}")(x)
-        return torch.tanh(image) if self.final_tanh else image
+        return self.resume(f"output{self.last_output}", getattr(self, f"output{self.last_output}")(x))
+
+    def resume(self, path: str, features: Tensor) -> Tensor:
+        """The image from the output ``features`` of the layer ``path`` (``layer5``, or the last ``output{k}``)."""
+        if path.startswith("output"):
+            return torch.tanh(features) if self.final_tanh else features
+        return self.run(features, int(path.removeprefix("layer")) + 1)
 
 
 # ----- StyleGAN1 -----------------------------------------------------------------------------------
@@ -263,8 +271,15 @@ class StyleConv(nn.Module):
             x = self.convolve(x)
             if self.up:
                 x = self.blur(x)
-        x = self.apply_noise(x) + self.bias.view(1, -1, 1, 1)
-        return self.style(instance_norm(F.leaky_relu(x, 0.2)), w)
+        return self.resume("blur", x, w)
+
+    def resume(self, part: str, features: Tensor, w: Tensor) -> Tensor:
+        """The layer's output from the output ``features`` of its step ``part``: ``blur`` (what the noise is
+        added to: the constant, or the convolution, blurred where upsampling), ``apply_noise`` or ``style``."""
+        x = self.apply_noise(features) if part == "blur" else features
+        if part == "style":
+            return x
+        return self.style(instance_norm(F.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2)), w)
 
 
 class ToRGB(nn.Module):
@@ -312,11 +327,25 @@ class SynthesisNetwork(nn.Module):
             self.add_module(f"output{k}", ToRGB(c, image_channels))
 
     def forward(self, wp: Tensor) -> Tensor:
-        x = None
-        for i in range(self.num_layers):
+        return self.run(None, wp, 0)
+
+    def run(self, x: Tensor | None, wp: Tensor, start: int) -> Tensor:
+        """The image from ``layer{start}`` on, given its input ``x`` (None for ``layer0``, the constant)."""
+        for i in range(start, self.num_layers):
             x = getattr(self, f"layer{i}")(x, wp[:, i])
-        image = getattr(self, f"output{self.last_output}")(x)
-        return torch.tanh(image) if self.final_tanh else image
+        return self.resume(f"output{self.last_output}", getattr(self, f"output{self.last_output}")(x), wp)
+
+    def resume(self, path: str, features: Tensor, wp: Tensor) -> Tensor:
+        """The image from the output ``features`` of the layer ``path`` (``layer5``, ``layer10.blur``, the last
+        ``output{k}``; empty: this network, the image)."""
+        if not path:
+            return features
+        if path.startswith("output"):
+            return torch.tanh(features) if self.final_tanh else features
+        name, _, part = path.partition(".")
+        index = int(name.removeprefix("layer"))
+        x = getattr(self, name).resume(part, features, wp[:, index]) if part else features
+        return self.run(x, wp, index + 1)
 
 
 class StyleGAN1Net(nn.Module):
@@ -415,7 +444,6 @@ class ProGAN(GenforceGenerator):
 
     name = "progan"
     net_class = ProGANNet
-    resume_needs_latents = True
 
     def __init__(
         self,
@@ -428,6 +456,9 @@ class ProGAN(GenforceGenerator):
 
     def forward(self, latents: Tensor) -> Tensor:
         return self.net(latents)
+
+    def _resume(self, features: Tensor, state: ResumeState) -> Tensor:
+        return self.net.resume(state.layer, features)
 
     def code_layers(self) -> list[str]:
         return ["layer0"]

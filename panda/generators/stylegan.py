@@ -1,7 +1,8 @@
 """What every StyleGAN (1, 2 and 3) shares: z -> w (mapping, truncation, class) -> synthesis.
 
 :class:`StyleGANGenerator` wraps a network with ``mapping``, ``synthesis(ws) -> images``, ``z_dim``
-and ``c_dim``; latent-space baselines edit its ``w`` (:meth:`StyleGANGenerator.codes`).
+and ``c_dim``; latent-space baselines edit its ``w`` (:meth:`StyleGANGenerator.codes`). Every
+layer lies inside ``synthesis``, whose ``resume(path, x, ws, ...)`` runs the modules after one.
 :func:`read_official` reads NVIDIA's StyleGAN2-ADA / StyleGAN3 pickles for :func:`build_or_load`.
 """
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panda.errors import ConfigError
-from panda.generators.base import FeatureGenerator
+from panda.generators.base import FeatureGenerator, ResumeState
 from panda.generators.pickles import load_network
 
 NOISE_MODES = ("const", "none")
@@ -82,6 +83,16 @@ class StyleGANGenerator(FeatureGenerator):
 
     def codes(self, latents: Tensor) -> Tensor:
         return self.ws(latents)
+
+    def _latent_values(self, latents: Tensor) -> dict[str, Tensor]:
+        return {"ws": self.ws(latents)}
+
+    def _resume(self, features: Tensor, state: ResumeState) -> Tensor:
+        """``net.synthesis.resume(path, features, ws, **captured)``: the images from the output ``features``
+        of its module ``path`` (empty: the synthesis network's own output, the images)."""
+        values = dict(state.values)
+        path = state.layer.removeprefix("synthesis").removeprefix(".")
+        return self.net.synthesis.resume(path, features, values.pop("ws"), **values)
 
     def synthesize(self, codes: Tensor) -> Tensor:
         return self.net.synthesis(codes)

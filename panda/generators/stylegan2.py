@@ -183,12 +183,21 @@ class SynthesisBlock(nn.Module):
     def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor) -> tuple[Tensor, Tensor]:
         """``ws [B, num_conv + 1, w_dim]``: one w per convolution, then one for ToRGB."""
         if self.in_channels == 0:
-            x = self.conv1(self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1), ws[:, 0])
+            const = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+            return self.resume("conv1", self.conv1(const, ws[:, 0]), img, ws)
+        return self.resume("conv0", self.conv0(x, ws[:, 0]), img, ws)
+
+    def resume(
+        self, part: str, features: Tensor, img: Tensor | None, ws: Tensor, conv1: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(features, image) leaving the block, from the output ``features`` of its layer ``part``
+        (``conv0``, ``conv1`` or ``torgb``, whose ``conv1`` output passes on) and the image ``img`` entering it."""
+        if part == "torgb":
+            x, y = conv1, features
         else:
-            x = self.conv1(self.conv0(x, ws[:, 0]), ws[:, 1])
-        y = self.torgb(x, ws[:, self.num_conv])
-        img = y if img is None else upsample2d(img, self.resample_filter) + y
-        return x, img
+            x = self.conv1(features, ws[:, 1]) if part == "conv0" else features
+            y = self.torgb(x, ws[:, self.num_conv])
+        return x, y if img is None else upsample2d(img, self.resample_filter) + y
 
 
 class SynthesisNetwork(nn.Module):
@@ -214,21 +223,42 @@ class SynthesisNetwork(nn.Module):
         self.resolutions = [2**i for i in range(2, log2 + 1)]
         channels = {r: min(channel_base // r, channel_max) for r in self.resolutions}
         self.num_ws = 0
+        self.first_w: dict[int, int] = {}  # index of the first w of block r in ws
         for r in self.resolutions:
             in_channels = channels[r // 2] if r > 4 else 0
             block = SynthesisBlock(in_channels, channels[r], w_dim, r, img_channels, conv_clamp)
             self.add_module(f"b{r}", block)
+            self.first_w[r] = self.num_ws
             self.num_ws += block.num_conv
         self.num_ws += 1
 
     def forward(self, ws: Tensor) -> Tensor:
-        x = img = None
-        index = 0
-        for r in self.resolutions:
-            block: SynthesisBlock = getattr(self, f"b{r}")
-            x, img = block(x, img, ws[:, index : index + block.num_conv + 1])
-            index += block.num_conv
+        return self.run(None, None, ws, 0)
+
+    def run(self, x: Tensor | None, img: Tensor | None, ws: Tensor, start: int) -> Tensor:
+        """The image from the blocks ``resolutions[start:]``, given the features and image entering the first."""
+        for r in self.resolutions[start:]:
+            x, img = self.block(r)(x, img, self.block_ws(ws, r))
         return img
+
+    def resume(
+        self, path: str, features: Tensor, ws: Tensor, img: Tensor | None = None, conv1: Tensor | None = None
+    ) -> Tensor:
+        """The image from the output ``features`` of the layer ``path`` (``b16.conv1``; empty: this network, the
+        image), with ``img`` the image entering the layer's block and ``conv1`` that block's conv1 output."""
+        if not path:
+            return features
+        name, part = path.split(".")
+        r = int(name.removeprefix("b"))
+        x, img = self.block(r).resume(part, features, img, self.block_ws(ws, r), conv1)
+        return self.run(x, img, ws, self.resolutions.index(r) + 1)
+
+    def block(self, r: int) -> SynthesisBlock:
+        return getattr(self, f"b{r}")
+
+    def block_ws(self, ws: Tensor, r: int) -> Tensor:
+        """The ws ``[B, num_conv + 1, w_dim]`` of block ``r``: one per convolution, then the ToRGB's."""
+        return ws[:, self.first_w[r] : self.first_w[r] + self.block(r).num_conv + 1]
 
 
 class StyleGAN2Net(nn.Module):
@@ -281,3 +311,10 @@ class StyleGAN2(StyleGANGenerator):
     ) -> None:
         net = build_or_load(self.name, StyleGAN2Net, weights, random_init, arch, read_official, OFFICIAL)
         super().__init__(net, truncation_psi, truncation_cutoff, class_index, noise_mode)
+
+    def _captures(self, layer: str) -> dict[str, tuple[str, int | None]]:
+        """The image entering the layer's block, and for ``torgb`` the block's ``conv1`` output, which passes on."""
+        if layer == "synthesis":
+            return {}
+        block, part = layer.rsplit(".", 1)
+        return {"img": (block, 1), **({"conv1": (f"{block}.conv1", None)} if part == "torgb" else {})}

@@ -265,10 +265,20 @@ class SynthesisNetwork(nn.Module):
             self.layer_names.append(name)
 
     def forward(self, ws: Tensor) -> Tensor:
-        x = self.input(ws[:, 0])
-        for i, name in enumerate(self.layer_names):
+        return self.run(self.input(ws[:, 0]), ws, 0)
+
+    def run(self, x: Tensor, ws: Tensor, start: int) -> Tensor:
+        """The image from the layers ``layer_names[start:]``, given the input ``x`` of the first."""
+        for i, name in enumerate(self.layer_names[start:], start):
             x = getattr(self, name)(x, ws[:, i + 1])
         return x * self.output_scale
+
+    def resume(self, path: str, features: Tensor, ws: Tensor) -> Tensor:
+        """The image from the output ``features`` of the layer ``path`` (``input``, ``L4_84_512``; empty: this
+        network, the image)."""
+        if not path:
+            return features
+        return self.run(features, ws, 0 if path == "input" else self.layer_names.index(path) + 1)
 
 
 class StyleGAN3Net(nn.Module):
