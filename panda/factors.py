@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from panda.errors import ConfigError
-from panda.io import save_torch
+from panda.io import load_plain, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,7 @@ def load_factors(path: str | Path) -> dict[str, Any]:
         path = path / FACTORS_FILE
     if not path.is_file():
         raise ConfigError(f"no factors file at {path}: pass a training run directory holding {FACTORS_FILE}")
-    try:
-        factors = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[-1].strip() or "not plain tensors and data"
-        raise ConfigError(f"{path} is not a readable factors file (damaged or truncated: {reason})") from None
-    except Exception as error:  # torch raises many types for a damaged archive
-        reason = str(error).split(". ")[0].strip() or error.__class__.__name__
-        raise ConfigError(f"{path} is not a readable factors file (damaged or truncated: {reason})") from None
+    factors = load_plain(path, "factors file")
     if not isinstance(factors, dict):
         raise ConfigError(f"{path} is not a panda factors file (it holds a {type(factors).__name__})")
     missing = set(REQUIRED) - set(factors)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from panda.errors import ConfigError
 
 METRICS_FILE = "metrics.json"
 
@@ -42,3 +45,25 @@ def save_json(obj: Any, path: str | Path) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
+
+
+def load_plain(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, so loading runs no code.
+
+    Raises:
+        ConfigError: (naming the file as ``what``) it would need other objects, which could run
+            code, or it cannot be read: damaged, truncated, empty.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        unsafe = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if unsafe:
+            raise ConfigError(
+                f"{what} {path} is refused: it needs more than tensors and plain data to load, so loading it could "
+                f"run code ({unsafe[0]})"
+            ) from None
+        reason = str(error).strip().splitlines()[-1]
+    except Exception as error:  # torch raises many types for a damaged archive
+        reason = str(error).split(". ")[0].strip() or error.__class__.__name__
+    raise ConfigError(f"{what} {path} is not readable (damaged or truncated: {reason})")

@@ -11,8 +11,8 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from panda.checkpoints import ConfigInCheckpoint, SafeCheckpointIO, check_checkpoint, resume_checkpoint
 from panda.config import instantiate
-from panda.errors import ConfigError
 from panda.factors import FACTORS_FILE, save_factors
 from panda.io import METRICS_FILE, save_json
 
@@ -22,11 +22,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``)."""
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file such as outputs/<run>/checkpoints/last.ckpt"
-        )
+    resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     generator = instantiate(cfg.gen.net)
@@ -43,11 +39,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model.hparams.appearances,
     )
 
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path, checkpoint = resume
+        check_checkpoint(ckpt_path, checkpoint, model)
+        log.info("resuming from %s (step %d)", ckpt_path, checkpoint["global_step"])
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [ConfigInCheckpoint(config), *(instantiate(c) for c in cfg.get("callbacks", {}).values())]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        logger.log_hyperparams(config)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
+    )
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)

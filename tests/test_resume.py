@@ -1,0 +1,162 @@
+"""Resuming: a run directory belongs to one configuration, and checkpoints load safely or not at all."""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from panda.checkpoints import CONFIG_KEY, differences
+from panda.errors import ConfigError
+from panda.training import train
+from tests.conftest import ROOT, TINY, run_script
+
+# In-process runs: a few steps with the default checkpoints, no pictures, no logger.
+STEPS = [
+    "trainer=cpu",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=1",
+    "trainer.enable_progress_bar=false",
+    "rank.appearances=4",
+    "data.batch_size=4",
+    "data.val_samples=8",
+    "data.init_samples=8",
+    "logger=none",
+    "~callbacks.artifacts",
+]
+
+
+def configured(output_dir: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*STEPS, f"paths.output_dir={output_dir}", *overrides])
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished run: factors.pt, metrics.json and its checkpoints."""
+    path = tmp_path_factory.mktemp("finished")
+    train(configured(path))
+    return path
+
+
+@pytest.fixture
+def copy(finished, tmp_path) -> Path:
+    shutil.copytree(finished, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["rank.parts=4"], ["rank.parts=8 (now 4)"]),
+        (["seed=7", "model.lr=0.01"], ["seed=0 (now 7)", "model.lr=0.003 (now 0.01)"]),
+        (["gen.layer=main.5"], ["gen.layer=main.8 (now main.5)"]),
+    ],
+)
+def test_a_finished_directory_refuses_other_settings_and_is_left_as_it_was(copy, overrides, named):
+    before = snapshot(copy)
+    with pytest.raises(ConfigError, match="belongs to a run with other settings") as error:
+        train(configured(copy, *overrides))
+    assert all(name in str(error.value) for name in named), str(error.value)
+    assert "\n" not in str(error.value)
+    assert snapshot(copy) == before  # no interrupted.ckpt, factors.pt untouched
+
+
+def test_the_same_settings_resume_the_directory_explicitly(copy, caplog):
+    caplog.set_level(logging.INFO)
+    metrics = train(configured(copy, "trainer.max_steps=3", "trainer.val_check_interval=3"))
+    assert metrics["steps"] == 3
+    assert any(f"resuming from {copy / 'checkpoints' / 'last.ckpt'} (step 2)" in r.getMessage() for r in caplog.records)
+    stored = torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)
+    assert stored["global_step"] == 3 and stored[CONFIG_KEY]["trainer"]["max_steps"] == 3
+
+
+def test_the_newest_of_last_and_interrupted_is_resumed(copy, caplog):
+    caplog.set_level(logging.INFO)
+    (copy / "factors.pt").unlink()
+    checkpoints = copy / "checkpoints"
+    shutil.copy(checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt")
+    older = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    older["global_step"] = 1
+    torch.save(older, checkpoints / "last.ckpt")
+    train(configured(copy, "trainer.max_steps=3"))
+    assert any("interrupted.ckpt (step 2)" in r.getMessage() for r in caplog.records)
+    assert not (checkpoints / "interrupted.ckpt").exists()  # removed once the run ended normally
+
+
+def test_only_keys_that_do_not_change_results_may_differ():
+    stored = {"seed": 0, "trainer": {"max_steps": 4, "accelerator": "cpu"}, "paths": {"output_dir": "a"}}
+    current = {"seed": 0, "trainer": {"max_steps": 9, "accelerator": "gpu"}, "paths": {"output_dir": "b"}, "x": 1}
+    assert differences(stored, current) == ["trainer.accelerator=cpu (now gpu)", "x=<unset> (now 1)"]
+
+
+# ----- ckpt_path ---------------------------------------------------------------------------------------
+class _RunsCode:
+    """Unpickling this touches a file: a stand-in for a checkpoint that runs code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_does_not_run(tmp_path):
+    marker, evil = tmp_path / "code-ran", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "global_step": 1, "optimizer_states": [], "loops": _RunsCode(marker)}, evil)
+    torch.load(evil, weights_only=False)  # the test's own check: an unsafe load does run the code
+    assert marker.exists()
+    marker.unlink()
+    result = run_script("train.py", *TINY, f"hydra.run.dir={tmp_path / 'run'}", f"ckpt_path={evil}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert f"checkpoint {evil} is refused: it needs more than tensors and plain data" in output
+    assert "Traceback" not in output and not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: b"not a checkpoint at all" * 10, "is not readable (damaged or truncated"),
+        (lambda data: data[: len(data) // 2], "is not readable (damaged or truncated"),
+        (lambda data: b"", "is not readable (damaged or truncated"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_line_and_writes_nothing(finished, tmp_path, damage, message):
+    ckpt = tmp_path / "damaged.ckpt"
+    ckpt.write_bytes(damage((finished / "checkpoints" / "last.ckpt").read_bytes()))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as error:
+        train(configured(tmp_path / "run", f"ckpt_path={ckpt}"))
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_checkpoint_of_other_settings_names_what_differs(finished, tmp_path):
+    ckpt = finished / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError) as error:
+        train(configured(tmp_path / "run", f"ckpt_path={ckpt}", "gen.layer=main.5", "rank.parts=6"))
+    message = str(error.value)
+    assert "was saved by a run with other settings" in message
+    assert "gen.layer=main.8 (now main.5)" in message and "rank.parts=8 (now 6)" in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_checkpoint_without_a_stored_config_is_checked_by_its_shapes(finished, tmp_path):
+    ckpt = tmp_path / "old.ckpt"
+    checkpoint = torch.load(finished / "checkpoints" / "last.ckpt", weights_only=True)
+    del checkpoint[CONFIG_KEY]  # as written before panda stored its config
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(ConfigError) as error:
+        train(configured(tmp_path / "run", f"ckpt_path={ckpt}", "rank.parts=6"))
+    assert "was saved for other settings: parts=8 (now 6), P of shape [256, 8] (now [256, 6])" in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
