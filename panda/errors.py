@@ -15,3 +15,7 @@ class WeightsError(PandaError):
 
 class FeatureError(PandaError):
     """Generator features that cannot be factorised (NaN or infinite values)."""
+
+
+class BusyError(PandaError):
+    """A run directory in use by another process."""

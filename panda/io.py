@@ -1,20 +1,24 @@
-"""Result files: written atomically (temporary file + rename), loadable without this package."""
+"""Result files: written atomically (temporary file + rename), loadable without this package; the run directory lock."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from panda.errors import ConfigError
+from panda.errors import BusyError, ConfigError
 
 METRICS_FILE = "metrics.json"
+LOCK_FILE = ".lock"
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
@@ -67,3 +71,31 @@ def load_plain(path: str | Path, what: str) -> Any:
     except Exception as error:  # torch raises many types for a damaged archive
         reason = str(error).split(". ")[0].strip() or error.__class__.__name__
     raise ConfigError(f"{what} {path} is not readable (damaged or truncated: {reason})")
+
+
+@contextlib.contextmanager
+def lock_directory(directory: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (``fcntl.flock`` of ``<directory>/.lock``, which records the pid).
+
+    The lock goes with the process: it is released on exit, also when the process crashes or is killed.
+
+    Raises:
+        BusyError: another process holds it (named by its pid).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise BusyError(
+                f"{directory} is in use by process {holder or '(unknown)'}, running there now; wait for it to end, "
+                "or pass another hydra.run.dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield

@@ -14,14 +14,22 @@ from omegaconf import DictConfig, OmegaConf
 from panda.checkpoints import ConfigInCheckpoint, SafeCheckpointIO, check_checkpoint, resume_checkpoint
 from panda.config import instantiate
 from panda.factors import FACTORS_FILE, save_factors
-from panda.io import METRICS_FILE, save_json
+from panda.io import METRICS_FILE, lock_directory, save_json
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``)."""
+    """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``).
+
+    The run holds the lock of its output directory throughout (:func:`panda.io.lock_directory`).
+    """
     output_dir = Path(cfg.paths.output_dir)
+    with lock_directory(output_dir):
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 

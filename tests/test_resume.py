@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from panda.checkpoints import CONFIG_KEY, differences
-from panda.errors import ConfigError
+from panda.errors import BusyError, ConfigError
+from panda.io import lock_directory
 from panda.training import train
 from tests.conftest import ROOT, TINY, run_script
 
@@ -160,3 +165,24 @@ def test_a_checkpoint_without_a_stored_config_is_checked_by_its_shapes(finished,
         train(configured(tmp_path / "run", f"ckpt_path={ckpt}", "rank.parts=6"))
     assert "was saved for other settings: parts=8 (now 6), P of shape [256, 8] (now [256, 6])" in str(error.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# ----- one run per directory at a time -----------------------------------------------------------------
+def test_a_second_run_in_a_busy_directory_names_the_process_and_exits_2(tmp_path):
+    with lock_directory(tmp_path):
+        result = run_script("train.py", *TINY, f"hydra.run.dir={tmp_path}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert f"{tmp_path} is in use by process {os.getpid()}" in output and "Traceback" not in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hydra", ".lock", "train.log"]  # nothing of its own
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    holder = f"import os, signal; from panda.io import lock_directory\nwith lock_directory({str(tmp_path)!r}):\n"
+    holder += "    os.kill(os.getpid(), signal.SIGKILL)"
+    killed = subprocess.run([sys.executable, "-c", holder], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -signal.SIGKILL and (tmp_path / ".lock").read_text().strip().isdigit()
+    with lock_directory(tmp_path):  # free again: the killed holder's lock went with it
+        second = lock_directory(tmp_path)
+        with pytest.raises(BusyError, match=f"in use by process {os.getpid()}"):
+            second.__enter__()
