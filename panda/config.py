@@ -1,14 +1,15 @@
-"""Building objects from Hydra configs, and the project's config groups."""
+"""Building objects from Hydra configs, the project's config groups, and checks of plain values."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 
-from panda.errors import PandaError
+from panda.errors import ConfigError, PandaError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -28,3 +29,17 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
 def options(group: str) -> list[str]:
     """The options of config group ``group`` (``gen``: ``biggan``, ``dcgan_faces``, ...), sorted."""
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def finite_number(label: str, value: Any) -> float:
+    """``value`` as a float; a :class:`ConfigError` naming ``label`` unless it is a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{label}={value!r} must be a finite number")
+    return float(value)
+
+
+def positive_int(label: str, value: Any) -> int:
+    """``value``; a :class:`ConfigError` naming ``label`` unless it is an integer ``>= 1``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{label}={value!r} must be an integer >= 1")
+    return value

@@ -13,6 +13,10 @@ class WeightsError(PandaError):
     """Missing, unreadable or mismatched generator weights."""
 
 
+class DivergenceError(PandaError):
+    """Training whose loss or factors became NaN or infinite."""
+
+
 class FeatureError(PandaError):
     """Generator features that cannot be factorised (NaN or infinite values)."""
 

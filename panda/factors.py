@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from panda.errors import ConfigError
+from panda.errors import ConfigError, DivergenceError
 from panda.io import load_plain, save_torch
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ def save_factors(model: pl.LightningModule, generator: str, layer: str, cfg: Dic
         "ranks": {"parts": model.hparams.parts, "appearances": model.hparams.appearances},
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
+    problem = _problem(record)
+    if problem:  # never written: training stops on non-finite factors (panda.training.StopOnNonFinite)
+        raise DivergenceError(f"the factors cannot be written to {path}: {problem}")
     return save_torch({**record, CHECKSUM: checksum(record)}, path)
 
 

@@ -8,15 +8,33 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from panda.checkpoints import ConfigInCheckpoint, SafeCheckpointIO, check_checkpoint, resume_checkpoint
-from panda.config import instantiate
+from panda.config import instantiate, positive_int
+from panda.errors import DivergenceError
 from panda.factors import FACTORS_FILE, save_factors
 from panda.io import METRICS_FILE, lock_directory, save_json
 
 log = logging.getLogger(__name__)
+
+
+class StopOnNonFinite(pl.Callback):
+    """Stops training with a :class:`DivergenceError` after the first step whose loss or factors are NaN or
+    infinite, before anything of that step is saved (Lightning runs checkpoint callbacks last)."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        values = [*pl_module.parameters(), *([loss] if isinstance(loss, torch.Tensor) else [])]
+        if not all(torch.isfinite(v).all() for v in values):
+            raise DivergenceError(
+                f"training diverged at step {trainer.global_step}: the loss or the factors became NaN or infinite; "
+                "lower the learning rate"
+            )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -24,6 +42,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     The run holds the lock of its output directory throughout (:func:`panda.io.lock_directory`).
     """
+    positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
     output_dir = Path(cfg.paths.output_dir)
     with lock_directory(output_dir):
         return _train(cfg, output_dir)
@@ -54,7 +73,11 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", ckpt_path, checkpoint["global_step"])
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = [ConfigInCheckpoint(config), *(instantiate(c) for c in cfg.get("callbacks", {}).values())]
+    callbacks = [
+        ConfigInCheckpoint(config),
+        StopOnNonFinite(),
+        *(instantiate(c) for c in cfg.get("callbacks", {}).values()),
+    ]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     for logger in loggers:
         logger.log_hyperparams(config)
