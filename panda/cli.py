@@ -7,14 +7,15 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from panda.errors import PandaError
+from panda.errors import Interrupted, PandaError
 
 T = TypeVar("T")
 log = logging.getLogger("panda")
 
 
 def run(task: Callable[[], T]) -> T:
-    """Run ``task``; a :class:`PandaError` (bad input) is logged as one line and exits with code 2.
+    """Run ``task``; a :class:`PandaError` (bad input) is logged as one line and exits with code 2, an
+    :class:`Interrupted` run as one line with its exit code (143 after ``SIGTERM``, 130 after Ctrl-C).
 
     Configs are built with :func:`panda.config.instantiate`, which lets such errors through unwrapped.
     """
@@ -23,3 +24,6 @@ def run(task: Callable[[], T]) -> T:
     except PandaError as error:
         log.error("error: %s", error)
         sys.exit(2)
+    except Interrupted as stop:
+        log.error("%s", stop)
+        sys.exit(stop.exit_code)

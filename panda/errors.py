@@ -23,3 +23,12 @@ class FeatureError(PandaError):
 
 class BusyError(PandaError):
     """A run directory in use by another process."""
+
+
+class Interrupted(Exception):  # noqa: N818 (not an error: the run was stopped)
+    """A run stopped by a signal (``SIGTERM`` from ``timeout`` or a scheduler, Ctrl-C); the command line exits
+    with ``exit_code`` (128 + the signal's number)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

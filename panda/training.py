@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import logging
+import shlex
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from panda.checkpoints import ConfigInCheckpoint, SafeCheckpointIO, check_checkpoint, resume_checkpoint
+from panda.checkpoints import (
+    CHECKPOINT_DIR,
+    RESUMABLE,
+    ConfigInCheckpoint,
+    SafeCheckpointIO,
+    check_checkpoint,
+    resume_checkpoint,
+)
 from panda.config import instantiate, positive_int
-from panda.errors import DivergenceError
+from panda.errors import DivergenceError, Interrupted
 from panda.factors import FACTORS_FILE, save_factors
 from panda.io import METRICS_FILE, lock_directory, save_json
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StopOnNonFinite(pl.Callback):
@@ -86,11 +97,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     )
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    _until_interrupted(trainer, output_dir, lambda: trainer.fit(model, datamodule=data, ckpt_path=ckpt_path))
     seconds = time.perf_counter() - start
-    if trainer.interrupted:
-        raise KeyboardInterrupt
-    (final,) = trainer.validate(model, datamodule=data, verbose=False)
+    (final,) = _until_interrupted(trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False))
 
     metrics = {
         "val_rel_error": float(final["val/rel_error"]),
@@ -113,6 +122,31 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         output_dir,
     )
     return metrics
+
+
+def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[], T]) -> T:
+    """``stage()`` (the trainer's ``fit`` or ``validate``); :class:`Interrupted`, saying how to resume, when a
+    signal stopped it (Lightning raises ``SystemExit`` for ``SIGTERM`` and Ctrl-C, or, in older versions,
+    returns with the trainer interrupted)."""
+    try:
+        result = stage()
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+    if not trainer.interrupted:
+        return result
+    name, code = ("SIGTERM", 128 + signal.SIGTERM) if trainer.received_sigterm else ("Ctrl-C", 128 + signal.SIGINT)
+    command = shlex.join(["python", "train.py", *_resume_overrides(), f"hydra.run.dir={output_dir}"])
+    if any((output_dir / CHECKPOINT_DIR / name).is_file() for name in RESUMABLE):
+        hint = f"its checkpoints are in {output_dir / CHECKPOINT_DIR}; resume with: {command}"
+    else:
+        hint = f"no checkpoint was written, so a new run starts over: {command}"
+    raise Interrupted(f"training stopped by {name} at step {trainer.global_step}; {hint}", code)
+
+
+def _resume_overrides() -> list[str]:
+    """The command line's overrides without ``ckpt_path``: a re-run resumes from its directory's newest checkpoint."""
+    return [o for o in _overrides() if not o.lstrip("+~").startswith("ckpt_path=")]
 
 
 def _overrides() -> list[str]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +190,33 @@ def test_the_lock_dies_with_its_process(tmp_path):
         second = lock_directory(tmp_path)
         with pytest.raises(BusyError, match=f"in use by process {os.getpid()}"):
             second.__enter__()
+
+
+# ----- SIGTERM -------------------------------------------------------------------------------------------
+def test_sigterm_saves_exits_143_and_says_how_to_resume(tmp_path):
+    args = [a for a in TINY if not a.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
+    args += ["trainer.max_steps=100000", "trainer.val_check_interval=1", "ckpt_path=null"]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path}"]
+    with subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:
+        for _ in range(600):  # wait until training has taken a step
+            if (tmp_path / "checkpoints" / "last.ckpt").is_file() or job.poll() is not None:
+                break
+            time.sleep(0.5)
+        job.send_signal(signal.SIGTERM)
+        output = job.communicate(timeout=300)[0].decode()
+    assert job.returncode == 143, output[-3000:]
+    assert "Traceback" not in output
+    interrupted = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", weights_only=True)
+    steps = interrupted["global_step"]
+    assert f"training stopped by SIGTERM at step {steps}" in output
+    resume = shlex.join(["python", "train.py", *args[:-1], f"hydra.run.dir={tmp_path}"])  # without ckpt_path
+    assert f"its checkpoints are in {tmp_path / 'checkpoints'}; resume with: {resume}" in output
+
+    again = [a if a != "trainer.max_steps=100000" else f"trainer.max_steps={steps + 2}" for a in shlex.split(resume)]
+    result = run_script(*again[1:])
+    assert result.returncode == 0, result.stderr[-3000:]
+    pattern = rf"resuming from {tmp_path / 'checkpoints'}/(last|interrupted)\.ckpt \(step (\d+)\)"
+    resumed = re.search(pattern, result.stdout)
+    assert resumed and int(resumed.group(2)) == steps  # last.ckpt when it is as new as interrupted.ckpt
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == steps + 2
