@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import shlex
 import signal
@@ -14,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
 from panda.checkpoints import (
     CHECKPOINT_DIR,
@@ -90,8 +92,14 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         *(instantiate(c) for c in cfg.get("callbacks", {}).values()),
     ]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    logged = _logged_rows(loggers, checkpoint["global_step"]) if resume is not None else {}
     for logger in loggers:
         logger.log_hyperparams(config)
+    for logger, rows in logged.items():
+        for row in rows:
+            values = {k: _number(v) for k, v in row.items() if k != "step" and v != ""}
+            logger.experiment.log_metrics(values, int(row["step"]))
+        logger.save()
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
     )
@@ -122,6 +130,23 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         output_dir,
     )
     return metrics
+
+
+def _logged_rows(loggers: list[Any], step: int) -> dict[CSVLogger, list[dict[str, str]]]:
+    """The rows each CSV logger's ``metrics.csv`` holds before ``step`` (the logger rewrites the file: a resumed
+    run logs them again, then its own)."""
+    found = {}
+    for logger in loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is not None and path.is_file():
+            with path.open(newline="") as handle:
+                found[logger] = [row for row in csv.DictReader(handle) if int(row["step"]) < step]
+    return found
+
+
+def _number(text: str) -> int | float:
+    """A logged value as it was logged: an integer or a float."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[], T]) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from omegaconf import DictConfig
 
 from panda.checkpoints import CONFIG_KEY, differences
 from panda.errors import BusyError, ConfigError
-from panda.io import lock_directory
+from panda.io import atomic_write, lock_directory
 from panda.training import train
 from tests.conftest import ROOT, TINY, run_script
 
@@ -220,3 +221,24 @@ def test_sigterm_saves_exits_143_and_says_how_to_resume(tmp_path):
     resumed = re.search(pattern, result.stdout)
     assert resumed and int(resumed.group(2)) == steps  # last.ckpt when it is as new as interrupted.ckpt
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == steps + 2
+
+
+def test_resuming_keeps_the_logged_rows_before_the_checkpoint(tmp_path):
+    train(configured(tmp_path, "logger=csv", "trainer.log_every_n_steps=1"))
+    rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    assert {r["step"] for r in rows} >= {"0", "1"}
+    train(configured(tmp_path, "logger=csv", "trainer.log_every_n_steps=1", "trainer.max_steps=4"))
+    resumed = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
+    kept = [r for r in rows if int(r["step"]) < 2]  # those logged before the step-2 checkpoint
+    assert kept and resumed[: len(kept)] == kept
+    assert sorted({int(r["step"]) for r in resumed[len(kept) :]}) == [2, 3, 4]
+
+
+def test_result_files_follow_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        assert (atomic_write(tmp_path / "a.json", b"{}").stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        assert (atomic_write(tmp_path / "b.json", b"{}").stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(previous)
