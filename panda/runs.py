@@ -20,12 +20,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from panda.config import CONF_DIR, instantiate, options
+from panda.config import instantiate, options
 from panda.data import SAMPLES, batch_generator, layer_features
 from panda.errors import ConfigError
 from panda.factorization import normalized_parts
 from panda.factors import load_factors
 from panda.generators.base import FeatureGenerator
+from panda.resources import config_dir
 
 
 @dataclass
@@ -143,7 +144,7 @@ def generator_config(factors: dict[str, Any], source: Path) -> DictConfig:
             f"factors in {source} were learnt for generator '{name}', but their config is of {gen.get('name')!r}"
         )
     origin = f"conf/gen/{name}.yaml"
-    project = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "gen" / f"{name}.yaml"), resolve=False)
+    project = OmegaConf.to_container(OmegaConf.load(config_dir() / "gen" / f"{name}.yaml"), resolve=False)
     return OmegaConf.create({"gen": _merge_plain(project, gen, "gen", origin, source)}).gen
 
 
