@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from panda.config import check_overrides
 from panda.errors import Interrupted, PandaError
 
 T = TypeVar("T")
@@ -27,3 +28,13 @@ def run(task: Callable[[], T]) -> T:
     except Interrupted as stop:
         log.error("%s", stop)
         sys.exit(stop.exit_code)
+
+
+def check_command_line(config_name: str) -> None:
+    """Exit with code 2 and one line when the command line names an option a config group lacks (``gen=<unknown>``)
+    or an unknown key (``rank.part=16``): checked before Hydra composes ``config_name``."""
+    try:
+        check_overrides(sys.argv[1:], config_name)
+    except PandaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

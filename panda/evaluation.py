@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from panda import editing, localization
 from panda import roir as protocol
-from panda.config import finite_number, positive_int
+from panda.config import check_known_keys, finite_number, positive_int
 from panda.data import CALIBRATION, TEST
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
@@ -228,6 +228,7 @@ TASKS: dict[str, Task] = {"edit": edit, "remove": remove, "localize": localize, 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.task`` on the factors of ``cfg.run``; writes ``evaluate.json`` and the task's images."""
+    check_known_keys(cfg, "evaluate")
     if cfg.task not in TASKS:
         raise ConfigError(f"unknown task '{cfg.task}'; known tasks: {', '.join(TASKS)}")
     if cfg.run is None:

@@ -25,7 +25,7 @@ from panda.checkpoints import (
     check_checkpoint,
     resume_checkpoint,
 )
-from panda.config import instantiate, positive_int
+from panda.config import check_known_keys, instantiate, positive_int
 from panda.errors import DivergenceError, Interrupted
 from panda.factors import FACTORS_FILE, save_factors
 from panda.io import METRICS_FILE, lock_directory, save_json
@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     The run holds the lock of its output directory throughout (:func:`panda.io.lock_directory`).
     """
+    check_known_keys(cfg, "train")
     positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
     output_dir = Path(cfg.paths.output_dir)
     with lock_directory(output_dir):
