@@ -47,9 +47,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint at ``path``, loaded with ``torch.load(weights_only=True)``; a :class:`ConfigError` when it
     cannot be read (damaged, truncated) or would need more than tensors and plain data (it could run code)."""
     checkpoint = load_plain(path, "checkpoint")
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"{path} is not a Lightning training checkpoint (it holds a {type(checkpoint).__name__})")
     missing = [k for k in ("state_dict", "global_step", "optimizer_states", "loops") if k not in checkpoint]
-    if not isinstance(checkpoint, dict) or missing:
-        raise ConfigError(f"{path} is not a Lightning training checkpoint (it lacks {missing or 'a mapping'})")
+    if missing:
+        raise ConfigError(f"{path} is not a Lightning training checkpoint (it lacks {', '.join(missing)})")
     return checkpoint
 
 

@@ -58,7 +58,6 @@ def save_json(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-
 def load_plain(path: str | Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain data only, so loading runs no code.
 
