@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from panda.cli import run
+from panda.cli import check_command_line, run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -14,4 +14,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_command_line("train")
     main()

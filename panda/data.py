@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from panda.config import positive_int
 from panda.errors import ConfigError, FeatureError
 from panda.generators.base import FeatureGenerator
 
@@ -117,6 +118,8 @@ class FeatureDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         check_precision(precision)
+        for label, count in (("batch_size", batch_size), ("val_samples", val_samples), ("init_samples", init_samples)):
+            positive_int(f"data.{label}", count)
         self.generator, self.layer, self.precision = generator, layer, precision
         self.batch_size, self.seed = batch_size, seed
         self.val_samples, self.init_samples = val_samples, init_samples

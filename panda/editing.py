@@ -18,6 +18,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from panda.config import finite_number
 from panda.errors import ConfigError
 from panda.factorization import edit_delta
 from panda.resources import config_dir
@@ -41,7 +42,8 @@ def parse_edits(items: Sequence[Mapping[str, Any]]) -> list[Edit]:
     for item in items:
         if not isinstance(item, Mapping) or set(item) != {"part", "appearance", "alpha"}:
             raise ConfigError(f"an edit must be a mapping with keys part, appearance, alpha; got {item!r}")
-        edits.append(Edit(part=item["part"], appearance=item["appearance"], alpha=float(item["alpha"])))
+        alpha = finite_number("an edit's alpha", item["alpha"])
+        edits.append(Edit(part=item["part"], appearance=item["appearance"], alpha=alpha))
     if not edits:
         raise ConfigError("no edit given: pass at least one {part, appearance, alpha} triple or a named edit")
     return edits

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from panda import editing, localization
 from panda import roir as protocol
+from panda.config import check_known_keys, finite_number, positive_int
 from panda.data import CALIBRATION, TEST
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
@@ -61,7 +62,8 @@ def edit(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         edits = editing.parse_edits(OmegaConf.to_container(settings.edits))
     samples, latents, features = _sample_features(cfg, run)
     offset = editing.edit_offset(run, edits)
-    scales = [float(t) for t in settings.scales]
+    scales = [finite_number(f"eval.scales[{i}]", t) for i, t in enumerate(settings.scales)]
+    atlas_alpha = finite_number("eval.atlas_alpha", settings.atlas_alpha) if settings.atlas else None
     frames = editing.edited_images(run, features, latents, offset, scales)  # [T, B, 3, H, W]
     files = {"before_after": _before_after(run, features, latents, edits, samples, out / "edit_before_after.png")}
     strip = np.concatenate([to_uint8(frames[:, b]) for b in range(len(samples))])
@@ -69,7 +71,7 @@ def edit(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     files["strip"] = image_grid(strip, out / "edit_strip.png", columns=len(scales), titles=titles)
     files["gif"] = save_gif([np.concatenate(list(to_uint8(f)), axis=1) for f in frames], out / "edit.gif")
     if settings.atlas:
-        files.update(_atlas(run, features, latents, settings.atlas_alpha, out))
+        files.update(_atlas(run, features, latents, atlas_alpha, out))
     return {"edits": [vars(e) for e in edits], "samples": samples, "scales": scales, "files": files}
 
 
@@ -88,21 +90,22 @@ def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """Paint the background appearance over a part; the background is detected unless given."""
     settings = cfg.eval
     part = run.check_index(settings.part, "part")
+    alpha = finite_number("eval.alpha", settings.alpha)
     coverage = None
     if settings.background is None:
-        maps = localization.dataset_maps(run, cfg.seed, settings.statistics, settings.batch_size)
+        maps = localization.dataset_maps(run, cfg.seed, *_statistics(settings))
         coverage = localization.border_coverage(localization.binarize(maps, localization.thresholds(maps)))
         background = int(coverage.argmax())
         log.info("background appearance %d (border coverage %.3f)", background, float(coverage[background]))
     else:
         background = run.check_index(settings.background, "appearance")
     samples, latents, features = _sample_features(cfg, run)
-    edits = editing.removal(part, background, float(settings.alpha))
+    edits = editing.removal(part, background, alpha)
     path = _before_after(run, features, latents, edits, samples, out / "remove_before_after.png")
     return {
         "part": part,
         "background": background,
-        "alpha": float(settings.alpha),
+        "alpha": alpha,
         "border_coverage": None if coverage is None else [round(float(c), 4) for c in coverage],
         "samples": samples,
         "files": {"before_after": path},
@@ -112,7 +115,7 @@ def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
 def localize(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """Masks of every appearance over the samples, thresholded at the dataset mean of its map."""
     settings = cfg.eval
-    maps = localization.dataset_maps(run, cfg.seed, settings.statistics, settings.batch_size)
+    maps = localization.dataset_maps(run, cfg.seed, *_statistics(settings))
     threshold = localization.thresholds(maps)
     samples, latents, features = _sample_features(cfg, run)
     images = run.images(features, latents)
@@ -131,6 +134,11 @@ def localize(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         "samples": samples,
         "files": files,
     }
+
+
+def _statistics(settings: DictConfig) -> tuple[int, int]:
+    """``(eval.statistics, eval.batch_size)``: the samples of the dataset statistics and their batch size."""
+    return positive_int("eval.statistics", settings.statistics), positive_int("eval.batch_size", settings.batch_size)
 
 
 def refine(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
@@ -220,6 +228,7 @@ TASKS: dict[str, Task] = {"edit": edit, "remove": remove, "localize": localize, 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.task`` on the factors of ``cfg.run``; writes ``evaluate.json`` and the task's images."""
+    check_known_keys(cfg, "evaluate")
     if cfg.task not in TASKS:
         raise ConfigError(f"unknown task '{cfg.task}'; known tasks: {', '.join(TASKS)}")
     if cfg.run is None:

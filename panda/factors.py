@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from panda.errors import ConfigError
-from panda.io import save_torch
+from panda.errors import ConfigError, DivergenceError
+from panda.io import load_plain, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,9 @@ def save_factors(model: pl.LightningModule, generator: str, layer: str, cfg: Dic
         "ranks": {"parts": model.hparams.parts, "appearances": model.hparams.appearances},
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
+    problem = _problem(record)
+    if problem:  # never written: training stops on non-finite factors (panda.training.StopOnNonFinite)
+        raise DivergenceError(f"the factors cannot be written to {path}: {problem}")
     return save_torch({**record, CHECKSUM: checksum(record)}, path)
 
 
@@ -68,14 +70,7 @@ def load_factors(path: str | Path) -> dict[str, Any]:
         path = path / FACTORS_FILE
     if not path.is_file():
         raise ConfigError(f"no factors file at {path}: pass a training run directory holding {FACTORS_FILE}")
-    try:
-        factors = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[-1].strip() or "not plain tensors and data"
-        raise ConfigError(f"{path} is not a readable factors file (damaged or truncated: {reason})") from None
-    except Exception as error:  # torch raises many types for a damaged archive
-        reason = str(error).split(". ")[0].strip() or error.__class__.__name__
-        raise ConfigError(f"{path} is not a readable factors file (damaged or truncated: {reason})") from None
+    factors = load_plain(path, "factors file")
     if not isinstance(factors, dict):
         raise ConfigError(f"{path} is not a panda factors file (it holds a {type(factors).__name__})")
     missing = set(REQUIRED) - set(factors)

@@ -24,7 +24,9 @@ def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: in
         ("rank.parts", parts, spatial, f"S = H*W = {height}*{width}"),
         ("rank.appearances", appearances, channels, f"C = {channels}"),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{label}={value!r} is not an integer: it must be an integer in [1, {limit}] ({dim})")
+        if not 1 <= value <= limit:
             raise ConfigError(
                 f"{label}={value!r} is out of range: it must be an integer in [1, {limit}] ({dim} at this layer)"
             )

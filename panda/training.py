@@ -2,31 +2,68 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import shlex
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
-from panda.config import instantiate
-from panda.errors import ConfigError
+from panda.checkpoints import (
+    CHECKPOINT_DIR,
+    RESUMABLE,
+    ConfigInCheckpoint,
+    SafeCheckpointIO,
+    check_checkpoint,
+    resume_checkpoint,
+)
+from panda.config import check_known_keys, instantiate, positive_int
+from panda.errors import DivergenceError, Interrupted
 from panda.factors import FACTORS_FILE, save_factors
-from panda.io import METRICS_FILE, save_json
+from panda.io import METRICS_FILE, lock_directory, save_json
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StopOnNonFinite(pl.Callback):
+    """Stops training with a :class:`DivergenceError` after the first step whose loss or factors are NaN or
+    infinite, before anything of that step is saved (Lightning runs checkpoint callbacks last)."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        values = [*pl_module.parameters(), *([loss] if isinstance(loss, torch.Tensor) else [])]
+        if not all(torch.isfinite(v).all() for v in values):
+            raise DivergenceError(
+                f"training diverged at step {trainer.global_step}: the loss or the factors became NaN or infinite; "
+                "lower the learning rate"
+            )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``)."""
+    """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``).
+
+    The run holds the lock of its output directory throughout (:func:`panda.io.lock_directory`).
+    """
+    check_known_keys(cfg, "train")
+    positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).is_file():
-        raise ConfigError(
-            f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file such as outputs/<run>/checkpoints/last.ckpt"
-        )
+    with lock_directory(output_dir):
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     generator = instantiate(cfg.gen.net)
@@ -43,18 +80,35 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         model.hparams.appearances,
     )
 
-    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path, checkpoint = resume
+        check_checkpoint(ckpt_path, checkpoint, model)
+        log.info("resuming from %s (step %d)", ckpt_path, checkpoint["global_step"])
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [
+        ConfigInCheckpoint(config),
+        StopOnNonFinite(),
+        *(instantiate(c) for c in cfg.get("callbacks", {}).values()),
+    ]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
+    logged = _logged_rows(loggers, checkpoint["global_step"]) if resume is not None else {}
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        logger.log_hyperparams(config)
+    for logger, rows in logged.items():
+        for row in rows:
+            values = {k: _number(v) for k, v in row.items() if k != "step" and v != ""}
+            logger.experiment.log_metrics(values, int(row["step"]))
+        logger.save()
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
+    )
 
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    _until_interrupted(trainer, output_dir, lambda: trainer.fit(model, datamodule=data, ckpt_path=ckpt_path))
     seconds = time.perf_counter() - start
-    if trainer.interrupted:
-        raise KeyboardInterrupt
-    (final,) = trainer.validate(model, datamodule=data, verbose=False)
+    (final,) = _until_interrupted(trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False))
 
     metrics = {
         "val_rel_error": float(final["val/rel_error"]),
@@ -77,6 +131,48 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dir,
     )
     return metrics
+
+
+def _logged_rows(loggers: list[Any], step: int) -> dict[CSVLogger, list[dict[str, str]]]:
+    """The rows each CSV logger's ``metrics.csv`` holds before ``step`` (the logger rewrites the file: a resumed
+    run logs them again, then its own)."""
+    found = {}
+    for logger in loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is not None and path.is_file():
+            with path.open(newline="") as handle:
+                found[logger] = [row for row in csv.DictReader(handle) if int(row["step"]) < step]
+    return found
+
+
+def _number(text: str) -> int | float:
+    """A logged value as it was logged: an integer or a float."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[], T]) -> T:
+    """``stage()`` (the trainer's ``fit`` or ``validate``); :class:`Interrupted`, saying how to resume, when a
+    signal stopped it (Lightning raises ``SystemExit`` for ``SIGTERM`` and Ctrl-C, or, in older versions,
+    returns with the trainer interrupted)."""
+    try:
+        result = stage()
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+    if not trainer.interrupted:
+        return result
+    name, code = ("SIGTERM", 128 + signal.SIGTERM) if trainer.received_sigterm else ("Ctrl-C", 128 + signal.SIGINT)
+    command = shlex.join(["python", "train.py", *_resume_overrides(), f"hydra.run.dir={output_dir}"])
+    if any((output_dir / CHECKPOINT_DIR / name).is_file() for name in RESUMABLE):
+        hint = f"its checkpoints are in {output_dir / CHECKPOINT_DIR}; resume with: {command}"
+    else:
+        hint = f"no checkpoint was written, so a new run starts over: {command}"
+    raise Interrupted(f"training stopped by {name} at step {trainer.global_step}; {hint}", code)
+
+
+def _resume_overrides() -> list[str]:
+    """The command line's overrides without ``ckpt_path``: a re-run resumes from its directory's newest checkpoint."""
+    return [o for o in _overrides() if not o.lstrip("+~").startswith("ckpt_path=")]
 
 
 def _overrides() -> list[str]:

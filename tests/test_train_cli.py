@@ -67,6 +67,8 @@ def test_resume_from_checkpoint_continues_the_run(run_dir, tmp_path):
         ("gen.layer=main.99", "unknown layer 'main.99' for generator 'dcgan_faces'. Valid layers: main.0, main.1"),
         ("rank.parts=0", "rank.parts=0 is out of range: it must be an integer in [1, 256]"),
         ("rank.parts=257", "rank.parts=257 is out of range"),
+        ("rank.parts=abc", "rank.parts='abc' is not an integer"),
+        ("+rank.part=16", "unknown config key rank.part (did you mean rank.parts?)"),
         ("rank.appearances=129", "rank.appearances=129 is out of range: it must be an integer in [1, 128]"),
         ("gen.weights=/nonexistent/weights.tar", "DCGAN weights not found at /nonexistent/weights.tar"),
         ("ckpt_path=/nonexistent/last.ckpt", "ckpt_path=/nonexistent/last.ckpt does not exist"),
@@ -82,9 +84,10 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(tmp_path, override, 
 
 def test_unknown_generator_lists_the_available_ones(tmp_path):
     result = train(tmp_path, "gen=biggan_nonexistent")
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "Could not find 'gen/biggan_nonexistent'" in result.stderr
-    assert "dcgan_faces" in result.stderr
+    assert "available gen configs: biggan, dcgan_faces, " in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())  # Hydra did not start
 
 
 def test_multirun_sweep_writes_a_summary_table(tmp_path):

@@ -3,26 +3,38 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
+from panda.config import instantiate
 from panda.errors import WeightsError
-from panda.generators.weights import cached_path, resolve_weights
+from panda.generators.weights import cached_path, published, resolve_weights
+from panda.resources import config_dir
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
 
 
 class _Handler(BaseHTTPRequestHandler):
     cut_first = False  # the first request sends half the body, then drops the connection
+    no_length = False  # no Content-Length: the body ends when the connection closes
+    wrong_range = False  # a Range request is answered with 206 from byte 0
     requests: list[str | None] = []  # noqa: RUF012
 
     def do_GET(self) -> None:
         type(self).requests.append(self.headers.get("Range"))
-        if self.path != "/g.pkl":
+        payload = {"/g.pkl": PAYLOAD, "/a/w.pkl": b"A" * 1000, "/b/w.pkl": b"B" * 2000}.get(self.path)
+        if payload is None:
             self.send_error(404)
             return
         start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        body = PAYLOAD[start:]
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body)))
+        if type(self).wrong_range:
+            start = 0
+        body = payload[start:]
+        self.send_response(206 if self.headers.get("Range") else 200)
+        if self.headers.get("Range"):
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+        if not type(self).no_length:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if type(self).cut_first:
             type(self).cut_first = False
@@ -38,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     monkeypatch.setenv("PANDA_CACHE", str(tmp_path / "cache"))
-    _Handler.requests = []
+    _Handler.requests, _Handler.cut_first, _Handler.no_length, _Handler.wrong_range = [], False, False, False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -81,4 +93,74 @@ def test_offline_error_names_url_and_path(tmp_path, monkeypatch):
     url = "http://127.0.0.1:9/stylegan2-ffhq-1024x1024.pkl"  # discard port: nothing listens
     with pytest.raises(WeightsError) as error:
         resolve_weights(url)
-    assert url in str(error.value) and str(tmp_path / "stylegan2-ffhq-1024x1024.pkl") in str(error.value)
+    assert url in str(error.value) and str(cached_path(url)) in str(error.value)
+    assert cached_path(url).parent.parent == tmp_path and cached_path(url).name == "stylegan2-ffhq-1024x1024.pkl"
+
+
+def test_a_download_of_unknown_length_that_stops_is_not_promoted(server):
+    url = f"{server}/g.pkl"
+    _Handler.no_length, _Handler.cut_first = True, True
+    with pytest.raises(WeightsError, match="cannot be verified"):
+        resolve_weights(url)
+    assert not cached_path(url).exists()
+    assert resolve_weights(url).read_bytes() == PAYLOAD  # resumed: the Content-Range gives the size
+    assert _Handler.requests[1] == f"bytes={len(PAYLOAD) // 2}-"
+
+
+def test_a_whole_download_of_unknown_length_is_verified_only_by_a_known_size(server):
+    url = f"{server}/g.pkl"
+    _Handler.no_length = True
+    with pytest.raises(WeightsError, match="cannot be verified"):
+        resolve_weights(url)
+    assert not cached_path(url).exists()
+    with pytest.raises(WeightsError, match=f"is {len(PAYLOAD)} bytes, but the gen config says 1000"):
+        resolve_weights(url, size=1000)
+    assert resolve_weights(url, size=len(PAYLOAD)).read_bytes() == PAYLOAD
+
+
+def test_a_resume_that_does_not_continue_the_partial_file_is_not_appended(server):
+    url = f"{server}/g.pkl"
+    _Handler.cut_first = True
+    with pytest.raises(WeightsError, match="resume"):
+        resolve_weights(url)
+    _Handler.wrong_range = True
+    with pytest.raises(WeightsError, match="did not continue the partial download"):
+        resolve_weights(url)
+    assert not cached_path(url).exists() and not cached_path(url).with_name("g.pkl.part").exists()
+    _Handler.wrong_range = False
+    assert resolve_weights(url).read_bytes() == PAYLOAD
+
+
+def test_two_urls_with_one_file_name_have_two_cache_entries(server):
+    first, second = resolve_weights(f"{server}/a/w.pkl"), resolve_weights(f"{server}/b/w.pkl")
+    assert first != second and first.name == second.name == "w.pkl"
+    assert first.read_bytes() == b"A" * 1000 and second.read_bytes() == b"B" * 2000
+
+
+def test_a_size_or_hash_of_the_gen_config_is_checked(server, tmp_path, monkeypatch):
+    url = f"{server}/g.pkl"
+    conf = tmp_path / "conf"
+    (conf / "gen").mkdir(parents=True)
+    (conf / "gen" / "g.yaml").write_text(f"name: g\nweights: {url}\nweights_size: 5\nweights_sha256: null\n")
+    monkeypatch.setattr("panda.generators.weights.config_dir", lambda: conf)
+    assert published(url) == (5, None)
+    with pytest.raises(WeightsError, match=f"is {len(PAYLOAD)} bytes, but the gen config says 5"):
+        resolve_weights(url)
+    assert not cached_path(url).exists()
+
+
+def test_the_gen_configs_publish_no_guessed_sizes_or_hashes():
+    for path in sorted(config_dir().glob("gen/*.yaml")):
+        gen = yaml.safe_load(path.read_text())
+        assert gen.get("weights_size") is None and gen.get("weights_sha256") is None, path.name
+
+
+def test_a_cached_file_that_fails_to_load_says_how_to_download_it_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("PANDA_CACHE", str(tmp_path))
+    url = "http://127.0.0.1:9/ffhq.pkl"  # nothing listens: the cache entry is used
+    cached_path(url).parent.mkdir(parents=True)
+    cached_path(url).write_bytes(b"half a pickle")
+    cfg = OmegaConf.create({"_target_": "panda.generators.stylegan2.StyleGAN2", "weights": url})
+    with pytest.raises(WeightsError) as error:
+        instantiate(cfg)
+    assert f"{cached_path(url)} is a cached download: delete it to download it again" in str(error.value)
