@@ -193,7 +193,7 @@ def test_a_wheel_install_finds_the_gen_configs_and_the_edit_zoo(tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source)
-    for name in ("panda", "conf"):
+    for name in ("panda", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
     subprocess.run([*install, "--target", str(target), str(source)], check=True, capture_output=True, cwd=tmp_path)
