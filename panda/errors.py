@@ -1,4 +1,4 @@
-"""Errors for bad input: each carries a message a user can act on, printed without a traceback."""
+"""Errors the command line reports as one line, without a traceback: bad input (with what to do) and interruptions."""
 
 
 class PandaError(Exception):

@@ -6,6 +6,7 @@ import torch
 
 from panda.errors import ConfigError, WeightsError
 from panda.generators.biggan import BigGAN, class_index, random_biggan
+from panda.generators.weights import cached_path
 from tests.conftest import assert_bf16_features_close, assert_resumes_after_the_layer
 
 TINY = {
@@ -99,8 +100,8 @@ def test_classes_and_errors(tmp_path):
 def test_named_model_offline_names_every_file_and_the_directory_alternative(tmp_path, monkeypatch):
     monkeypatch.setenv("PANDA_CACHE", str(tmp_path))
     monkeypatch.setattr("panda.generators.biggan.BASE_URL", "http://127.0.0.1:9/biggan")
-    files = {name: (f"http://127.0.0.1:9/biggan/biggan-deep-256-{name}", tmp_path / f"biggan-deep-256-{name}")
-             for name in ("config.json", "pytorch_model.bin")}  # fmt: skip
+    urls = [f"http://127.0.0.1:9/biggan/biggan-deep-256-{name}" for name in ("config.json", "pytorch_model.bin")]
+    files = {url.rsplit("-", 1)[1]: (url, cached_path(url)) for url in urls}
     with pytest.raises(WeightsError) as error:
         BigGAN(weights="biggan-deep-256")
     message = str(error.value)

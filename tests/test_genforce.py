@@ -13,6 +13,7 @@ import torch
 from panda.errors import ConfigError, WeightsError
 from panda.generators import load_generator
 from panda.generators.genforce import ProGAN, ProGANNet, StyleGAN1, StyleGAN1Net
+from panda.generators.weights import cached_path
 from tests.conftest import assert_resumes_after_the_layer, compose_two_steps
 
 PROGAN = {"resolution": 32, "z_dim": 16, "fmaps_base": 256, "fmaps_max": 16}
@@ -222,7 +223,8 @@ def test_download_into_named_cache_file(files, tmp_path, monkeypatch):
     finally:
         httpd.shutdown()
         httpd.server_close()
-    assert (tmp_path / "cache" / "pggan_tiny.pth").read_bytes() == files["progan"][0].read_bytes()
+    assert cached_path(url, "pggan_tiny.pth").read_bytes() == files["progan"][0].read_bytes()
+    assert cached_path(url, "pggan_tiny.pth").parent.parent == tmp_path / "cache"
     z = gen.sample_latents(1, torch.Generator())
     assert torch.equal(gen(z), files["progan"][1](z))
 

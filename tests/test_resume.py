@@ -21,7 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from panda.checkpoints import CONFIG_KEY, differences
+from panda.checkpoints import CONFIG_KEY, SafeCheckpointIO, differences
 from panda.errors import BusyError, ConfigError
 from panda.io import atomic_write, lock_directory
 from panda.training import train
@@ -132,6 +132,14 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_does_not_run(tmp_path):
     assert result.returncode == 2, output[-3000:]
     assert f"checkpoint {evil} is refused: it needs more than tensors and plain data" in output
     assert "Traceback" not in output and not marker.exists()
+
+
+def test_lightning_loads_checkpoints_through_the_safe_reader(tmp_path):
+    marker, evil = tmp_path / "code-ran", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "global_step": 1, "optimizer_states": [], "loops": _RunsCode(marker)}, evil)
+    with pytest.raises(ConfigError, match="could run code"):
+        SafeCheckpointIO().load_checkpoint(evil, weights_only=False)  # whatever Lightning asks for
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
