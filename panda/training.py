@@ -10,12 +10,15 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 
 from panda.config import instantiate
 from panda.errors import ConfigError
 from panda.io import FACTORS_FILE, METRICS_FILE, save_json, save_torch
+from panda.progress import console, progress_bar, quiet_lightning
 
 log = logging.getLogger(__name__)
+GPU_ACCELERATORS = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,), "mps": (MPSAccelerator,)}
 
 
 def factors_record(model: pl.LightningModule, generator: str, layer: str, cfg: DictConfig) -> dict[str, Any]:
@@ -39,6 +42,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             f"ckpt_path={ckpt_path} does not exist; pass a checkpoint file such as outputs/<run>/checkpoints/last.ckpt"
         )
+    check_accelerator(cfg.trainer.accelerator)
+    quiet_lightning()
     pl.seed_everything(cfg.seed, workers=True)
 
     generator = instantiate(cfg.gen.net)
@@ -56,17 +61,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values()]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_bar(cfg.trainer.log_every_n_steps))
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
-    seconds = time.perf_counter() - start
-    if trainer.interrupted:
-        raise KeyboardInterrupt
-    (final,) = trainer.validate(model, datamodule=data, verbose=False)
+    with console():
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        seconds = time.perf_counter() - start
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        (final,) = trainer.validate(model, datamodule=data, verbose=False)
 
     metrics = {
         "val_rel_error": float(final["val/rel_error"]),
@@ -89,6 +97,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         output_dir,
     )
     return metrics
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A :class:`ConfigError` when ``trainer.accelerator`` asks for a GPU this machine does not have."""
+    kinds = GPU_ACCELERATORS.get(str(accelerator))
+    if kinds is not None and not any(kind.is_available() for kind in kinds):
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no GPU found; accelerator: auto (the default) already uses a GPU "
+            "when there is one"
+        )
 
 
 def _overrides() -> list[str]:
