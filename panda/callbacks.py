@@ -28,13 +28,18 @@ class PandaArtifacts(pl.Callback):
     """Records the validation error after every validation and, when training ends, writes
     ``parts.png`` (every part as a mask), ``overlay.png`` (parts over validation samples in
     distinct colours) and ``error_curve.png`` into ``output_dir``, and logs them to the
-    run's W&B or TensorBoard logger.
+    run's W&B or TensorBoard logger. Training also validates after its last step (whether or not
+    that step is a multiple of ``val_check_interval``), so the curve always ends at the final factors.
     """
 
     def __init__(self, output_dir: str, num_images: int = 16) -> None:
         self.output_dir = Path(output_dir)
         self.num_images = num_images
         self.history: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True  # Lightning validates when a run is asked to stop
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or "val/rel_error" not in trainer.callback_metrics:
@@ -54,13 +59,14 @@ class PandaArtifacts(pl.Callback):
 
     def write(self, trainer: pl.Trainer, model: PandA, data: FeatureDataModule) -> list[Path]:
         _, height, width = model.hparams.feature_shape
+        log.info("rendering %s", PARTS_PNG)
+        paths = [visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG)]
+        log.info("rendering %s: generating %d validation images", OVERLAY_PNG, self.num_images)
         with torch.inference_mode():
             images = data.generator(data.latents(VAL, 0, self.num_images).to(data.generator.device))
-        paths = [
-            visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG),
-            visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG),
-        ]
+        paths.append(visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG))
         if self.history:
+            log.info("rendering %s", CURVE_PNG)
             steps, errors = zip(*self.history, strict=True)
             paths.append(visualize.error_curve(steps, errors, self.output_dir / CURVE_PNG))
         log_images(trainer, paths)
@@ -70,6 +76,8 @@ class PandaArtifacts(pl.Callback):
 def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
     """Send image files to the trainer's W&B and TensorBoard loggers (others ignore them)."""
     for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger | TensorBoardLogger):
+            log.info("logging %d images to %s", len(paths), type(logger).__name__)
         for path in paths:
             key = f"images/{path.stem}"
             if isinstance(logger, WandbLogger):

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from panda.config import positive_int
 from panda.errors import ConfigError, FeatureError
 from panda.generators.base import FeatureGenerator
+from panda.progress import tracked
 
 TRAIN, VAL, INIT, SAMPLES, STATS = 0, 1, 2, 3, 4  # STATS: dataset statistics of evaluation
 CALIBRATION, TEST, FIT = 5, 6, 7  # ROIR protocol: choosing directions, measuring them, baselines' own samples
@@ -146,6 +147,7 @@ class FeatureDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Fixed(self, VAL, self.val_samples), batch_size=None)
 
-    def init_dataloader(self) -> DataLoader:
-        """Batches for the HOSVD initialisation (a stream of their own)."""
-        return DataLoader(_Fixed(self, INIT, self.init_samples), batch_size=None)
+    def init_dataloader(self) -> Iterator[Tensor]:
+        """Batches for the HOSVD initialisation (a stream of their own), with their progress logged."""
+        loader = DataLoader(_Fixed(self, INIT, self.init_samples), batch_size=None)
+        return tracked(loader, len(loader), f"initialising the appearances A (HOSVD) from {self.init_samples} samples")

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.loggers import CSVLogger
 
 from panda.checkpoints import (
@@ -26,12 +27,14 @@ from panda.checkpoints import (
     resume_checkpoint,
 )
 from panda.config import check_known_keys, instantiate, positive_int
-from panda.errors import DivergenceError, Interrupted
+from panda.errors import ConfigError, DivergenceError, Interrupted
 from panda.factors import FACTORS_FILE, save_factors
 from panda.io import METRICS_FILE, lock_directory, save_json
+from panda.progress import console, progress_bar, quiet_lightning
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+GPU_ACCELERATORS = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,), "mps": (MPSAccelerator,)}
 
 
 class StopOnNonFinite(pl.Callback):
@@ -63,6 +66,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    check_accelerator(cfg.trainer.accelerator)
+    quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
@@ -92,6 +97,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         StopOnNonFinite(),
         *(instantiate(c) for c in cfg.get("callbacks", {}).values()),
     ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_bar(cfg.trainer.log_every_n_steps))
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
     logged = _logged_rows(loggers, checkpoint["global_step"]) if resume is not None else {}
     for logger in loggers:
@@ -105,10 +112,13 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
     )
 
-    start = time.perf_counter()
-    _until_interrupted(trainer, output_dir, lambda: trainer.fit(model, datamodule=data, ckpt_path=ckpt_path))
-    seconds = time.perf_counter() - start
-    (final,) = _until_interrupted(trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False))
+    with console():
+        start = time.perf_counter()
+        _until_interrupted(trainer, output_dir, lambda: trainer.fit(model, datamodule=data, ckpt_path=ckpt_path))
+        seconds = time.perf_counter() - start
+        (final,) = _until_interrupted(
+            trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False)
+        )
 
     metrics = {
         "val_rel_error": float(final["val/rel_error"]),
@@ -173,6 +183,16 @@ def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[]
 def _resume_overrides() -> list[str]:
     """The command line's overrides without ``ckpt_path``: a re-run resumes from its directory's newest checkpoint."""
     return [o for o in _overrides() if not o.lstrip("+~").startswith("ckpt_path=")]
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A :class:`ConfigError` when ``trainer.accelerator`` asks for a GPU this machine does not have."""
+    kinds = GPU_ACCELERATORS.get(str(accelerator))
+    if kinds is not None and not any(kind.is_available() for kind in kinds):
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no GPU found; accelerator: auto (the default) already uses a GPU "
+            "when there is one"
+        )
 
 
 def _overrides() -> list[str]:

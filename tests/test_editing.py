@@ -3,11 +3,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hydra import compose, initialize_config_dir
 
 from panda import editing
 from panda.editing import Edit
 from panda.errors import ConfigError
 from panda.runs import Run
+from tests.conftest import ROOT
 
 
 def test_alpha_zero_reproduces_the_original_images_exactly(run: Run) -> None:
@@ -69,6 +71,17 @@ def test_named_edits_of_the_shipped_zoo_fit_default_factors(run: Run) -> None:
     for name in zoo["edits"]:
         edits = editing.named_edit(run, name)
         assert edits and torch.isfinite(editing.edit_offset(run, edits)).all()
+
+
+def test_the_zoo_belongs_to_the_default_training_run_and_its_indices_exist() -> None:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train")  # `python train.py`: the run the zoo's part numbers come from
+    zoo = editing.load_zoo(cfg.gen.name)
+    assert zoo["layer"] == cfg.gen.layer
+    assert zoo["ranks"] == {"parts": cfg.rank.parts, "appearances": cfg.rank.appearances}
+    for name, triples in zoo["edits"].items():
+        for edit in editing.parse_edits(triples):
+            assert 0 <= edit.part < cfg.rank.parts and 0 <= edit.appearance < cfg.rank.appearances, name
 
 
 def test_named_edit_refuses_factors_of_another_layer_or_rank(run: Run, tmp_path: Path) -> None:

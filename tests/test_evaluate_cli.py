@@ -89,3 +89,17 @@ def test_missing_run_directory_is_reported(tmp_path: Path) -> None:
     assert done.returncode == 2
     output = done.stdout + done.stderr
     assert "nowhere does not exist" in output and "Traceback" not in output
+
+
+def test_results_go_to_a_folder_of_their_own_per_task(run_dir: Path, tmp_path: Path) -> None:
+    overrides = ["task=localize", f"run={run_dir}", "samples=[0]", "eval.statistics=4"]
+    done = run_script("evaluate.py", *overrides, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (result,) = (tmp_path / "outputs").glob("*/*/*/*/evaluate.json")  # outputs/evaluate/<task>/<date>/<time>
+    assert result.relative_to(tmp_path).parts[:3] == ("outputs", "evaluate", "localize")
+
+
+def test_a_failed_command_leaves_no_directory(tmp_path: Path) -> None:
+    done = run_script("evaluate.py", "task=edit", f"run={tmp_path / 'nowhere'}", cwd=tmp_path)
+    assert done.returncode == 2 and "nowhere does not exist" in done.stdout + done.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,13 +1,28 @@
 """``train.py`` end to end: artefacts, resuming, sweeps, loggers and bad input, as a user runs it."""
 
 import csv
+import fcntl
 import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+import warnings
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import TINY, run_script
+from panda.progress import quiet_lightning
+from tests.conftest import ROOT, TINY, run_script
+
+# TINY with the progress bar on, stopping at step 3, before its first scheduled validation (step 5)
+PROGRESS = [o for o in TINY if not o.startswith("trainer.enable_progress_bar")]
+SHORT = ["trainer.max_steps=3", "trainer.val_check_interval=5", "trainer.log_every_n_steps=1"]
+LOG_RECORD = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[")
 
 
 def train(tmp_path, *overrides: str, env=None):
@@ -61,6 +76,90 @@ def test_resume_from_checkpoint_continues_the_run(run_dir, tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 6
 
 
+@pytest.fixture(scope="module")
+def piped(tmp_path_factory):
+    """A run whose output goes to a pipe (not a terminal), with its progress bar on."""
+    path = tmp_path_factory.mktemp("piped")
+    result = run_script("train.py", *PROGRESS, *SHORT, f"hydra.run.dir={path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return path, result.stdout + result.stderr
+
+
+def test_output_to_a_pipe_is_periodic_plain_lines(piped):
+    _, output = piped
+    lines = output.splitlines()
+    assert max(len(line) for line in lines) < 500 and "\r" not in output
+    for step in (1, 2, 3):
+        assert re.search(rf"step {step}/3, .*train/rel_error 0\.\d{{4}}", output), step
+    assert re.search(r"validation at step 3: val/rel_error 0\.\d{4}", output)
+
+
+def test_long_phases_say_what_they_do(piped):
+    _, output = piped
+    assert "initialising the appearances A (HOSVD) from 32 samples (4 batches) ..." in output
+    assert re.search(r"initialising the appearances A \(HOSVD\) from 32 samples: done in [\d.]+ s", output)
+    assert output.index("rendering parts.png") < output.index("rendering overlay.png") < output.index("rendering error")
+
+
+def test_lightning_warnings_and_tips_that_do_not_apply_are_filtered(piped):
+    _, output = piped
+    for noise in ("ckpt_path", "last checkpoint", "LeafSpec", "💡", "litlogger"):
+        assert noise not in output, noise
+
+
+@pytest.mark.parametrize(
+    ("message", "category"),
+    [
+        ("`.fit(ckpt_path=None)` was called without a model. The last model of the previous `fit` call", UserWarning),
+        ('.fit(ckpt_path="last") is set, but there is no last checkpoint available. No checkpoint', UserWarning),
+        ("Using ModelCheckpoint with manual optimization and every_n_train_steps, but no pre-op", UserWarning),
+        ("`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)`", FutureWarning),
+    ],
+)
+def test_quiet_lightning_filters_exactly_its_messages(message, category):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_lightning()
+        warnings.warn(message, category, stacklevel=1)
+        warnings.warn("another " + message, category, stacklevel=1)  # anchored: other messages still show
+    assert [str(w.message) for w in caught] == ["another " + message]
+
+
+def test_error_curve_has_the_final_step_when_training_stops_before_a_validation(piped):
+    path, _ = piped
+    assert (path / "error_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((path / "metrics.json").read_text())["steps"] == 3
+    checkpoint = torch.load(path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 3
+    (history,) = [v["history"] for k, v in checkpoint["callbacks"].items() if "PandaArtifacts" in k]
+    assert [step for step, _ in history] == [3]
+
+
+def test_on_a_terminal_log_lines_are_not_glued_to_the_progress_bar(tmp_path):
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, str(ROOT / "train.py"), *PROGRESS, *SHORT, f"hydra.run.dir={tmp_path}"]
+    process = subprocess.Popen(args, stdout=terminal, stderr=terminal, cwd=ROOT, env=env)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert process.wait(timeout=600) == 0
+    output = b"".join(chunks).decode()
+    assert "it/s" in output and "Epoch 0" in output  # tqdm's bar
+    assert "rendering parts.png" in output  # logged while the bar is shown
+    starts = [m.start() for m in LOG_RECORD.finditer(output)]
+    assert len(starts) > 5 and all(i == 0 or output[i - 1] in "\r\n" for i in starts)
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -75,11 +174,34 @@ def test_resume_from_checkpoint_continues_the_run(run_dir, tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_line_and_nothing_is_written(tmp_path, override, message):
-    result = train(tmp_path, override)
+    result = train(tmp_path / "run", override)
     assert result.returncode == 2
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    assert not (tmp_path / "factors.pt").exists()
+    assert not (tmp_path / "run").exists()  # not even Hydra's .hydra/ and train.log
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_trainer_without_a_gpu_is_one_clear_line(tmp_path):
+    result = train(tmp_path / "run", "trainer=gpu")
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "trainer.accelerator=gpu: no GPU found; accelerator: auto (the default) already uses a GPU" in output
+    assert "Traceback" not in output and not (tmp_path / "run").exists()
+
+
+def test_a_failed_run_in_the_default_folder_leaves_no_directory(tmp_path):
+    result = run_script("train.py", "rank.parts=0", cwd=tmp_path)  # outputs/<date>/<time> below tmp_path
+    assert result.returncode == 2 and "rank.parts=0 is out of range" in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_run_keeps_a_directory_that_holds_results(tmp_path):
+    kept = tmp_path / "run"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    result = train(kept, "rank.parts=0")
+    assert result.returncode == 2 and (kept / "notes.txt").read_text() == "mine"
 
 
 def test_unknown_generator_lists_the_available_ones(tmp_path):
