@@ -121,7 +121,8 @@ def test_a_loaded_sample_is_the_numbered_sample(studio: Studio, loaded: Session)
     assert loaded.sample.index == 3
     np.testing.assert_array_equal(loaded.sample.image, expected)
     np.testing.assert_array_equal(studio.edited(loaded)[0], expected)  # nothing to edit yet
-    assert studio.original(loaded).shape == (256, 256, 3)  # the display size
+    assert studio.original(loaded).shape == (64, 64, 3)  # smaller than eval.display: sent as it is
+    assert studio.parts(loaded).shape == (256, 256, 3)  # enlarged: clicks on it come in its pixels
 
 
 def test_an_edit_update_resumes_from_the_cached_features(
@@ -139,11 +140,22 @@ def test_an_edit_update_resumes_from_the_cached_features(
 
 
 def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loaded: Session) -> None:
-    state = studio.part_at(studio.choose_part(loaded, 4), 100, 200)  # bottom half of the 256 px image: part 0
+    state = studio.part_at(studio.choose_part(loaded, 4), 100, 200)  # bottom half of the 256 px parts image: part 0
     assert state.part == 0
     state = studio.set_strength(studio.choose_appearance(state, 2), 10)
     change = np.abs(studio.live(state).astype(int) - studio.original(state).astype(int))
-    assert change[:100].max() == 0 and change[150:].mean() > 10  # part 0 is zero on the top half
+    assert change[:24].max() == 0 and change[40:].mean() > 10  # part 0 is zero on the top half
+
+
+def test_large_images_are_shrunk_to_the_display_size(dcgan: Any, run_dir: Path) -> None:
+    A, P = studio_factors()
+    run = Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
+    studio = Studio(run, Settings.from_config(options(display=32), run_dir), LABELS, seed=0)
+    state = studio.set_strength(studio.load(Session(), 3), 5)
+    assert studio.live(state).shape == studio.original(state).shape == studio.parts(state).shape == (32, 32, 3)
+    assert studio.part_at(state, 12, 25).part == 0
+    with pytest.raises(ConfigError, match=r"pixel \(12, 32\) is outside the 32 x 32 image"):
+        studio.part_at(state, 12, 32)
 
 
 @pytest.mark.parametrize(
@@ -157,6 +169,7 @@ def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loa
         (lambda s, state: s.set_strength(state, 1e30), r"strength 1e\+30 is outside \[-20, 20\]"),
         (lambda s, state: s.set_strength(state, "strong"), "strength 'strong' is not a number"),
         (lambda s, state: s.part_at(state, 256, 3), r"pixel \(256, 3\) is outside the 256 x 256 image"),
+        (lambda s, state: s.part_at(state, 2.5, 3), r"pixel \(2.5, 3\) is outside"),
         (lambda s, state: s.drop(state, 0), "there is no edit 0 in a stack of 0"),
         (lambda s, state: s.add(state), "strength 0"),
         (lambda s, state: s.load(state, "x1"), "'x1' is not a number"),

@@ -38,12 +38,15 @@ def guarded(fn: Callable[..., tuple], outputs: int) -> Callable[..., tuple]:
     return call
 
 
-def legend_css(colours: Sequence[str]) -> str:
-    """Each choice of the part legend framed in its part's overlay colour."""
+PIXELATED = ".studio-image img, #gallery img { image-rendering: pixelated; }"
+
+
+def page_css(colours: Sequence[str]) -> str:
+    """Images enlarged with crisp pixels, and each choice of the part legend framed in its part's colour."""
     rules = [
         f"#part-legend label:nth-of-type({k + 1}) {{ border-left: 14px solid {c}; }}" for k, c in enumerate(colours)
     ]
-    return "\n".join(rules)
+    return "\n".join([PIXELATED, ".studio-image img { width: 100%; height: 100%; object-fit: contain; }", *rules])
 
 
 def build(studio: Studio, exports: Path) -> gr.Blocks:
@@ -95,16 +98,15 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
     def save(state: Session, name: str, overwrite: bool) -> tuple:
         path = studio.save(state, name, overwrite)
         name = name.strip()
-        return (
-            f"saved '{name}' to {path}; apply it with: python evaluate.py task=edit run={settings.run_dir} "
-            f"eval.name={name} eval.zoo_dir={path.parent}",
-        )
+        command = f"python evaluate.py task=edit run={settings.run_dir} eval.name={name} eval.zoo_dir={path.parent}"
+        return name, f"saved '{name}' to {path}; apply it with: {command}"
 
     def export(state: Session) -> tuple:
         exports.mkdir(parents=True, exist_ok=True)
         return [str(p) for p in studio.export(state, Path(tempfile.mkdtemp(dir=exports)))], ""
 
     title = f"panda studio: {run.name}"
+    image = {"interactive": False, "height": settings.display, "buttons": ["download"]}
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         session, stack = gr.State(Session()), gr.State(())
         gr.Markdown(
@@ -119,47 +121,55 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
         with gr.Row():
             images = {"parts": "parts (click one)", "original": "original", "edited": "edited"}
             parts, original, edited = (
-                gr.Image(label=label, interactive=False, format="png", elem_id=key, buttons=["download"])
+                gr.Image(label=label, format="png", elem_id=key, elem_classes="studio-image", **image)
                 for key, label in images.items()
             )
-        part = gr.Radio([(name, k) for k, (name, _) in enumerate(legend)], value=0, label="part", elem_id="part-legend")
         with gr.Row():
-            appearance = gr.Number(0, label="appearance", precision=0, elem_id="appearance", scale=1)
-            strength = gr.Slider(low, high, value=0.0, step=step, label="strength", elem_id="strength", scale=4)
-        with gr.Row():
-            add_button = gr.Button("add to stack")
-            remove_button = gr.Button(f"remove part (background appearance {studio.background})")
-            refine_button = gr.Button("refine parts for this sample")
+            with gr.Column(scale=3):
+                part = gr.Radio(
+                    [(name, k) for k, (name, _) in enumerate(legend)], value=0, label="part", elem_id="part-legend"
+                )
+                with gr.Row():
+                    appearance = gr.Number(0, label="appearance", precision=0, elem_id="appearance", scale=1)
+                    strength = gr.Slider(low, high, value=0.0, step=step, label="strength", elem_id="strength", scale=4)
+                with gr.Row():
+                    add_button = gr.Button("add to stack", variant="primary")
+                    remove_button = gr.Button(f"remove part (background appearance {studio.background})")
+            with gr.Column(scale=2):
+
+                @gr.render(inputs=stack)
+                def show_stack(entries: tuple) -> None:
+                    gr.Markdown(f"#### edit stack ({len(entries)})")
+                    for index, edit in enumerate(entries):
+                        with gr.Row(elem_classes="stack-entry"):
+                            text = f"{index}. part {legend[edit.part][0]}, appearance {edit.appearance}"
+                            gr.Markdown(f"{text}, strength {edit.alpha:g}")
+                            button = gr.Button("remove", size="sm", elem_classes="stack-remove", scale=0)
+                            wire(button.click, functools.partial(drop, index), [session], [session, stack, edited])
+
         gallery = gr.Gallery(
-            label="appearances on this sample (red: where each one is; click to pick)",
+            label="appearances on this sample (red: where each one is; click one to pick it)",
             columns=8,
             height=260,
             allow_preview=False,
             format="png",
             elem_id="gallery",
         )
-
-        @gr.render(inputs=stack)
-        def show_stack(entries: tuple) -> None:
-            gr.Markdown(f"**edit stack** ({len(entries)}): {'' if entries else 'empty'}")
-            for index, edit in enumerate(entries):
-                with gr.Row(elem_classes="stack-entry"):
-                    gr.Markdown(
-                        f"{index}. part {legend[edit.part][0]}, appearance {edit.appearance}, strength {edit.alpha:g}"
-                    )
-                    button = gr.Button("remove", size="sm", elem_classes="stack-remove")
-                    wire(button.click, functools.partial(drop, index), [session], [session, stack, edited])
-
         with gr.Row():
-            name = gr.Textbox(label="edit name", elem_id="edit-name")
-            overwrite = gr.Checkbox(label="overwrite")
-            save_button = gr.Button("save to the edit zoo")
-            export_button = gr.Button("export PNG and before/after GIF")
-        files = gr.File(label="downloads", file_count="multiple", elem_id="downloads")
+            with gr.Column():
+                with gr.Row():
+                    name = gr.Textbox(label="edit name", elem_id="edit-name")
+                    overwrite = gr.Checkbox(label="overwrite")
+                with gr.Row():
+                    save_button = gr.Button("save to the edit zoo")
+                    export_button = gr.Button("export PNG and before/after GIF")
+            files = gr.File(label="downloads", file_count="multiple", height=120, elem_id="downloads")
         with gr.Row():
-            global_parts = gr.Image(label="global parts", interactive=False, format="png")
-            refined_parts = gr.Image(label="refined parts of this sample", interactive=False, format="png")
-        refine_text = gr.Markdown()
+            global_parts = gr.Image(label="global parts", format="png", elem_classes="studio-image", **image)
+            refined_parts = gr.Image(label="refined parts", format="png", elem_classes="studio-image", **image)
+            with gr.Column():
+                refine_button = gr.Button("refine parts for this sample")
+                refine_text = gr.Markdown()
 
         shown = [parts, original, edited, gallery]
         wire(demo.load, load, [session, sample], [session, sample, *shown])
@@ -174,7 +184,7 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
         wire(add_button.click, add, [session], [session, stack, strength, edited])
         wire(remove_button.click, remove, [session], [session, appearance, strength, edited])
         wire(refine_button.click, refine, [session], [global_parts, refined_parts, refine_text])
-        wire(save_button.click, save, [session, name, overwrite], [])
+        wire(save_button.click, save, [session, name, overwrite], [name])
         wire(export_button.click, export, [session], [files])
     return demo
 
@@ -192,7 +202,7 @@ def serve(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
             prevent_thread_lock=True,
             quiet=True,
             allowed_paths=[str(out)],
-            css=legend_css([colour for _, colour in studio.legend()]),
+            css=page_css([colour for _, colour in studio.legend()]),
         )
     except OSError as error:
         raise ConfigError(

@@ -164,7 +164,6 @@ class Studio:
         maps = localization.dataset_maps(run, seed, settings.statistics, settings.batch_size)
         self.thresholds = localization.thresholds(maps)
         self.background = localization.background_appearance(localization.binarize(maps, self.thresholds))
-        self.part_maps = upsampled_parts(run.P, run.hw, settings.display)  # [R_S, d, d]: what a click picks from
 
     def legend(self) -> list[tuple[str, str]]:
         """``(name, hex colour)`` of every part, in the colours of the overlay."""
@@ -185,11 +184,11 @@ class Studio:
         return replace(session, part=self.run.check_index(_whole(part), "part"))
 
     def part_at(self, session: Session, x: object, y: object) -> Session:
-        """Choose the part strongest at pixel ``(x, y)`` of the shown (display-size) image."""
+        """Choose the part strongest at pixel ``(x, y)`` of the :meth:`parts` image (``display`` pixels wide)."""
         size = self.settings.display
         if not all(isinstance(v, int) and 0 <= v < size for v in (x, y)):
             raise ConfigError(f"pixel ({x}, {y}) is outside the {size} x {size} image")
-        return replace(session, part=int(self.part_maps[:, y, x].argmax()))
+        return replace(session, part=int(upsampled_parts(self.run.P, self.run.hw, size)[:, y, x].argmax()))
 
     def choose_appearance(self, session: Session, appearance: object) -> Session:
         return replace(session, appearance=self.run.check_index(_whole(appearance), "appearance"))
@@ -232,21 +231,25 @@ class Studio:
         return to_uint8(editing.edited_images(self.run, sample.features, sample.latents, offset, scales)[:, 0])
 
     def live(self, session: Session) -> np.ndarray:
-        """The edited image at the display size: what every slider move computes."""
-        return _resize(self.edited(session)[0], self.settings.display)
+        """The edited image as shown (:func:`_shown`): what every slider move computes."""
+        return _shown(self.edited(session)[0], self.settings.display)
 
     def original(self, session: Session) -> np.ndarray:
-        return _resize(_loaded(session).image, self.settings.display)
+        return _shown(_loaded(session).image, self.settings.display)
 
     def parts(self, session: Session, P: Tensor | None = None) -> np.ndarray:
-        """The sample tinted by its strongest part (``P``: these parts instead of the run's) at the display size."""
-        return overlay(_as_tensor(self.original(session)), self.run.P if P is None else P, self.run.hw)[0]
+        """The sample at the display size, tinted by its strongest part (``P``: these parts instead of the run's).
+
+        Enlarged here rather than by the page, so that the page reports clicks on it in its own pixels.
+        """
+        image = _as_tensor(_shown(_loaded(session).image, self.settings.display, enlarge=True))
+        return overlay(image, self.run.P if P is None else P, self.run.hw)[0]
 
     def gallery(self, session: Session) -> list[tuple[np.ndarray, str]]:
         """Where each appearance is on this sample: its localisation mask (as ``task=localize``) in red."""
         sample = _loaded(session)
-        size = min(self.settings.thumbnail, sample.image.shape[0])
-        image = _as_tensor(_resize(sample.image, size))
+        image = _as_tensor(_shown(sample.image, self.settings.thumbnail))
+        size = image.shape[-1]
         masks = localization.concept_masks(sample.maps, self.thresholds, size)[0]
         return [(mask_overlay(image, masks[None, j])[0], f"appearance {j}") for j in range(self.run.appearances)]
 
@@ -314,11 +317,12 @@ def _whole(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    """``[H, W, 3]`` uint8 at ``size x size``: nearest when enlarging (crisp pixels), area average when shrinking."""
-    if image.shape[:2] == (size, size):
+def _shown(image: np.ndarray, size: int, enlarge: bool = False) -> np.ndarray:
+    """``[H, W, 3]`` uint8 as sent to the page: shrunk (area average) to ``size x size`` when larger; smaller
+    images are sent as they are (fewer bytes to encode) for the page to enlarge, or enlarged here (nearest)."""
+    if image.shape[0] == size or (image.shape[0] < size and not enlarge):
         return image
-    method = Image.NEAREST if size >= image.shape[0] else Image.BOX
+    method = Image.BOX if image.shape[0] > size else Image.NEAREST
     return np.asarray(Image.fromarray(image).resize((size, size), method))
 
 
