@@ -206,6 +206,21 @@ def test_edits_stack_and_unstack(studio: Studio, loaded: Session) -> None:
     np.testing.assert_array_equal(studio.edited(two)[0], to_uint8(expected)[0])
 
 
+def test_the_generator_runs_one_pass_at_a_time(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions share the generator, whose split passes hook its modules: every pass holds the studio's lock."""
+    calls = []
+    for method in ("features", "resume"):
+        original = getattr(studio.run.generator, method)
+
+        def locked(*args: Any, original: Any = original) -> Any:
+            calls.append(studio.generator_lock.locked())
+            return original(*args)
+
+        monkeypatch.setattr(studio.run.generator, method, locked)
+    studio.live(studio.set_strength(studio.load(Session(), 1), 3))
+    assert calls == [True, True, True]  # load: features and the image; the edit
+
+
 def test_tabs_are_independent_sessions(studio: Studio, loaded: Session) -> None:
     other = studio.load(Session(), "3")
     edited = studio.add(studio.set_strength(loaded, 6))
@@ -289,6 +304,8 @@ def test_export_writes_the_image_and_a_before_after_gif(studio: Studio, loaded: 
         studio.export(loaded, tmp_path)
     state = studio.set_strength(loaded, 8)
     png, gif = studio.export(state, tmp_path / "out")
+    assert png.parent == gif.parent and png.parent.parent == tmp_path / "out"
+    assert studio.export(state, tmp_path / "out")[0].parent != png.parent  # a fresh folder per export
     with Image.open(png) as image:
         np.testing.assert_array_equal(np.asarray(image), studio.edited(state)[0])
     with Image.open(gif) as animation:

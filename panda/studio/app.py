@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,18 @@ def guarded(fn: Callable[..., tuple], outputs: int) -> Callable[..., tuple]:
     return call
 
 
-PIXELATED = ".studio-image img, #gallery img { image-rendering: pixelated; }"
+IMAGE_CSS = """
+.studio-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#gallery img { image-rendering: pixelated; }
+"""
 
 
 def page_css(colours: Sequence[str]) -> str:
     """Images enlarged with crisp pixels, and each choice of the part legend framed in its part's colour."""
-    rules = [
+    legend = (
         f"#part-legend label:nth-of-type({k + 1}) {{ border-left: 14px solid {c}; }}" for k, c in enumerate(colours)
-    ]
-    return "\n".join([PIXELATED, ".studio-image img { width: 100%; height: 100%; object-fit: contain; }", *rules])
+    )
+    return IMAGE_CSS + "\n".join(legend)
 
 
 def build(studio: Studio, exports: Path) -> gr.Blocks:
@@ -102,8 +104,7 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
         return name, f"saved '{name}' to {path}; apply it with: {command}"
 
     def export(state: Session) -> tuple:
-        exports.mkdir(parents=True, exist_ok=True)
-        return [str(p) for p in studio.export(state, Path(tempfile.mkdtemp(dir=exports)))], ""
+        return [str(path) for path in studio.export(state, exports)], ""
 
     title = f"panda studio: {run.name}"
     image = {"interactive": False, "height": settings.display, "buttons": ["download"]}
@@ -194,6 +195,7 @@ def serve(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     settings = Settings.from_config(cfg.eval, cfg.run)
     studio = Studio(run, settings, part_labels(cfg.run, run.parts), cfg.seed)
     demo = build(studio, out / "exports")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to the app
     try:
         _, url, share_url = demo.launch(
             server_name=settings.host,

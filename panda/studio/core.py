@@ -14,6 +14,8 @@ import io
 import math
 import random
 import re
+import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -161,6 +163,8 @@ class Studio:
 
     def __init__(self, run: Run, settings: Settings, labels: Sequence[str], seed: int) -> None:
         self.run, self.settings, self.labels, self.seed = run, settings, list(labels), seed
+        # every session shares the generator, whose split forward passes hook its modules: one pass at a time
+        self.generator_lock = threading.Lock()
         maps = localization.dataset_maps(run, seed, settings.statistics, settings.batch_size)
         self.thresholds = localization.thresholds(maps)
         self.background = localization.background_appearance(localization.binarize(maps, self.thresholds))
@@ -175,8 +179,9 @@ class Studio:
         """``session`` showing ``sample`` (a number or ``"random"``); its features are computed here, once."""
         index = parse_sample(sample)
         latents = self.run.latents(self.seed, [index])
-        features = self.run.features(latents)
-        image = to_uint8(self.run.images(features, latents))[0]
+        with self.generator_lock:
+            features = self.run.features(latents)
+            image = to_uint8(self.run.images(features, latents))[0]
         maps = localization.appearance_maps(self.run, features)
         return replace(session, sample=Sample(index, latents, features, image, maps))
 
@@ -228,7 +233,9 @@ class Studio:
         if not session.edits:
             return np.stack([sample.image] * len(scales))
         offset = editing.edit_offset(self.run, session.edits)
-        return to_uint8(editing.edited_images(self.run, sample.features, sample.latents, offset, scales)[:, 0])
+        with self.generator_lock:
+            frames = editing.edited_images(self.run, sample.features, sample.latents, offset, scales)
+        return to_uint8(frames[:, 0])
 
     def live(self, session: Session) -> np.ndarray:
         """The edited image as shown (:func:`_shown`): what every slider move computes."""
@@ -293,17 +300,23 @@ class Studio:
             raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
 
     def export(self, session: Session, directory: Path) -> list[Path]:
-        """The edited image as a PNG and a before/after GIF over ``gif_scales`` times the edits, in ``directory``."""
+        """The edited image as a PNG and a before/after GIF over ``gif_scales`` times the edits, written to a
+        fresh folder under ``directory`` (one per export: sessions never share files)."""
         sample = _loaded(session)
         if not session.edits:
             raise ConfigError("nothing to export: move the strength slider or add edits to the stack first")
         edited, *frames = self.edited(session, (1.0, *self.settings.gif_scales))
         buffer = io.BytesIO()
         Image.fromarray(edited).save(buffer, format="PNG")
-        png = atomic_write(directory / f"sample{sample.index}_edited.png", buffer.getvalue())
         pairs = [np.concatenate([sample.image, frame], axis=1) for frame in frames]
         scale = max(1, self.settings.display // sample.image.shape[0])
-        return [png, save_gif(pairs, directory / f"sample{sample.index}_before_after.gif", scale=scale)]
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(dir=directory))
+            png = atomic_write(folder / f"sample{sample.index}_edited.png", buffer.getvalue())
+            return [png, save_gif(pairs, folder / f"sample{sample.index}_before_after.gif", scale=scale)]
+        except OSError as error:
+            raise ConfigError(f"cannot write the export under {directory}: {error.strerror or error}") from None
 
 
 def _loaded(session: Session) -> Sample:
