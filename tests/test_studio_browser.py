@@ -81,8 +81,12 @@ def browser() -> Iterator[sync_api.Browser]:
     assert not browser.is_connected()
 
 
-def open_tab(browser: sync_api.Browser, url: str) -> sync_api.Page:
+def open_tab(browser: sync_api.Browser, url: str, elsewhere: list[str]) -> sync_api.Page:
+    """A new tab showing ``url``; requests to other hosts than the app's go to ``elsewhere``."""
     page = browser.new_page(viewport={"width": 1300, "height": 1300})
+    page.on(
+        "request", lambda request: None if request.url.startswith((url, "data:")) else elsewhere.append(request.url)
+    )
     page.set_default_timeout(120_000)
     page.goto(url)
     page.wait_for_selector("#edited img")
@@ -115,7 +119,8 @@ def move_strength(page: sync_api.Page, steps: int) -> None:
 def test_edit_a_part_in_the_browser_and_tabs_are_independent(
     app: str, browser: sync_api.Browser, tmp_path: Path
 ) -> None:
-    page = open_tab(browser, app)
+    elsewhere = []
+    page = open_tab(browser, app, elsewhere)
     _, original = picture(page, "#original")
     assert page.locator("#part-legend").get_by_text("0: chin").is_visible()  # labels from factors.pt
 
@@ -141,7 +146,7 @@ def test_edit_a_part_in_the_browser_and_tabs_are_independent(
     page.get_by_role("button", name="add to stack").click()
     page.get_by_text("edit stack (1)").wait_for()
 
-    other = open_tab(browser, app)
+    other = open_tab(browser, app, elsewhere)
     other.get_by_text("edit stack (0)").wait_for()
     np.testing.assert_array_equal(picture(other, "#edited")[1], picture(other, "#original")[1])
     assert other.locator("#strength input[type=number]").input_value() == "0"
@@ -170,3 +175,4 @@ def test_edit_a_part_in_the_browser_and_tabs_are_independent(
 
     page.locator(".stack-remove").first.click()
     page.get_by_text("edit stack (0)").wait_for()
+    assert elsewhere == []  # no fonts, scripts or analytics from the internet
