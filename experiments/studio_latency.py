@@ -8,7 +8,7 @@ each with made-up factors at the generator's default layer and suggested ranks (
 not depend on what the factors learnt)::
 
     python experiments/studio_latency.py                     # writes experiments/results/studio_latency.md
-    python experiments/studio_latency.py --updates 20 --threads 1 --out /tmp/latency.md
+    python experiments/studio_latency.py --threads 2 1 --updates 20 --out /tmp/latency.md
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def measure(label: str, updates: int, statistics: int) -> dict[str, float | str]:
+def measure(label: str, threads: int, updates: int, statistics: int) -> dict[str, float | str]:
+    torch.set_num_threads(threads)
+    load = os.getloadavg()[0]
     build, layer, parts, appearances = CASES[label]
     gen = build()
     run = made_up_run(gen, gen.name, layer, parts, appearances)
@@ -90,18 +92,22 @@ def measure(label: str, updates: int, statistics: int) -> dict[str, float | str]
             walls.append(end - start)
             encodes.append(end - middle)
             cpus.append(time.process_time() - cpu)
+    forwards = []
     with torch.inference_mode():
-        start = time.perf_counter()
-        gen(session.sample.latents)
-        forward = time.perf_counter() - start
+        for _ in range(3):
+            start = time.perf_counter()
+            gen(session.sample.latents)
+            forwards.append(time.perf_counter() - start)
+    forward = float(np.median(forwards))
     ms = 1000
     return {
         "case": label,
-        "image px": session.sample.image.shape[0],
+        "threads": str(threads),
+        "load": load,
         "update p50 ms": np.percentile(walls, 50) * ms,
         "update p95 ms": np.percentile(walls, 95) * ms,
         "of which PNG p50 ms": np.percentile(encodes, 50) * ms,
-        "CPU s per update (all threads), p50": np.percentile(cpus, 50),
+        "CPU ms per update (all threads), p50": np.percentile(cpus, 50) * ms,
         "full forward ms": forward * ms,
         "update p50 / full forward": np.percentile(walls, 50) / forward,
         "sample load ms": loaded * ms,
@@ -121,27 +127,26 @@ def table(rows: list[dict[str, float | str]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=50, help="timed slider moves per generator")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (2: the 2 cores of our machines)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2], help="torch CPU threads, one row each")
     parser.add_argument("--statistics", type=int, default=100, help="samples behind the studio's thresholds")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "studio_latency.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()[0]
     rows = []
     for label in args.cases:
-        rows.append(measure(label, args.updates, args.statistics))
-        print(table(rows[-1:]), flush=True)
-    load_after = os.getloadavg()[0]
+        for threads in args.threads:
+            rows.append(measure(label, threads, args.updates, args.statistics))
+            print(table(rows[-1:]), flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
     text = (
         "# Studio: server-side latency of one edit update\n\n"
         "`python experiments/studio_latency.py` (see its docstring): one update is a strength-slider move, from the "
         "new strength to the shown image encoded as PNG; made-up factors at each generator's default layer.\n\n"
-        f"{table(rows)}\n\n{args.updates} timed updates per row (after 2 warm-up ones), torch.set_num_threads"
-        f"({args.threads}); {machine}; 1-minute load average {load_before:.1f} before, {load_after:.1f} after. "
-        "'full forward' is one unedited forward pass of the whole generator; an update that costs about as much "
-        "re-runs the layers before the edited one (StyleGAN's resume replays the whole forward from the latents).\n"
+        f"{table(rows)}\n\n{args.updates} timed updates per row (after 2 warm-up ones); threads: torch's CPU threads; "
+        f"load: the machine's 1-minute load average when the row started; {machine}. "
+        "'full forward' is the median of 3 unedited forward passes of the whole generator; an update that costs "
+        "about as much re-runs the layers before the edited one (StyleGAN's resume replays the whole forward from "
+        "the latents).\n"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
