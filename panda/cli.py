@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from panda.config import check_overrides
 from panda.errors import Interrupted, PandaError
+from panda.io import LOCK_FILE
 from panda.sweep import in_multirun, run_job
 
 T = TypeVar("T")
@@ -52,13 +53,13 @@ def check_command_line(config_name: str) -> None:
 
 
 def remove_stub() -> None:
-    """Remove the Hydra run directory if it holds nothing but Hydra's config (``.hydra``) and the job's
-    log, and the directories above it inside the working directory that this leaves empty."""
+    """Remove the Hydra run directory if it holds nothing but Hydra's config (``.hydra``), the job's
+    log and the run's lock file, and the directories above it inside the working directory that this leaves empty."""
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
     out = Path(hydra.runtime.output_dir).resolve()
-    if not out.is_dir() or {p.name for p in out.iterdir()} - {hydra.output_subdir, f"{hydra.job.name}.log"}:
+    if not out.is_dir() or {p.name for p in out.iterdir()} - {hydra.output_subdir, f"{hydra.job.name}.log", LOCK_FILE}:
         return
     shutil.rmtree(out)
     cwd = Path(hydra.runtime.cwd).resolve()

@@ -223,7 +223,21 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     }
 
 
-TASKS: dict[str, Task] = {"edit": edit, "remove": remove, "localize": localize, "refine": refine, "roir": roir}
+def studio(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+    """Serve the interactive editor (:mod:`panda.studio`) until Ctrl-C; Gradio is imported only for this task."""
+    from panda.studio.app import serve
+
+    return serve(cfg, run, out)
+
+
+TASKS: dict[str, Task] = {
+    "edit": edit,
+    "remove": remove,
+    "localize": localize,
+    "refine": refine,
+    "roir": roir,
+    "studio": studio,
+}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,344 @@
+"""The studio's editing logic as pure functions of a per-session :class:`Session` (no web framework).
+
+A :class:`Studio` holds what every session shares and never changes: the run, the checked
+:class:`Settings`, the part labels, the appearances' localisation thresholds and the background
+appearance (both from ``statistics`` samples, as ``task=localize`` and ``task=remove`` find them).
+A :class:`Session` is one browser tab's state: every method takes one and returns a new one (or
+pictures of it), so tabs never see each other's edits. A sample's features are computed once, when
+it is loaded; every edit after that only runs the generator after the layer.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import re
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from torch import Tensor
+
+from panda import editing, localization
+from panda.editing import Edit
+from panda.errors import ConfigError
+from panda.factorization import flatten_features
+from panda.io import atomic_write, load_factors
+from panda.refinement import refine_parts
+from panda.runs import Run
+from panda.visualize import mask_overlay, overlay, part_colours, save_gif, to_uint8, upsampled_parts
+
+MAX_SAMPLE = 2**31 - 1
+EDIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+ZOO_MARK = "# Edit zoo written by panda's studio"
+
+
+def parse_sample(value: object) -> int:
+    """A sample number ``0..MAX_SAMPLE`` from user input; ``"random"`` draws one."""
+    text = str(value).strip()
+    if text.lower() == "random":
+        return random.SystemRandom().randrange(MAX_SAMPLE + 1)
+    try:
+        index = int(text)
+    except ValueError:
+        raise ConfigError(f"sample {text!r} is not a number: give a number 0..{MAX_SAMPLE} or 'random'") from None
+    if not 0 <= index <= MAX_SAMPLE:
+        raise ConfigError(f"sample {index} is out of range: give a number 0..{MAX_SAMPLE} or 'random'")
+    return index
+
+
+def part_labels(path: str | Path, parts: int) -> list[str]:
+    """The part names in the optional ``labels`` entry of the run's ``factors.pt``, else ``part k``."""
+    labels = load_factors(path).get("labels")
+    if labels is None:
+        return [f"part {k}" for k in range(parts)]
+    if not isinstance(labels, list | tuple) or len(labels) != parts or not all(isinstance(s, str) for s in labels):
+        raise ConfigError(f"'labels' in the factors of {path} must be a list of {parts} strings, one per part")
+    return list(labels)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The studio's options (``conf/eval/studio.yaml``), each checked here once."""
+
+    host: str
+    port: int
+    share: bool
+    sample: str
+    statistics: int
+    batch_size: int
+    strength: tuple[float, float, float]  # slider minimum, maximum, step
+    remove_alpha: float
+    refine_steps: int
+    refine_lr: float
+    gif_scales: tuple[float, ...]
+    display: int
+    thumbnail: int
+    run_dir: Path
+    zoo_dir: Path
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any], run: str | Path) -> Settings:
+        """Settings from ``cfg.eval`` of ``task=studio`` for the run at ``run`` (a directory or its ``factors.pt``)."""
+        run_dir = Path(run).resolve()
+        run_dir = run_dir if run_dir.suffix != ".pt" else run_dir.parent
+        zoo_dir = Path(options["zoo_dir"]).resolve() if options["zoo_dir"] else run_dir / "edits"
+        low, high, step = (float(options["strength"][key]) for key in ("min", "max", "step"))
+        settings = cls(
+            host=str(options["host"]),
+            port=int(options["port"]),
+            share=bool(options["share"]),
+            sample=str(options["sample"]),
+            statistics=int(options["statistics"]),
+            batch_size=int(options["batch_size"]),
+            strength=(low, high, step),
+            remove_alpha=float(options["remove_alpha"]),
+            refine_steps=int(options["refine"]["steps"]),
+            refine_lr=float(options["refine"]["lr"]),
+            gif_scales=tuple(float(t) for t in options["gif_scales"]),
+            display=int(options["display"]),
+            thumbnail=int(options["thumbnail"]),
+            run_dir=run_dir,
+            zoo_dir=zoo_dir,
+        )
+        parse_sample(settings.sample)
+        problems = [
+            (not 1 <= settings.port <= 65535, f"eval.port={settings.port} must be in 1..65535"),
+            (settings.statistics < 1 or settings.batch_size < 1, "eval.statistics and eval.batch_size must be >= 1"),
+            (not (math.isfinite(low) and math.isfinite(high) and low < high), "eval.strength needs min < max, finite"),
+            (not step > 0, f"eval.strength.step={step} must be > 0"),
+            (not low <= settings.remove_alpha <= high, "eval.remove_alpha must lie in [strength.min, strength.max]"),
+            (settings.refine_steps < 1, f"eval.refine.steps={settings.refine_steps} must be >= 1"),
+            (not settings.gif_scales, "eval.gif_scales must list at least one strength multiple"),
+            (min(settings.display, settings.thumbnail) < 16, "eval.display and eval.thumbnail must be >= 16 pixels"),
+            (
+                zoo_dir == editing.ZOO_DIR.resolve(),
+                "eval.zoo_dir is the project's conf/edits, which the studio never writes: give another directory",
+            ),
+        ]
+        for failed, message in problems:
+            if failed:
+                raise ConfigError(message)
+        return settings
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """A loaded sample, computed once and shared by every edit of it (compared by identity)."""
+
+    index: int
+    latents: Tensor  # [1, ...]
+    features: Tensor  # [1, C, H, W] at the run's layer, on the generator's device
+    image: np.ndarray  # [H, W, 3] uint8, unedited
+    maps: Tensor  # [1, R_C, H, W] localisation maps A^T Z of the appearances
+
+
+@dataclass(frozen=True)
+class Session:
+    """One browser tab's state: its sample, the current edit (part, appearance, strength) and the stack."""
+
+    sample: Sample | None = None
+    part: int = 0
+    appearance: int = 0
+    strength: float = 0.0
+    stack: tuple[Edit, ...] = ()
+
+    @property
+    def edits(self) -> list[Edit]:
+        """What is shown: the stack, then the current edit unless its strength is 0."""
+        current = [Edit(self.part, self.appearance, self.strength)] if self.strength else []
+        return [*self.stack, *current]
+
+
+class Studio:
+    """The shared, read-only side of the editor; its methods are the page's callbacks."""
+
+    def __init__(self, run: Run, settings: Settings, labels: Sequence[str], seed: int) -> None:
+        self.run, self.settings, self.labels, self.seed = run, settings, list(labels), seed
+        # every session shares the generator, whose split forward passes hook its modules: one pass at a time
+        self.generator_lock = threading.Lock()
+        maps = localization.dataset_maps(run, seed, settings.statistics, settings.batch_size)
+        self.thresholds = localization.thresholds(maps)
+        self.background = localization.background_appearance(localization.binarize(maps, self.thresholds))
+
+    def legend(self) -> list[tuple[str, str]]:
+        """``(name, hex colour)`` of every part, in the colours of the overlay."""
+        colours = (part_colours(self.run.parts) * 255).round().astype(int)
+        return [(f"{k}: {label}", "#{:02x}{:02x}{:02x}".format(*colours[k])) for k, label in enumerate(self.labels)]
+
+    # ----- changing the session ---------------------------------------------------------------
+    def load(self, session: Session, sample: object) -> Session:
+        """``session`` showing ``sample`` (a number or ``"random"``); its features are computed here, once."""
+        index = parse_sample(sample)
+        latents = self.run.latents(self.seed, [index])
+        with self.generator_lock:
+            features = self.run.features(latents)
+            image = to_uint8(self.run.images(features, latents))[0]
+        maps = localization.appearance_maps(self.run, features)
+        return replace(session, sample=Sample(index, latents, features, image, maps))
+
+    def choose_part(self, session: Session, part: object) -> Session:
+        return replace(session, part=self.run.check_index(_whole(part), "part"))
+
+    def part_at(self, session: Session, x: object, y: object) -> Session:
+        """Choose the part strongest at pixel ``(x, y)`` of the :meth:`parts` image (``display`` pixels wide)."""
+        size = self.settings.display
+        if not all(isinstance(v, int) and 0 <= v < size for v in (x, y)):
+            raise ConfigError(f"pixel ({x}, {y}) is outside the {size} x {size} image")
+        return replace(session, part=int(upsampled_parts(self.run.P, self.run.hw, size)[:, y, x].argmax()))
+
+    def choose_appearance(self, session: Session, appearance: object) -> Session:
+        return replace(session, appearance=self.run.check_index(_whole(appearance), "appearance"))
+
+    def set_strength(self, session: Session, value: object) -> Session:
+        low, high, _ = self.settings.strength
+        try:
+            alpha = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"strength {value!r} is not a number") from None
+        if not (math.isfinite(alpha) and low <= alpha <= high):
+            raise ConfigError(f"strength {value!r} is outside [{low:g}, {high:g}]")
+        return replace(session, strength=alpha)
+
+    def add(self, session: Session) -> Session:
+        """Push the current edit onto the stack; the strength goes back to 0."""
+        if not session.strength:
+            raise ConfigError("the current edit has strength 0: move the strength slider first")
+        current = Edit(session.part, session.appearance, session.strength)
+        return replace(session, stack=(*session.stack, current), strength=0.0)
+
+    def drop(self, session: Session, index: object) -> Session:
+        """Remove entry ``index`` of the stack."""
+        if not (isinstance(index, int) and 0 <= index < len(session.stack)):
+            raise ConfigError(f"there is no edit {index!r} in a stack of {len(session.stack)}")
+        return replace(session, stack=session.stack[:index] + session.stack[index + 1 :])
+
+    def remove_part(self, session: Session) -> Session:
+        """Context-aware removal of the chosen part: the background appearance at ``remove_alpha``."""
+        (removal,) = editing.removal(session.part, self.background, self.settings.remove_alpha)
+        return replace(session, appearance=removal.appearance, strength=removal.alpha)
+
+    # ----- pictures of the session ------------------------------------------------------------
+    def edited(self, session: Session, scales: Sequence[float] = (1.0,)) -> np.ndarray:
+        """The sample under ``t`` times its edits for each ``t`` in ``scales``: ``[T, H, W, 3]`` uint8."""
+        sample = _loaded(session)
+        if not session.edits:
+            return np.stack([sample.image] * len(scales))
+        offset = editing.edit_offset(self.run, session.edits)
+        with self.generator_lock:
+            frames = editing.edited_images(self.run, sample.features, sample.latents, offset, scales)
+        return to_uint8(frames[:, 0])
+
+    def live(self, session: Session) -> np.ndarray:
+        """The edited image as shown (:func:`_shown`): what every slider move computes."""
+        return _shown(self.edited(session)[0], self.settings.display)
+
+    def original(self, session: Session) -> np.ndarray:
+        return _shown(_loaded(session).image, self.settings.display)
+
+    def parts(self, session: Session, P: Tensor | None = None) -> np.ndarray:
+        """The sample at the display size, tinted by its strongest part (``P``: these parts instead of the run's).
+
+        Enlarged here rather than by the page, so that the page reports clicks on it in its own pixels.
+        """
+        image = _as_tensor(_shown(_loaded(session).image, self.settings.display, enlarge=True))
+        return overlay(image, self.run.P if P is None else P, self.run.hw)[0]
+
+    def gallery(self, session: Session) -> list[tuple[np.ndarray, str]]:
+        """Where each appearance is on this sample: its localisation mask (as ``task=localize``) in red."""
+        sample = _loaded(session)
+        image = _as_tensor(_shown(sample.image, self.settings.thumbnail))
+        size = image.shape[-1]
+        masks = localization.concept_masks(sample.maps, self.thresholds, size)[0]
+        return [(mask_overlay(image, masks[None, j])[0], f"appearance {j}") for j in range(self.run.appearances)]
+
+    def refine(self, session: Session) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Sample-specific parts (``task=refine``): the global and refined overlays, the error before and after."""
+        Z = flatten_features(_loaded(session).features.float().cpu())
+        refined, errors = refine_parts(Z, self.run.A, self.run.P, self.settings.refine_steps, self.settings.refine_lr)
+        return self.parts(session), self.parts(session, refined[0]), float(errors[0, 0]), float(errors[-1, 0])
+
+    # ----- files ------------------------------------------------------------------------------
+    def save(self, session: Session, name: object, overwrite: bool) -> Path:
+        """Write what is shown as the named edit ``name`` of the zoo ``<zoo_dir>/<generator>.yaml``.
+
+        ``python evaluate.py task=edit run=RUN eval.name=NAME eval.zoo_dir=ZOO_DIR`` applies it.
+        """
+        name = str(name).strip()
+        if not EDIT_NAME.fullmatch(name):
+            raise ConfigError(f"edit name {name!r} must be letters, digits, '_' or '-' (it is given as eval.name=...)")
+        if not session.edits:
+            raise ConfigError("nothing to save: move the strength slider or add edits to the stack first")
+        run_dir, zoo_dir = self.settings.run_dir, self.settings.zoo_dir
+        if zoo_dir.is_relative_to(run_dir) and not run_dir.is_dir():
+            raise ConfigError(f"the run directory {run_dir} has disappeared, so its edit zoo cannot be written")
+        path = zoo_dir / f"{self.run.name}.yaml"
+        found = {"layer": self.run.layer, "ranks": {"parts": self.run.parts, "appearances": self.run.appearances}}
+        zoo = {**found, "edits": {}}
+        if path.is_file():
+            if not path.read_text().startswith(ZOO_MARK):
+                raise ConfigError(f"{path} was not written by the studio, which would lose its comments: not changed")
+            zoo = editing.load_zoo(self.run.name, zoo_dir)
+            del zoo["path"]
+            if {key: zoo.get(key) for key in found} != found:
+                raise ConfigError(f"{path} holds edits of factors with another layer or ranks than this run's")
+            if name in zoo["edits"] and not overwrite:
+                raise ConfigError(f"{path} already has an edit named '{name}': tick 'overwrite' to replace it")
+        zoo["edits"][name] = [{"part": e.part, "appearance": e.appearance, "alpha": e.alpha} for e in session.edits]
+        header = f"{ZOO_MARK} for {self.run.name} at {self.run.layer}; apply: evaluate.py task=edit eval.name=NAME\n"
+        try:
+            return atomic_write(path, (header + yaml.safe_dump(zoo, sort_keys=False, default_flow_style=None)).encode())
+        except OSError as error:
+            raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
+
+    def export(self, session: Session, directory: Path) -> list[Path]:
+        """The edited image as a PNG and a before/after GIF over ``gif_scales`` times the edits, written to a
+        fresh folder under ``directory`` (one per export: sessions never share files)."""
+        sample = _loaded(session)
+        if not session.edits:
+            raise ConfigError("nothing to export: move the strength slider or add edits to the stack first")
+        edited, *frames = self.edited(session, (1.0, *self.settings.gif_scales))
+        buffer = io.BytesIO()
+        Image.fromarray(edited).save(buffer, format="PNG")
+        pairs = [np.concatenate([sample.image, frame], axis=1) for frame in frames]
+        scale = max(1, self.settings.display // sample.image.shape[0])
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            folder = Path(tempfile.mkdtemp(dir=directory))
+            png = atomic_write(folder / f"sample{sample.index}_edited.png", buffer.getvalue())
+            return [png, save_gif(pairs, folder / f"sample{sample.index}_before_after.gif", scale=scale)]
+        except OSError as error:
+            raise ConfigError(f"cannot write the export under {directory}: {error.strerror or error}") from None
+
+
+def _loaded(session: Session) -> Sample:
+    if session.sample is None:
+        raise ConfigError("no sample is loaded: choose a sample first")
+    return session.sample
+
+
+def _whole(value: object) -> object:
+    """Whole floats (what number boxes send) as ints; anything else unchanged, for the index check to refuse."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _shown(image: np.ndarray, size: int, enlarge: bool = False) -> np.ndarray:
+    """``[H, W, 3]`` uint8 as sent to the page: shrunk (area average) to ``size x size`` when larger; smaller
+    images are sent as they are (fewer bytes to encode) for the page to enlarge, or enlarged here (nearest)."""
+    if image.shape[0] == size or (image.shape[0] < size and not enlarge):
+        return image
+    method = Image.BOX if image.shape[0] > size else Image.NEAREST
+    return np.asarray(Image.fromarray(image).resize((size, size), method))
+
+
+def _as_tensor(image: np.ndarray) -> Tensor:
+    """``[H, W, 3]`` uint8 as a ``[1, 3, H, W]`` image in ``[-1, 1]`` (the inverse of ``to_uint8``)."""
+    return torch.tensor(image).permute(2, 0, 1)[None].float() / 127.5 - 1

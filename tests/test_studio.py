@@ -1,0 +1,357 @@
+"""The studio's callbacks as pure functions of the session (no browser), and ``task=studio``'s start-up errors."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+from PIL import Image
+
+from panda import editing, localization
+from panda.editing import Edit
+from panda.errors import ConfigError
+from panda.runs import Run
+from panda.studio.core import MAX_SAMPLE, Session, Settings, Studio, parse_sample, part_labels
+from panda.visualize import to_uint8
+from tests.conftest import LAYER, ROOT, SHAPE, made_up_factors, run_script
+
+GEN_CONFIG = {"gen": {"name": "dcgan_faces", "net": {"_target_": "panda.generators.dcgan.DCGANFaces"}}}
+LABELS = ["chin", *(f"blob {k}" for k in range(1, 8))]
+
+
+def studio_factors() -> tuple[torch.Tensor, torch.Tensor]:
+    """Made-up factors whose part 0 is exactly the bottom half of the 16 x 16 grid (1 there, 0 above)."""
+    A, P = made_up_factors()
+    P.view(16, 16, 8)[:, :, 0] = 0
+    P.view(16, 16, 8)[8:, :, 0] = 1
+    return A, P
+
+
+def write_run(path: Path, labels: list[str] | None = LABELS) -> Path:
+    """A run directory holding :func:`studio_factors` for the real DCGAN (with part ``labels`` if given)."""
+    A, P = studio_factors()
+    record = {"A": A, "P": P, "generator": "dcgan_faces", "layer": LAYER, "feature_shape": list(SHAPE)}
+    record |= {"ranks": {"parts": 8, "appearances": 16}, "config": yaml.safe_dump(GEN_CONFIG)}
+    if labels is not None:
+        record["labels"] = labels
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(record, path / "factors.pt")
+    return path
+
+
+def options(**changes: Any) -> dict[str, Any]:
+    """``conf/eval/studio.yaml`` with ``changes`` (few statistics samples: fast)."""
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "studio.yaml"))
+    return settings | {"statistics": 24, "batch_size": 12, "refine": {"steps": 20, "lr": 0.001}} | changes
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return write_run(tmp_path / "run")
+
+
+@pytest.fixture
+def studio(dcgan: Any, run_dir: Path) -> Studio:
+    A, P = studio_factors()
+    run = Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
+    return Studio(run, Settings.from_config(options(), run_dir), part_labels(run_dir, 8), seed=0)
+
+
+@pytest.fixture
+def loaded(studio: Studio) -> Session:
+    return studio.load(Session(), "3")
+
+
+def test_samples_are_numbers_or_random() -> None:
+    assert parse_sample(" 17 ") == 17 and parse_sample(0) == 0
+    assert 0 <= parse_sample("random") <= MAX_SAMPLE
+    with pytest.raises(ConfigError, match="'abc' is not a number"):
+        parse_sample("abc")
+    for bad in (-1, MAX_SAMPLE + 1):
+        with pytest.raises(ConfigError, match="out of range"):
+            parse_sample(bad)
+
+
+def test_default_settings_and_the_zoo_under_the_run(run_dir: Path) -> None:
+    settings = Settings.from_config(options(), run_dir)
+    assert settings.host == "127.0.0.1" and not settings.share
+    assert settings.zoo_dir == run_dir.resolve() / "edits"
+    assert Settings.from_config(options(), run_dir / "factors.pt").zoo_dir == settings.zoo_dir
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"port": 0}, "eval.port=0 must be in 1..65535"),
+        ({"statistics": 0}, "eval.statistics and eval.batch_size must be >= 1"),
+        ({"strength": {"min": 5, "max": 5, "step": 1}}, "min < max"),
+        ({"strength": {"min": -5, "max": float("inf"), "step": 1}}, "min < max"),
+        ({"strength": {"min": -5, "max": 5, "step": 0}}, "step=0.0 must be > 0"),
+        ({"remove_alpha": 50}, "remove_alpha must lie in"),
+        ({"refine": {"steps": 0, "lr": 0.001}}, "eval.refine.steps=0"),
+        ({"gif_scales": []}, "at least one"),
+        ({"display": 8}, "eval.display and eval.thumbnail must be >= 16"),
+        ({"sample": "first"}, "'first' is not a number"),
+        ({"zoo_dir": str(editing.ZOO_DIR)}, "the project's conf/edits, which the studio never writes"),
+    ],
+)
+def test_bad_settings_are_refused(run_dir: Path, changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_config(options(**changes), run_dir)
+
+
+def test_part_labels_come_from_the_factors_or_default(tmp_path: Path) -> None:
+    assert part_labels(write_run(tmp_path / "a"), 8) == LABELS
+    assert part_labels(write_run(tmp_path / "b", labels=None), 8)[:2] == ["part 0", "part 1"]
+    with pytest.raises(ConfigError, match="must be a list of 8 strings"):
+        part_labels(write_run(tmp_path / "c", labels=["one", "two"]), 8)
+
+
+def test_a_loaded_sample_is_the_numbered_sample(studio: Studio, loaded: Session) -> None:
+    latents = studio.run.latents(0, [3])
+    with torch.inference_mode():
+        expected = to_uint8(studio.run.generator(latents))[0]
+    assert loaded.sample.index == 3
+    np.testing.assert_array_equal(loaded.sample.image, expected)
+    np.testing.assert_array_equal(studio.edited(loaded)[0], expected)  # nothing to edit yet
+    assert studio.original(loaded).shape == (64, 64, 3)  # smaller than eval.display: sent as it is
+    assert studio.parts(loaded).shape == (256, 256, 3)  # enlarged: clicks on it come in its pixels
+
+
+def test_an_edit_update_resumes_from_the_cached_features(
+    studio: Studio, loaded: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_features(*_args: Any) -> None:
+        raise AssertionError("the features were computed again")
+
+    monkeypatch.setattr(studio.run.generator, "features", no_features)
+    monkeypatch.setattr(studio.run.generator, "forward", no_features)
+    state = studio.set_strength(studio.choose_appearance(loaded, 5), 7.5)
+    offset = editing.edit_offset(studio.run, [Edit(0, 5, 7.5)])
+    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.latents, offset)[0]
+    np.testing.assert_array_equal(studio.edited(state)[0], to_uint8(expected)[0])  # as task=edit computes it
+
+
+def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loaded: Session) -> None:
+    state = studio.part_at(studio.choose_part(loaded, 4), 100, 200)  # bottom half of the 256 px parts image: part 0
+    assert state.part == 0
+    state = studio.set_strength(studio.choose_appearance(state, 2), 10)
+    change = np.abs(studio.live(state).astype(int) - studio.original(state).astype(int))
+    assert change[:24].max() == 0 and change[40:].mean() > 10  # part 0 is zero on the top half
+
+
+def test_large_images_are_shrunk_to_the_display_size(dcgan: Any, run_dir: Path) -> None:
+    A, P = studio_factors()
+    run = Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
+    studio = Studio(run, Settings.from_config(options(display=32), run_dir), LABELS, seed=0)
+    state = studio.set_strength(studio.load(Session(), 3), 5)
+    assert studio.live(state).shape == studio.original(state).shape == studio.parts(state).shape == (32, 32, 3)
+    assert studio.part_at(state, 12, 25).part == 0
+    with pytest.raises(ConfigError, match=r"pixel \(12, 32\) is outside the 32 x 32 image"):
+        studio.part_at(state, 12, 32)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s, state: s.choose_part(state, 8), "part index 8 is out of range: this run has R_S=8"),
+        (lambda s, state: s.choose_part(state, 1.5), "part index 1.5 is out of range"),
+        (lambda s, state: s.choose_appearance(state, -1), "appearance index -1 is out of range"),
+        (lambda s, state: s.choose_appearance(state, None), "appearance index None is out of range"),
+        (lambda s, state: s.set_strength(state, float("nan")), "strength nan is outside"),
+        (lambda s, state: s.set_strength(state, 1e30), r"strength 1e\+30 is outside \[-20, 20\]"),
+        (lambda s, state: s.set_strength(state, "strong"), "strength 'strong' is not a number"),
+        (lambda s, state: s.part_at(state, 256, 3), r"pixel \(256, 3\) is outside the 256 x 256 image"),
+        (lambda s, state: s.part_at(state, 2.5, 3), r"pixel \(2.5, 3\) is outside"),
+        (lambda s, state: s.drop(state, 0), "there is no edit 0 in a stack of 0"),
+        (lambda s, state: s.add(state), "strength 0"),
+        (lambda s, state: s.load(state, "x1"), "'x1' is not a number"),
+    ],
+)
+def test_bad_input_is_one_message_and_the_session_is_unchanged(
+    studio: Studio, loaded: Session, call: Any, message: str
+) -> None:
+    before = loaded
+    with pytest.raises(ConfigError, match=message):
+        call(studio, loaded)
+    assert loaded == before and loaded.sample is before.sample
+
+
+def test_nothing_loaded_is_a_message(studio: Studio) -> None:
+    with pytest.raises(ConfigError, match="no sample is loaded"):
+        studio.live(Session())
+
+
+def test_whole_numbers_from_number_boxes_are_indices(studio: Studio, loaded: Session) -> None:
+    assert studio.choose_appearance(loaded, 7.0).appearance == 7
+    assert studio.choose_part(loaded, 2).part == 2
+
+
+def test_edits_stack_and_unstack(studio: Studio, loaded: Session) -> None:
+    first = studio.add(studio.set_strength(studio.choose_appearance(loaded, 1), 4))
+    assert first.stack == (Edit(0, 1, 4.0),) and first.strength == 0 and first.edits == [Edit(0, 1, 4.0)]
+    both = studio.set_strength(studio.choose_part(first, 3), -2)
+    assert both.edits == [Edit(0, 1, 4.0), Edit(3, 1, -2.0)]  # the stack, then the current edit
+    two = studio.add(both)
+    assert studio.drop(two, 0).stack == (Edit(3, 1, -2.0),)
+    offset = editing.edit_offset(studio.run, two.edits)
+    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.latents, offset)[0]
+    np.testing.assert_array_equal(studio.edited(two)[0], to_uint8(expected)[0])
+
+
+def test_the_generator_runs_one_pass_at_a_time(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions share the generator, whose split passes hook its modules: every pass holds the studio's lock."""
+    calls = []
+    for method in ("features", "resume"):
+        original = getattr(studio.run.generator, method)
+
+        def locked(*args: Any, original: Any = original) -> Any:
+            calls.append(studio.generator_lock.locked())
+            return original(*args)
+
+        monkeypatch.setattr(studio.run.generator, method, locked)
+    studio.live(studio.set_strength(studio.load(Session(), 1), 3))
+    assert calls == [True, True, True]  # load: features and the image; the edit
+
+
+def test_tabs_are_independent_sessions(studio: Studio, loaded: Session) -> None:
+    other = studio.load(Session(), "3")
+    edited = studio.add(studio.set_strength(loaded, 6))
+    assert other.stack == () and other.strength == 0 and loaded.stack == ()
+    assert edited.sample is loaded.sample  # a sample's features are computed once, then shared by its edits
+    np.testing.assert_array_equal(studio.live(other), studio.original(other))
+
+
+def test_a_new_sample_keeps_the_edits(studio: Studio, loaded: Session) -> None:
+    state = studio.load(studio.add(studio.set_strength(loaded, 6)), "random")
+    assert state.stack == (Edit(0, 0, 6.0),) and state.sample is not loaded.sample
+
+
+def test_remove_paints_the_background_found_as_task_remove_does(studio: Studio, loaded: Session) -> None:
+    maps = localization.dataset_maps(studio.run, 0, 24, 12)
+    coverage = localization.border_coverage(localization.binarize(maps, localization.thresholds(maps)))
+    state = studio.remove_part(studio.choose_part(loaded, 2))
+    assert studio.background == int(coverage.argmax())
+    assert state.edits == [Edit(2, studio.background, 10.0)]  # eval.remove_alpha
+
+
+def test_gallery_shows_every_appearances_localisation(studio: Studio, loaded: Session) -> None:
+    gallery = studio.gallery(loaded)
+    assert [caption for _, caption in gallery] == [f"appearance {j}" for j in range(16)]
+    masks = localization.concept_masks(loaded.sample.maps, studio.thresholds, 64)[0]
+    image, _ = gallery[4]
+    tinted = torch.from_numpy((image != loaded.sample.image).any(-1))
+    assert image.shape == (64, 64, 3) and 0 < masks[4].sum() < 64 * 64 and torch.equal(tinted, masks[4])
+
+
+def test_refine_lowers_this_samples_error(studio: Studio, loaded: Session) -> None:
+    global_parts, refined, before, after = studio.refine(loaded)
+    assert after < before and global_parts.shape == refined.shape == (256, 256, 3)
+    np.testing.assert_array_equal(global_parts, studio.parts(loaded))
+
+
+def test_saved_edits_are_named_edits_of_the_zoo(studio: Studio, loaded: Session) -> None:
+    state = studio.set_strength(studio.add(studio.set_strength(studio.choose_appearance(loaded, 6), 6)), -3)
+    path = studio.save(state, "ginger", overwrite=False)
+    assert path == studio.settings.zoo_dir / "dcgan_faces.yaml"
+    assert editing.named_edit(studio.run, "ginger", path.parent) == [Edit(0, 6, 6.0), Edit(0, 6, -3.0)]
+    with pytest.raises(ConfigError, match="already has an edit named 'ginger': tick 'overwrite'"):
+        studio.save(state, "ginger", overwrite=False)
+    studio.save(studio.set_strength(loaded, 2), "ginger", overwrite=True)
+    studio.save(studio.set_strength(loaded, 1), "other", overwrite=False)
+    assert editing.named_edit(studio.run, "ginger", path.parent) == [Edit(0, 0, 2.0)]
+    assert set(editing.load_zoo("dcgan_faces", path.parent)["edits"]) == {"ginger", "other"}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"), [("", "must be letters"), ("a b", "must be letters"), ("x=1", "must be letters")]
+)
+def test_bad_edit_names_are_refused(studio: Studio, loaded: Session, name: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        studio.save(studio.set_strength(loaded, 1), name, overwrite=False)
+
+
+def test_save_refuses_what_it_should_not_write(studio: Studio, loaded: Session, run_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="nothing to save"):
+        studio.save(loaded, "none", overwrite=False)
+    edit = studio.set_strength(loaded, 1)
+    zoo = studio.settings.zoo_dir / "dcgan_faces.yaml"
+    zoo.parent.mkdir(parents=True)
+    zoo.write_text("# hand-written\n" + (ROOT / "conf" / "edits" / "dcgan_faces.yaml").read_text())
+    with pytest.raises(ConfigError, match="was not written by the studio"):
+        studio.save(edit, "mine", overwrite=False)
+    zoo.unlink()
+    studio.save(edit, "mine", overwrite=False)
+    zoo.write_text(zoo.read_text().replace("parts: 8", "parts: 16"))
+    with pytest.raises(ConfigError, match="another layer or ranks"):
+        studio.save(edit, "mine2", overwrite=False)
+    shutil.rmtree(run_dir)
+    with pytest.raises(ConfigError, match="has disappeared"):
+        studio.save(edit, "mine3", overwrite=False)
+    assert not run_dir.exists()  # not recreated
+    assert (studio.live(edit) != studio.original(edit)).any()  # editing goes on from memory
+
+
+def test_export_writes_the_image_and_a_before_after_gif(studio: Studio, loaded: Session, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nothing to export"):
+        studio.export(loaded, tmp_path)
+    state = studio.set_strength(loaded, 8)
+    png, gif = studio.export(state, tmp_path / "out")
+    assert png.parent == gif.parent and png.parent.parent == tmp_path / "out"
+    assert studio.export(state, tmp_path / "out")[0].parent != png.parent  # a fresh folder per export
+    with Image.open(png) as image:
+        np.testing.assert_array_equal(np.asarray(image), studio.edited(state)[0])
+    with Image.open(gif) as animation:
+        assert animation.n_frames == len(studio.settings.gif_scales)
+        assert animation.size == (2 * 256, 256)  # before | after, enlarged to the display size
+
+
+def test_the_zoo_of_the_studio_is_applied_by_task_edit(studio: Studio, loaded: Session, tmp_path: Path) -> None:
+    path = studio.save(studio.set_strength(studio.choose_appearance(loaded, 6), 6), "ginger", overwrite=False)
+    done = run_script(
+        "evaluate.py",
+        f"hydra.run.dir={tmp_path / 'edit'}",
+        "task=edit",
+        f"run={studio.settings.run_dir}",
+        "eval.name=ginger",
+        f"eval.zoo_dir={path.parent}",
+        "samples=[3]",
+        "eval.scales=[1]",
+    )
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load((tmp_path / "edit" / "evaluate.json").read_text())["edits"] == [
+        {"part": 0, "appearance": 6, "alpha": 6.0}
+    ]
+
+
+def test_the_studio_refuses_a_run_it_cannot_load(tmp_path: Path) -> None:
+    done = run_script("evaluate.py", f"hydra.run.dir={tmp_path}", "task=studio", f"run={tmp_path / 'nowhere'}")
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "nowhere does not exist" in output and "Traceback" not in output
+
+
+def test_the_studio_refuses_bad_settings_and_a_busy_port(run_dir: Path, tmp_path: Path) -> None:
+    done = run_script("evaluate.py", f"hydra.run.dir={tmp_path}", "task=studio", f"run={run_dir}", "eval.port=0")
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and "eval.port=0 must be in 1..65535" in output and "Traceback" not in output
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_script(
+            "evaluate.py",
+            f"hydra.run.dir={tmp_path}",
+            "task=studio",
+            f"run={run_dir}",
+            f"eval.port={port}",
+            "eval.statistics=4",
+        )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and f"cannot serve on 127.0.0.1:{port}" in output and "Traceback" not in output
