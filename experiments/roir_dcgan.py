@@ -7,7 +7,7 @@ calibration faces, ROIR measured on the faces of a disjoint test set), and write
 ``roir_dcgan_mouth.png``. The training and evaluation run directories are under ``outputs/roir_dcgan/``.
 
     python experiments/roir_dcgan.py                    # 10,000 test samples
-    python experiments/roir_dcgan.py --samples 1000 --run outputs/roir_dcgan/train   # reuse a trained run
+    python experiments/roir_dcgan.py --test-samples 1000 --run outputs/roir_dcgan/train   # reuse a trained run
     python experiments/roir_dcgan.py --name roir_dcgan_parts16 --train rank.parts=16 --eval "eval.methods=[panda]"
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import shutil
@@ -72,7 +73,7 @@ def bar_chart(rows: list[dict[str, str]], path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=10_000, help="test-set size")
+    parser.add_argument("--test-samples", type=int, default=None, help="test-set size (default: eval.test_samples)")
     parser.add_argument("--run", type=Path, default=None, help="a trained run to reuse (default: train one)")
     parser.add_argument("--name", default="roir_dcgan", help="result files' name; work directory outputs/<name>")
     parser.add_argument("--train", nargs="*", default=[], help="extra train.py overrides")
@@ -87,10 +88,13 @@ def main() -> None:
         run = work / "train"
         train_seconds = script("train.py", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", *args.train)
     evaluation = work / "eval"
-    overrides = [f"run={run}", f"eval.samples={args.samples}", f"hydra.run.dir={evaluation}", *args.eval]
+    overrides = [f"run={run}", f"hydra.run.dir={evaluation}", *args.eval]
+    if args.test_samples is not None:
+        overrides.append(f"eval.test_samples={args.test_samples}")
     eval_seconds = script("evaluate.py", "task=roir", *overrides)
 
     rows = list(csv.DictReader((evaluation / "roir.csv").open()))
+    test_samples = json.loads((evaluation / "evaluate.json").read_text())["test_samples"]
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(evaluation / "roir.csv", args.out / f"{name}.csv")
     bar_chart(rows, args.out / f"{name}.png")
@@ -109,7 +113,7 @@ Produced by `{command}` ({timing}evaluation {eval_seconds:.0f} s on {os.cpu_coun
 `main.8`, R_S = 8, R_C = 16, 600 steps; overrides as shown). Regions from dlib's 68 landmarks, dilated by 1 px.
 Each method's direction and scale per region were chosen on calibration faces so that every edit changes the
 region by the same RMS amount (0.1 per pixel and channel, images in [-1, 1]); ROIR = ||change outside|| /
-||change inside|| on the faces found among {args.samples} test samples (a disjoint stream). Lower is better.
+||change inside|| on the faces found among {test_samples} test samples (a disjoint stream). Lower is better.
 StyleSpace needs style channels, which the DCGAN does not have.
 
 {(evaluation / "roir.md").read_text()}

@@ -1,9 +1,8 @@
-"""Lightning callbacks: the pictures of a run, its error history, and ROIR during training."""
+"""Lightning callbacks: the pictures of a run and its error history (ROIR: :mod:`panda.roir.monitor`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,8 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from panda import visualize
-from panda.data import CALIBRATION, VAL, FeatureDataModule
-from panda.masks import REGIONS, LandmarkDetector, check_regions
+from panda.data import VAL, FeatureDataModule
 from panda.model import PandA
-from panda.roir import Faces, PandAEditor, Settings, choose, face_set
-from panda.runs import Run
 
 log = logging.getLogger(__name__)
 PARTS_PNG, OVERLAY_PNG, CURVE_PNG = "parts.png", "overlay.png", "error_curve.png"
@@ -85,49 +81,3 @@ def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
             elif isinstance(logger, TensorBoardLogger):
                 pixels = np.asarray(Image.open(path).convert("RGB"))
                 logger.experiment.add_image(key, pixels, trainer.global_step, dataformats="HWC")
-
-
-class ROIRMonitor(pl.Callback):
-    """After every validation, PandA's ROIR per face region on a small calibration set, logged as
-    ``roir/<region>``: for each region the (part, appearance) edit with the lowest ROIR at the same
-    change inside the region (:func:`panda.roir.choose`; the full benchmark is ``evaluate.py task=roir``).
-
-    Args:
-        regions: face regions (``eyes``, ``nose``, ``mouth``).
-        samples: calibration samples drawn (those where dlib finds a face are used).
-        inside_change: the RMS change inside the region every candidate edit is scaled to.
-        screen: faces each candidate is screened on.
-    """
-
-    def __init__(
-        self, regions: Sequence[str] = REGIONS, samples: int = 16, inside_change: float = 0.1, screen: int = 4
-    ) -> None:
-        self.regions, self.samples = check_regions(list(regions)), samples
-        self.settings = Settings(inside_change=inside_change, screen=screen, finalists=4, iterations=2)
-        self.faces: Faces | None = None
-        self.measured_step = -1  # a validation repeated at the same step (the final one) is not measured again
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        data: FeatureDataModule = trainer.datamodule
-        self.faces = face_set(data.generator, LandmarkDetector(), data.seed, CALIBRATION, self.samples, self.samples)
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
-        if trainer.sanity_checking or self.faces is None or trainer.global_step == self.measured_step:
-            return
-        self.measured_step = trainer.global_step
-        data: FeatureDataModule = trainer.datamodule
-        run = Run(
-            A=pl_module.A.detach().float(),
-            P=pl_module.P.detach().float(),
-            generator=data.generator,
-            name=data.generator.name,
-            layer=data.layer,
-            feature_shape=tuple(pl_module.hparams.feature_shape),
-        )
-        editor = PandAEditor(run)
-        choices = {region: choose(editor, self.faces, region, self.settings) for region in self.regions}
-        metrics = {f"roir/{region}": choice.calibration_roir for region, choice in choices.items()}
-        for region, choice in choices.items():
-            log.info("step %d: ROIR %s %.3f (%s)", trainer.global_step, region, choice.calibration_roir, choice.label)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)

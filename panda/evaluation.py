@@ -19,15 +19,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from panda import editing, localization
-from panda import roir as protocol
 from panda.config import check_known_keys, finite_number, positive_int
 from panda.data import CALIBRATION, TEST
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
 from panda.io import METRICS_FILE, atomic_write, save_json
 from panda.loggers import log_results_to_wandb
-from panda.masks import LandmarkDetector, check_regions
 from panda.refinement import refine_parts
+from panda.roir import protocol
+from panda.roir.masks import LandmarkDetector, check_regions
 from panda.runs import Run, load_run
 from panda.visualize import image_grid, mask_overlay, overlay, parts_figure, save_gif, to_uint8
 
@@ -94,8 +94,8 @@ def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     coverage = None
     if settings.background is None:
         maps = localization.dataset_maps(run, cfg.seed, *_statistics(settings))
-        coverage = localization.border_coverage(localization.binarize(maps, localization.thresholds(maps)))
-        background = int(coverage.argmax())
+        masks = localization.binarize(maps, localization.thresholds(maps))
+        background, coverage = localization.background_appearance(masks), localization.border_coverage(masks)
         log.info("background appearance %d (border coverage %.3f)", background, float(coverage[background]))
     else:
         background = run.check_index(settings.background, "appearance")
@@ -166,9 +166,9 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """ROIR of PandA and the baselines per face region (:mod:`panda.roir`): ``roir.md``, ``roir.csv``, edit grids."""
     settings = cfg.eval
     regions = check_regions([str(r) for r in settings.regions])
-    if settings.samples < 1 or settings.calibration < 2 or settings.grid < 1:
-        raise ConfigError("eval.samples and eval.grid must be >= 1, eval.calibration >= 2")
-    choosing = protocol.Settings(**settings.choose)
+    if settings.test_samples < 1 or settings.calibration < 2 or settings.grid < 1:
+        raise ConfigError("eval.test_samples and eval.grid must be >= 1, eval.calibration >= 2")
+    choosing = protocol.Settings(**settings.choose, config_key="eval.choose")
     detector = LandmarkDetector(upscale=settings.upscale)
     gen = run.generator
     calibration = protocol.face_set(gen, detector, cfg.seed, CALIBRATION, settings.calibration, settings.batch_size)
@@ -191,7 +191,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         choices,
         cfg.seed,
         TEST,
-        settings.samples,
+        settings.test_samples,
         settings.batch_size,
         choosing.dilation,
         keep=settings.grid,
@@ -216,7 +216,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     log.info("ROIR (lower is better):\n%s", protocol.table(rows, regions, seconds))
     return {
         "rows": rows,
-        "test_samples": int(settings.samples),
+        "test_samples": int(settings.test_samples),
         "skipped": skipped,
         "calibration_faces": len(calibration.latents),
         "files": files,

@@ -22,7 +22,7 @@ def appearance_maps(run: Run, features: Tensor) -> Tensor:
     return localization_maps(Z, run.A).reshape(Z.shape[0], run.appearances, *run.hw)
 
 
-def dataset_maps(run: Run, seed: int, samples: int = 500, batch_size: int = 100) -> Tensor:
+def dataset_maps(run: Run, seed: int, samples: int, batch_size: int) -> Tensor:
     """Localisation maps ``[N, R_C, H, W]`` of ``samples`` fresh samples (the statistics stream)."""
     maps = []
     for index, start in enumerate(range(0, samples, batch_size)):

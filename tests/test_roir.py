@@ -5,24 +5,33 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch import Tensor
 
-from panda import roir as protocol
-from panda.baselines.base import Editor
-from panda.callbacks import ROIRMonitor
+from panda.config import instantiate
 from panda.data import CALIBRATION, TEST, FeatureDataModule
 from panda.errors import ConfigError
 from panda.evaluation import evaluate as evaluate_task
-from panda.masks import LandmarkDetector
 from panda.model import PandA
-from panda.roir import Faces, Settings, choose, face_batches, inside_change
-from tests.conftest import ROOT, SHAPE, run_script
+from panda.roir import protocol
+from panda.roir.baselines.base import Editor
+from panda.roir.masks import LandmarkDetector
+from panda.roir.protocol import Faces, Settings, choose, face_batches, inside_change
+from tests.conftest import ROOT, SHAPE, TINY, run_script
 from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
+
+CONF = OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")
+
+
+def settings(**options: Any) -> Settings:
+    """The search settings of conf/eval/roir.yaml, ``options`` replacing some."""
+    return Settings(**{**CONF.choose, **options}, config_key="eval.choose")
 
 
 class PatternEditor(Editor):
@@ -61,13 +70,13 @@ def test_choose_picks_the_local_direction_and_scales_it_to_the_target_change():
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     faces = Faces(images, images, [None] * 6)
     faces.masks = lambda region, dilation: mask.expand(6, 1, 16, 16)  # a known region instead of landmarks
-    choice = choose(PatternEditor(box), faces, "eyes", Settings(inside_change=0.2, screen=3, chunk=7))
+    choice = choose(PatternEditor(box), faces, "eyes", settings(inside_change=0.2, screen=3, chunk=7))
     assert choice.index == 0 and choice.calibration_roir == pytest.approx(0.0, abs=1e-6)
     assert abs(choice.scale) == pytest.approx(20.0, rel=1e-4)  # 0.01 * |scale| = 0.2 inside
 
 
 def test_calibration_and_test_samples_are_disjoint(dcgan):
-    detector = LandmarkDetector()
+    detector = LandmarkDetector(CONF.upscale)
     calibration = next(face_batches(dcgan, detector, 0, CALIBRATION, 8, 8))
     test = next(face_batches(dcgan, detector, 0, TEST, 8, 8))
     assert len(calibration.latents) + calibration.skipped == 8 and len(test.latents) + test.skipped == 8
@@ -91,7 +100,7 @@ def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(r
                 "task=roir",
                 f"run={run_dir}",
                 f"output_dir={tmp_path}",
-                "eval.samples=4",
+                "eval.test_samples=4",
                 "eval.calibration=8",
                 "eval.methods=[sefa]",
                 "eval.regions=[mouth]",
@@ -106,7 +115,7 @@ def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(r
 
 def test_bad_search_settings_are_refused():
     with pytest.raises(ConfigError, match=r"eval\.choose\.screen=0 must be >= 1"):
-        Settings(screen=0)
+        settings(screen=0)
 
 
 def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):  # noqa: F811
@@ -116,7 +125,7 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
         f"hydra.run.dir={out}",
         "task=roir",
         f"run={run_dir}",
-        "eval.samples=12",
+        "eval.test_samples=12",
         "eval.calibration=10",
         "eval.batch_size=12",
         "eval.methods=[panda,sefa,resefa,stylespace]",
@@ -153,9 +162,16 @@ def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_pa
     assert "methods: panda, ganspace, sefa, lowrankgan, resefa, stylespace" in done.stdout + done.stderr
 
 
+def monitor_config(*overrides: str) -> Any:
+    """``callbacks.roir`` of the training config with ``callbacks=roir`` and ``overrides``."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=["callbacks=roir", *overrides]).callbacks.roir
+
+
 def test_roir_monitor_logs_the_roir_of_each_region_during_training(dcgan, tmp_path: Path):
     data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
     model = PandA(SHAPE, parts=2, appearances=2)
+    overrides = ["callbacks.roir.regions=[mouth]", "callbacks.roir.samples=6", "callbacks.roir.choose.screen=2"]
     trainer = pl.Trainer(
         max_steps=2,
         val_check_interval=2,
@@ -165,9 +181,32 @@ def test_roir_monitor_logs_the_roir_of_each_region_during_training(dcgan, tmp_pa
         enable_checkpointing=False,
         enable_model_summary=False,
         accelerator="cpu",
-        callbacks=[ROIRMonitor(regions=["mouth"], samples=6, screen=2)],
+        callbacks=[instantiate(monitor_config(*overrides))],
     )
     trainer.fit(model, datamodule=data)
     logged = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
     values = [float(row["roir/mouth"]) for row in logged if row.get("roir/mouth")]
     assert len(values) == 1 and values[0] > 0
+
+
+def test_roir_monitor_names_its_own_settings_when_they_are_bad():
+    with pytest.raises(ConfigError, match=r"callbacks\.roir\.choose\.finalists=0 must be >= 1"):
+        instantiate(monitor_config("callbacks.roir.choose.finalists=0"))
+
+
+def test_a_training_run_does_not_load_the_benchmark(tmp_path: Path):
+    """``python train.py`` with the default callbacks imports neither :mod:`panda.roir` (its baselines) nor dlib."""
+    script = tmp_path / "train_and_list_modules.py"
+    overrides = [*TINY, f"hydra.run.dir={tmp_path / 'run'}"]
+    script.write_text(
+        "import json, runpy, sys\n"
+        f"sys.argv = ['train.py', *{overrides!r}]\n"
+        f"runpy.run_path({str(ROOT / 'train.py')!r}, run_name='__main__')\n"
+        "print('MODULES', json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {'panda', 'dlib'})))\n"
+    )
+    done = run_script(str(script))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "run" / "factors.pt").is_file()
+    modules = json.loads(done.stdout.split("MODULES", 1)[1])
+    assert "panda.callbacks" in modules and "panda.training" in modules  # the run built its callbacks and trained
+    assert [m for m in modules if m == "dlib" or m.startswith("panda.roir")] == []

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
+from scipy.spatial import ConvexHull, QhullError
 from torch import Tensor
 
 from panda.errors import ConfigError, WeightsError
@@ -28,24 +29,14 @@ PREDICTOR = "shape_predictor_68_face_landmarks.dat"
 
 
 def convex_hull(points: np.ndarray) -> np.ndarray:
-    """The convex hull ``[K, 2]`` (counter-clockwise) of ``points`` ``[N, 2]`` (Andrew's monotone chain)."""
-    pts = sorted(map(tuple, np.asarray(points, dtype=float)))
-    if len(pts) < 3:
-        return np.array(pts)
-
-    def half(sequence: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        chain: list[tuple[float, float]] = []
-        for p in sequence:
-            while len(chain) >= 2:
-                (ax, ay), (bx, by) = chain[-2], chain[-1]
-                if (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax) > 0:
-                    break
-                chain.pop()
-            chain.append(p)
-        return chain
-
-    lower, upper = half(pts), half(pts[::-1])
-    return np.array(lower[:-1] + upper[:-1])
+    """The convex hull ``[K, 2]`` of ``points`` ``[N, 2]``, counter-clockwise, without points on its edges;
+    points all on one line give the two ends of their segment."""
+    points = np.asarray(points, dtype=float)
+    try:
+        return points[ConvexHull(points).vertices]
+    except QhullError:  # fewer than three points off one line: the hull is a segment
+        order = np.lexsort(points.T[::-1])  # by x, then y
+        return points[[order[0], order[-1]]]
 
 
 def check_regions(regions: list[str]) -> list[str]:
@@ -93,7 +84,7 @@ class LandmarkDetector:
             instead of giving up.
     """
 
-    def __init__(self, upscale: int = 256, whole_image_fallback: bool = False) -> None:
+    def __init__(self, upscale: int, whole_image_fallback: bool = False) -> None:
         import dlib
 
         self.detector = dlib.get_frontal_face_detector()

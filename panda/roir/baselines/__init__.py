@@ -3,11 +3,11 @@
 ``BASELINES`` maps the names used in configs (``eval.methods``) to their classes.
 """
 
-from panda.baselines.base import Baseline, Editor
-from panda.baselines.ganspace import GANSpace
-from panda.baselines.jacobian import LowRankGAN, ReSeFa
-from panda.baselines.sefa import SeFa
-from panda.baselines.stylespace import StyleSpace
+from panda.roir.baselines.base import Baseline, Editor
+from panda.roir.baselines.ganspace import GANSpace
+from panda.roir.baselines.jacobian import LowRankGAN, ReSeFa
+from panda.roir.baselines.sefa import SeFa
+from panda.roir.baselines.stylespace import StyleSpace
 
 BASELINES: dict[str, type[Baseline]] = {cls.name: cls for cls in (GANSpace, SeFa, LowRankGAN, ReSeFa, StyleSpace)}
 

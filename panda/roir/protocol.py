@@ -1,6 +1,6 @@
 """The ROIR protocol (the paper's Table 1): how well does each method's best edit of a face region stay in it?
 
-For each region (eyes, nose, mouth) and each method (PandA and the baselines of :mod:`panda.baselines`):
+For each region (eyes, nose, mouth) and each method (PandA and the baselines of :mod:`panda.roir.baselines`):
 
 1. **Calibration** on faces of the ``CALIBRATION`` stream: every candidate direction (PandA: each
    part x appearance; a baseline: its ranked directions; both signs) is scaled so that the mean RMS
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,13 +25,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from panda.baselines.base import Editor, repeat
 from panda.data import batch_generator
 from panda.errors import ConfigError
 from panda.factorization import edit_delta
 from panda.generators.base import FeatureGenerator
-from panda.masks import LandmarkDetector, detect, roi_masks
-from panda.metrics import ROIR, roir
+from panda.roir.baselines import BASELINES, StyleSpace
+from panda.roir.baselines.base import Editor, repeat
+from panda.roir.masks import LandmarkDetector, detect, roi_masks
+from panda.roir.metric import ROIR, roir
 from panda.runs import Run
 from panda.visualize import to_uint8
 
@@ -126,24 +127,26 @@ def face_set(
 
 @dataclass
 class Settings:
-    """How directions are chosen: the target change inside the ROI and the search's budget."""
+    """How directions are chosen: the target change inside the ROI and the search's budget
+    (``eval.choose`` in conf/eval/roir.yaml, which explains each; ``config_key``: where they come from)."""
 
-    inside_change: float = 0.1
-    screen: int = 8
-    finalists: int = 8
-    iterations: int = 3
-    candidates: int = 128
-    dilation: int = 1
-    chunk: int = 256
+    inside_change: float
+    screen: int
+    finalists: int
+    iterations: int
+    candidates: int
+    dilation: int
+    chunk: int
+    config_key: InitVar[str]
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, config_key: str) -> None:
         counts = {"screen": self.screen, "finalists": self.finalists, "iterations": self.iterations}
         counts |= {"candidates": self.candidates, "chunk": self.chunk}
         for key, value in counts.items():
             if value < 1:
-                raise ConfigError(f"eval.choose.{key}={value} must be >= 1")
+                raise ConfigError(f"{config_key}.{key}={value} must be >= 1")
         if not self.inside_change > 0 or self.dilation < 0:
-            raise ConfigError("eval.choose.inside_change must be > 0 and eval.choose.dilation >= 0")
+            raise ConfigError(f"{config_key}.inside_change must be > 0 and {config_key}.dilation >= 0")
 
 
 @dataclass
@@ -325,8 +328,6 @@ def build_editors(
 ) -> dict[str, dict[str, Editor]]:
     """method -> region -> fitted editor. Region-conditioned baselines are fitted per region on the
     calibration faces; the others once. StyleSpace is left out for generators without style channels."""
-    from panda.baselines import BASELINES, StyleSpace
-
     editors: dict[str, dict[str, Editor]] = {}
     for method in methods:
         if method == PandAEditor.name:

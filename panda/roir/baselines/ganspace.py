@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from panda.baselines.base import Baseline, first_codes, unit_rows
 from panda.data import FIT, batch_generator
 from panda.generators.base import FeatureGenerator
+from panda.roir.baselines.base import Baseline, first_codes, unit_rows
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Softplus, nn.Tanh)
 
@@ -41,11 +41,11 @@ class GANSpace(Baseline):
     def __init__(
         self,
         gen: FeatureGenerator,
-        layer: str | None = "auto",
-        samples: int = 5000,
-        components: int = 128,
-        seed: int = 0,
-        batch_size: int = 500,
+        layer: str | None,
+        samples: int,
+        components: int,
+        seed: int,
+        batch_size: int,
     ) -> None:
         super().__init__(gen)
         if layer == "auto":

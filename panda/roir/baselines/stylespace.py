@@ -13,9 +13,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from panda.baselines.base import Baseline
 from panda.errors import ConfigError
 from panda.generators.base import FeatureGenerator
+from panda.roir.baselines.base import Baseline
 
 
 class StyleSpace(Baseline):
@@ -24,7 +24,7 @@ class StyleSpace(Baseline):
     name = "stylespace"
     region_conditioned = True
 
-    def __init__(self, gen: FeatureGenerator, channels: int = 128, delta: float = 5.0) -> None:
+    def __init__(self, gen: FeatureGenerator, channels: int, delta: float) -> None:
         super().__init__(gen)
         self.layers = gen.style_layers()
         if not self.layers:

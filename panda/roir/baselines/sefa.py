@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from panda.baselines.base import Baseline, first_codes
 from panda.errors import ConfigError
 from panda.generators.base import FeatureGenerator
+from panda.roir.baselines.base import Baseline, first_codes
 
 
 def code_weight(module: nn.Module, dim: int) -> Tensor:
@@ -45,7 +45,7 @@ class SeFa(Baseline):
 
     name = "sefa"
 
-    def __init__(self, gen: FeatureGenerator, layers: list[str] | None = None) -> None:
+    def __init__(self, gen: FeatureGenerator, layers: list[str] | None) -> None:
         super().__init__(gen)
         self.layers = list(layers) if layers else gen.code_layers()
         for layer in self.layers:

@@ -19,13 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from panda.baselines.base import Baseline, unit_rows
 from panda.errors import ConfigError
 from panda.generators.base import FeatureGenerator
+from panda.roir.baselines.base import Baseline, unit_rows
 
 
 def region_statistics(
-    gen: FeatureGenerator, latents: Tensor, masks: Tensor, resolution: int = 64, chunk: int = 16
+    gen: FeatureGenerator, latents: Tensor, masks: Tensor, resolution: int, chunk: int
 ) -> tuple[Tensor, Tensor]:
     """``M_f``, ``M_b`` ``[D, D]`` (float64) over ``latents`` ``[N, ...]`` and their masks ``[N, 1, H, W]``.
 
@@ -66,7 +66,7 @@ class LowRankGAN(Baseline):
     name = "lowrankgan"
     region_conditioned = True
 
-    def __init__(self, gen: FeatureGenerator, background_rank: int = 20, resolution: int = 64, chunk: int = 16) -> None:
+    def __init__(self, gen: FeatureGenerator, background_rank: int, resolution: int, chunk: int) -> None:
         super().__init__(gen)
         if background_rank < 0:
             raise ConfigError(f"lowrankgan background_rank must be >= 0, got {background_rank}")
@@ -91,7 +91,7 @@ class ReSeFa(Baseline):
     name = "resefa"
     region_conditioned = True
 
-    def __init__(self, gen: FeatureGenerator, eps: float = 0.01, resolution: int = 64, chunk: int = 16) -> None:
+    def __init__(self, gen: FeatureGenerator, eps: float, resolution: int, chunk: int) -> None:
         super().__init__(gen)
         self.eps, self.resolution, self.chunk = eps, resolution, chunk
 
