@@ -31,7 +31,8 @@ from panda import editing, localization
 from panda.editing import Edit
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
-from panda.io import atomic_write, load_factors
+from panda.factors import load_factors
+from panda.io import atomic_write
 from panda.refinement import refine_parts
 from panda.runs import Run
 from panda.visualize import mask_overlay, overlay, part_colours, save_gif, to_uint8, upsampled_parts
