@@ -14,7 +14,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from panda import visualize
-from panda.data import CALIBRATION, VAL, FeatureDataModule
+from panda.data import FeatureDataModule, Stream
 from panda.masks import REGIONS, LandmarkDetector, check_regions
 from panda.model import PandA
 from panda.roir import Faces, PandAEditor, Settings, choose, face_set
@@ -55,7 +55,7 @@ class PandaArtifacts(pl.Callback):
     def write(self, trainer: pl.Trainer, model: PandA, data: FeatureDataModule) -> list[Path]:
         _, height, width = model.hparams.feature_shape
         with torch.inference_mode():
-            images = data.generator(data.latents(VAL, 0, self.num_images).to(data.generator.device))
+            images = data.generator(data.latents(Stream.VAL, 0, self.num_images).to(data.generator.device))
         paths = [
             visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG),
             visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG),
@@ -101,7 +101,9 @@ class ROIRMonitor(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data: FeatureDataModule = trainer.datamodule
-        self.faces = face_set(data.generator, LandmarkDetector(), data.seed, CALIBRATION, self.samples, self.samples)
+        self.faces = face_set(
+            data.generator, LandmarkDetector(), data.seed, Stream.CALIBRATION, self.samples, self.samples
+        )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
         if trainer.sanity_checking or self.faces is None or trainer.global_step == self.measured_step:

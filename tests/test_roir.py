@@ -15,7 +15,7 @@ from torch import Tensor
 from panda import roir as protocol
 from panda.baselines.base import Editor
 from panda.callbacks import ROIRMonitor
-from panda.data import CALIBRATION, TEST, FeatureDataModule
+from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
 from panda.evaluation import evaluate as evaluate_task
 from panda.masks import LandmarkDetector
@@ -68,8 +68,8 @@ def test_choose_picks_the_local_direction_and_scales_it_to_the_target_change():
 
 def test_calibration_and_test_samples_are_disjoint(dcgan):
     detector = LandmarkDetector()
-    calibration = next(face_batches(dcgan, detector, 0, CALIBRATION, 8, 8))
-    test = next(face_batches(dcgan, detector, 0, TEST, 8, 8))
+    calibration = next(face_batches(dcgan, detector, 0, Stream.CALIBRATION, 8, 8))
+    test = next(face_batches(dcgan, detector, 0, Stream.TEST, 8, 8))
     assert len(calibration.latents) + calibration.skipped == 8 and len(test.latents) + test.skipped == 8
     assert len(calibration.latents) > 0 and len(test.latents) > 0
     assert torch.cdist(calibration.latents, test.latents).min() > 1.0  # no test sample is a calibration sample
@@ -100,7 +100,7 @@ def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(r
             ],
         )
     result = evaluate_task(cfg)
-    assert streams == [CALIBRATION, TEST] and CALIBRATION != TEST
+    assert streams == [Stream.CALIBRATION, Stream.TEST]
     assert result["rows"][0]["images"] + result["rows"][0]["unchanged"] + result["skipped"] == 4
 
 
