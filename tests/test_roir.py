@@ -19,9 +19,8 @@ from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
 from panda.evaluation import evaluate as evaluate_task
 from panda.masks import LandmarkDetector
-from panda.model import PandA
 from panda.roir import Faces, Settings, choose, face_batches, inside_change
-from tests.conftest import ROOT, SHAPE, run_script
+from tests.conftest import ROOT, SHAPE, panda_model, run_script
 from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
 
 
@@ -155,7 +154,7 @@ def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_pa
 
 def test_roir_monitor_logs_the_roir_of_each_region_during_training(dcgan, tmp_path: Path):
     data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
-    model = PandA(SHAPE, parts=2, appearances=2)
+    model = panda_model(SHAPE, 2, 2)
     trainer = pl.Trainer(
         max_steps=2,
         val_check_interval=2,
