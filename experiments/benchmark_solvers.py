@@ -1,20 +1,21 @@
-"""Issue 6 benchmark: panda's training against the authors' reference algorithm, same objective.
+"""Solver benchmark: panda's training against the authors' reference algorithm, same objective.
 
 One process, one generator (DCGAN faces), one layer (``main.8``), ranks R_S = 8 and R_C = C = 128,
 one held-out set of 1,024 samples. Recorded: relative reconstruction error on the held-out set
 (``sum_i ||Z_i - A A^T Z_i P P^T||^2 / sum_i ||Z_i||^2``) against wall time; evaluation time is
-excluded from every clock. The reference (NOTES.md): HOSVD init of A on 1,000 samples, P ~ U(0,
-0.01), 10,000 steps of batch 1, each a plain gradient step on P then a clamp at 0, then a plain
-gradient step on A; its learning rate is the best of a grid, each grid point run for the full 10,000
-steps. The reference runs on every seed of the table of seeds, from the initial parts of panda's run
-with that seed and on that seed's data streams (single samples for the reference, batches for panda:
-not the same samples), its learning rate the best of the grid on that seed. Panda: the ``stats``
-solver (with its defaults, which start with the appearances at ``R_C = C``, and starting with the
-parts instead) and the default ``pgd`` solver (Adam + projection), otherwise with train.py's model
-settings, through the Lightning module and the streaming data module exactly as ``train.py`` runs
-them; the ``stats`` solver again on the other seeds; both solvers at ``train.py``'s default ranks
-and steps. Panda's runs are repeated with the generator's forward in bfloat16
-(``data.precision=bf16``); the held-out set is always computed in float32.
+excluded from every clock. The reference (``panda.factorization.reference_factorization``): HOSVD
+init of A on 1,024 samples, P ~ U(0, 0.01), 10,000 steps of batch 1, each a plain gradient step on P
+then a clamp at 0, then a plain gradient step on A; its learning rate is the best of a grid, each
+grid point run for the full 10,000 steps. The reference runs on every seed of the table of seeds,
+from the initial parts of panda's run with that seed and on that seed's data streams (single samples
+for the reference, batches for panda: not the same samples), its learning rate the best of the grid
+on that seed. Panda: the ``stats`` solver (with its defaults, which start with the appearances at
+``R_C = C``, and starting with the parts instead) and the default ``pgd`` solver (Adam +
+projection), otherwise with train.py's model settings, through the Lightning module and the
+streaming data module exactly as ``train.py`` runs them; the ``stats`` solver again on the other
+seeds; both solvers at ``train.py``'s default ranks and steps. Panda's runs are repeated with the
+generator's forward in bfloat16 (``data.precision=bf16``); the held-out set is always computed in
+float32.
 
 Also measured: samples/s of training against the bare truncated forward at the same batch size and
 precision, at R_C = C and at train.py's default R_C = 16, and the peak memory of ``train.py`` runs
@@ -38,19 +39,18 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from panda import factorization as fz  # noqa: E402
+from panda.config import instantiate  # noqa: E402
 from panda.data import (  # noqa: E402
-    INIT,
     PRECISIONS,
-    TRAIN,
-    VAL,
     FeatureDataModule,
+    Stream,
     batch_generator,
     forward_precision,
     layer_features,
@@ -60,15 +60,18 @@ from panda.io import atomic_write  # noqa: E402
 from panda.model import PandA  # noqa: E402
 from panda.resources import config_dir  # noqa: E402
 
-LAYER, PARTS, SEED, BATCH = "main.8", 8, 0, 64
+LAYER, SHAPE, PARTS, SEED, BATCH = "main.8", (128, 16, 16), 8, 0, 64
 DEFAULT_APPEARANCES = 16  # train.py's R_C on the DCGAN faces (conf/rank)
 TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
-# train.py's model settings (learning rate, stats passes, ...); the runs below override solver and seed
-MODEL = {
-    k: v
-    for k, v in OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / "panda.yaml")).items()
-    if k not in ("_target_", "solver", "seed")
-}
+
+
+def model(solver: str, appearances: int | None, seed: int, **options: object) -> PandA:
+    """train.py's model (``conf/model``) with ``model/solver=solver``, that solver's ``options``
+    (e.g. ``first_pass``) and ``seed``, at R_S = ``PARTS`` and R_C = ``appearances``."""
+    overrides = [f"model/solver={solver}", *(f"model.solver.{k}={v}" for k, v in options.items())]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return instantiate(cfg.model, feature_shape=SHAPE, parts=PARTS, appearances=appearances, seed=seed)
 
 
 class HeldOut:
@@ -76,7 +79,9 @@ class HeldOut:
 
     def __init__(self, gen: DCGANFaces, samples: int) -> None:
         self.batches = [
-            fz.flatten_features(layer_features(gen, LAYER, gen.sample_latents(128, batch_generator(SEED + 99, VAL, i))))
+            fz.flatten_features(
+                layer_features(gen, LAYER, gen.sample_latents(128, batch_generator(SEED + 99, Stream.VAL, i)))
+            )
             for i in range(samples // 128)
         ]
         self.norm = sum(Z.square().sum().item() for Z in self.batches)
@@ -105,19 +110,16 @@ def reference(
 ) -> list[tuple[float, float]]:
     """The authors' algorithm from the initial parts of panda's run with ``seed``, on single samples of
     ``seed``'s streams; returns (seconds, held-out error) points."""
-    channels, height, width = gen.check_layer(LAYER)
-    P = PandA((channels, height, width), PARTS, seed=seed, init_scale=MODEL["init_scale"]).P.detach().clone()
+    channels = gen.check_layer(LAYER)[0]
+    initial_parts = model("pgd", channels, seed).P.detach().clone()
     clock, curve = Clock(), []
     scatter = 0
     for i in range(8):  # 1,024 samples for the HOSVD init
-        latents = gen.sample_latents(128, batch_generator(seed, INIT, i))
+        latents = gen.sample_latents(128, batch_generator(seed, Stream.INIT, i))
         scatter = scatter + fz.channel_scatter(fz.flatten_features(layer_features(gen, LAYER, latents)))
-    A = fz.leading_eigenvectors(scatter, channels)
-    rng = batch_generator(seed, TRAIN, 0)
-    for step in range(1, steps + 1):
-        Z = fz.flatten_features(layer_features(gen, LAYER, gen.sample_latents(1, rng)))
-        P = fz.project_parts(P - lr * fz.gradients(Z, A, P)[1])
-        A = A - lr * fz.gradients(Z, A, P)[0]
+    rng = batch_generator(seed, Stream.TRAIN, 0)
+    samples = (fz.flatten_features(layer_features(gen, LAYER, gen.sample_latents(1, rng))) for _ in range(steps))
+    for step, (A, P) in enumerate(fz.reference_factorization(scatter, samples, initial_parts, channels, lr), start=1):
         if step % every == 0:
             began = time.perf_counter()
             clock.record(curve, held_out(A, P), began)
@@ -154,13 +156,13 @@ class Probe(pl.Callback):
 
 
 def setup(
-    gen: DCGANFaces, solver: str, appearances: int | None, seed: int, init_samples: int, precision: str, **model
+    gen: DCGANFaces, solver: str, appearances: int | None, seed: int, init_samples: int, precision: str, **options
 ) -> tuple[PandA, FeatureDataModule]:
-    """The module (train.py's model settings, overridden by ``model``) and the data module of a run."""
+    """The module (train.py's model settings, the solver's ``options`` overridden) and the data module of a run."""
     data = FeatureDataModule(
         gen, LAYER, batch_size=BATCH, seed=seed, val_samples=64, init_samples=init_samples, precision=precision
     )
-    return PandA(gen.check_layer(LAYER), PARTS, appearances, solver=solver, seed=seed, **(MODEL | model)), data
+    return model(solver, appearances, seed, **options), data
 
 
 def panda(
@@ -172,12 +174,12 @@ def panda(
     seed: int = SEED,
     appearances: int | None = None,
     precision: str = "fp32",
-    **model,
+    **options,
 ) -> list[tuple[float, float]]:
-    """Panda's training with ``model.solver=solver``, ``R_C = appearances`` (``None``: ``C``), the
-    ``model`` settings and otherwise train.py's (``MODEL``; ``seed`` seeds the data streams and ``P``'s
-    initialisation), its generator forward in ``precision`` (``data.precision``)."""
-    module, data = setup(gen, solver, appearances, seed, init_samples=1024, precision=precision, **model)
+    """Panda's training with ``model/solver=solver``, ``R_C = appearances`` (``None``: ``C``), the
+    solver's ``options`` and otherwise train.py's model settings (``seed`` seeds the data streams and
+    ``P``'s initialisation), its generator forward in ``precision`` (``data.precision``)."""
+    module, data = setup(gen, solver, appearances, seed, init_samples=1024, precision=precision, **options)
     probe = Probe(held_out, every)
     trainer = bare_trainer(steps, probe)
     trainer.fit(module, datamodule=data)
@@ -242,7 +244,7 @@ def peak_memory_mb(steps: int, solver: str) -> float:
         sys.executable,
         str(ROOT / "train.py"),
         f"trainer.max_steps={steps}",
-        f"model.solver={solver}",
+        f"model/solver={solver}",
         "rank.appearances=null",
         "logger=none",
         "callbacks=none",
@@ -290,10 +292,10 @@ def main() -> None:
     curves = {f"reference lr={lr:g}": references[SEED, lr] for lr in args.lrs}
     best = f"reference lr={best_lr[SEED]:g}"
     ref_time, ref_error = seed_final[SEED]
-    stats_fp32 = "panda stats (defaults: model.first_pass=auto, appearances first at R_C = C)"
+    stats_fp32 = "panda stats (defaults: model.solver.first_pass=auto, appearances first at R_C = C)"
     stats_bf16 = "panda stats (defaults), data.precision=bf16"
     curves[stats_fp32] = panda(gen, held_out, "stats", steps=200, every=4)
-    curves["panda stats, model.first_pass=parts"] = panda(
+    curves["panda stats, model.solver.first_pass=parts"] = panda(
         gen, held_out, "stats", steps=200, every=4, first_pass="parts"
     )
     curves["panda pgd (Adam, the default solver)"] = panda(gen, held_out, "pgd", steps=600, every=25)

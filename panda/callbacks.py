@@ -13,7 +13,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from panda import visualize
-from panda.data import VAL, FeatureDataModule
+from panda.data import FeatureDataModule, Stream
 from panda.model import PandA
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class PandaArtifacts(pl.Callback):
         paths = [visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG)]
         log.info("rendering %s: generating %d validation images", OVERLAY_PNG, self.num_images)
         with torch.inference_mode():
-            images = data.generator(data.latents(VAL, 0, self.num_images).to(data.generator.device))
+            images = data.generator(data.latents(Stream.VAL, 0, self.num_images).to(data.generator.device))
         paths.append(visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG))
         if self.history:
             log.info("rendering %s", CURVE_PNG)

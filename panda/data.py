@@ -8,6 +8,7 @@ exactly where the checkpoint left it (the stream restarts at the trainer's globa
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
@@ -20,13 +21,26 @@ from panda.errors import ConfigError, FeatureError
 from panda.generators.base import FeatureGenerator
 from panda.progress import tracked
 
-TRAIN, VAL, INIT, SAMPLES, STATS = 0, 1, 2, 3, 4  # STATS: dataset statistics of evaluation
-CALIBRATION, TEST, FIT = 5, 6, 7  # ROIR protocol: choosing directions, measuring them, baselines' own samples
+
+@enum.unique
+class Stream(enum.IntEnum):
+    """The seeded latent streams; the number enters every batch's seed, so it never changes."""
+
+    TRAIN = 0
+    VAL = 1
+    INIT = 2  # the HOSVD initialisation
+    SAMPLES = 3  # the numbered samples of evaluation
+    STATS = 4  # dataset statistics of evaluation
+    CALIBRATION = 5  # ROIR protocol: choosing directions
+    TEST = 6  # ROIR protocol: measuring them
+    FIT = 7  # the baselines' own samples
+
+
 PRECISIONS = ("fp32", "bf16")  # of the generator's forward (data.precision)
 
 
-def batch_generator(seed: int, stream: int, index: int) -> torch.Generator:
-    """The seeded RNG of batch ``index`` of ``stream`` (train, validation or init)."""
+def batch_generator(seed: int, stream: Stream, index: int) -> torch.Generator:
+    """The seeded RNG of batch ``index`` of ``stream``."""
     return torch.Generator().manual_seed((seed * 1_000_003 + stream) * 1_000_000_007 + index)
 
 
@@ -64,8 +78,8 @@ def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor, precision
     return features
 
 
-class _Stream(IterableDataset):
-    """An endless stream of feature batches, starting at batch ``start``."""
+class _Endless(IterableDataset):
+    """The endless training stream of feature batches, starting at batch ``start``."""
 
     def __init__(self, module: FeatureDataModule, start: int) -> None:
         self.module, self.start = module, start
@@ -73,14 +87,14 @@ class _Stream(IterableDataset):
     def __iter__(self) -> Iterator[Tensor]:
         index = self.start
         while True:
-            yield self.module.batch(TRAIN, index)
+            yield self.module.batch(Stream.TRAIN, index)
             index += 1
 
 
 class _Fixed(Dataset):
     """A fixed number of batches of one stream (validation, initialisation)."""
 
-    def __init__(self, module: FeatureDataModule, stream: int, samples: int) -> None:
+    def __init__(self, module: FeatureDataModule, stream: Stream, samples: int) -> None:
         self.module, self.stream = module, stream
         self.sizes = [min(module.batch_size, samples - i) for i in range(0, samples, module.batch_size)]
 
@@ -129,25 +143,25 @@ class FeatureDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             self.generator.to(self.trainer.strategy.root_device)
 
-    def latents(self, stream: int, index: int, size: int | None = None) -> Tensor:
+    def latents(self, stream: Stream, index: int, size: int | None = None) -> Tensor:
         """Latents of batch ``index`` of ``stream``."""
         return self.generator.sample_latents(size or self.batch_size, batch_generator(self.seed, stream, index))
 
-    def batch(self, stream: int, index: int, size: int | None = None) -> Tensor:
+    def batch(self, stream: Stream, index: int, size: int | None = None) -> Tensor:
         """Features of batch ``index`` of ``stream`` (validation in ``fp32``, the others in :attr:`precision`)."""
-        precision = "fp32" if stream == VAL else self.precision
+        precision = "fp32" if stream == Stream.VAL else self.precision
         return layer_features(self.generator, self.layer, self.latents(stream, index, size), precision)
 
     def train_dataloader(self) -> DataLoader:
         start = 0
         if self.trainer is not None:
             start = self.trainer.global_step * self.trainer.accumulate_grad_batches
-        return DataLoader(_Stream(self, start), batch_size=None)
+        return DataLoader(_Endless(self, start), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Fixed(self, VAL, self.val_samples), batch_size=None)
+        return DataLoader(_Fixed(self, Stream.VAL, self.val_samples), batch_size=None)
 
     def init_dataloader(self) -> Iterator[Tensor]:
         """Batches for the HOSVD initialisation (a stream of their own), with their progress logged."""
-        loader = DataLoader(_Fixed(self, INIT, self.init_samples), batch_size=None)
+        loader = DataLoader(_Fixed(self, Stream.INIT, self.init_samples), batch_size=None)
         return tracked(loader, len(loader), f"initialising the appearances A (HOSVD) from {self.init_samples} samples")

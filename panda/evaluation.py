@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from panda import editing, localization
 from panda.config import check_known_keys, finite_number, positive_int
-from panda.data import CALIBRATION, TEST
+from panda.data import Stream
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
 from panda.io import METRICS_FILE, atomic_write, save_json
@@ -171,7 +171,9 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     choosing = protocol.Settings(**settings.choose, config_key="eval.choose")
     detector = LandmarkDetector(upscale=settings.upscale)
     gen = run.generator
-    calibration = protocol.face_set(gen, detector, cfg.seed, CALIBRATION, settings.calibration, settings.batch_size)
+    calibration = protocol.face_set(
+        gen, detector, cfg.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size
+    )
     log.info("calibration: %d faces (%d skipped)", len(calibration.latents), calibration.skipped)
     metrics = Path(cfg.run) / METRICS_FILE
     run_seconds = float(json.loads(metrics.read_text()).get("fit_seconds", "nan")) if metrics.is_file() else np.nan
@@ -190,7 +192,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         editors,
         choices,
         cfg.seed,
-        TEST,
+        Stream.TEST,
         settings.test_samples,
         settings.batch_size,
         choosing.dilation,

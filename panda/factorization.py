@@ -12,6 +12,8 @@ Nothing here knows about generators, Lightning or configs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import scipy.optimize
 import threadpoolctl
@@ -173,6 +175,28 @@ def gradients(Z: Tensor, A: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
     computed without forming ``E_i``, as ``O(B C S R_S)`` products of the coefficients.
     """
     return _gradients_from_terms(Z, A, P, *_objective_terms(Z, A, P)[1])
+
+
+def reference_factorization(
+    scatter: Tensor, samples: Iterable[Tensor], P: Tensor, appearances: int, lr: float
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """The authors' reference algorithm, one sample at a time; yields ``(A, P)`` after every step.
+
+    ``A`` ``[C, R_C]`` starts at the HOSVD initialisation, the ``appearances`` leading eigenvectors
+    of ``scatter`` ``[C, C]`` (:func:`channel_scatter` summed over the initialisation samples), and
+    ``P`` ``[S, R_S]`` at the given parts. Each sample ``Z`` ``[1, C, S]`` of ``samples`` then takes
+    a gradient step on ``P``, projected onto ``P >= 0``, followed by a gradient step on ``A`` at the
+    new ``P``, both with step size ``lr``:
+
+        P <- max(P - lr dL/dP(A, P), 0);   A <- A - lr dL/dA(A, P).
+
+    The inputs are not modified.
+    """
+    A = leading_eigenvectors(scatter, appearances)
+    for Z in samples:
+        P = project_parts(P - lr * gradients(Z, A, P)[1])
+        A = A - lr * gradients(Z, A, P)[0]
+        yield A, P
 
 
 # ----- sufficient statistics --------------------------------------------------------------------

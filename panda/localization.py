@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from panda.data import STATS, batch_generator
+from panda.data import Stream, batch_generator
 from panda.factorization import flatten_features, localization_maps
 from panda.runs import Run
 
@@ -27,7 +27,7 @@ def dataset_maps(run: Run, seed: int, samples: int, batch_size: int) -> Tensor:
     maps = []
     for index, start in enumerate(range(0, samples, batch_size)):
         size = min(batch_size, samples - start)
-        latents = run.generator.sample_latents(size, batch_generator(seed, STATS, index))
+        latents = run.generator.sample_latents(size, batch_generator(seed, Stream.STATS, index))
         maps.append(appearance_maps(run, run.features(latents)))
     return torch.cat(maps)
 

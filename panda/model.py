@@ -1,7 +1,8 @@
-"""The PandA LightningModule: appearances ``A`` and non-negative parts ``P`` by projected gradient."""
+"""The PandA LightningModule: appearances ``A`` and non-negative parts ``P``, learnt by a configured solver."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -10,9 +11,7 @@ from torch import Tensor, nn
 
 from panda import factorization as fz
 from panda.errors import ConfigError
-from panda.solvers import FIRST_PASSES, StatisticsSolver
-
-SOLVERS = ("pgd", "stats")
+from panda.solvers import StatisticsSolver
 
 
 def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: int | None) -> tuple[int, int]:
@@ -36,79 +35,58 @@ def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: in
 class PandA(pl.LightningModule):
     """Learns ``A`` ``[C, R_C]`` and ``P`` ``[S, R_S] >= 0`` from streamed feature maps.
 
-    Training minimises ``sum_i ||Z_i - A A^T Z_i P P^T||^2`` subject to ``P >= 0`` with one of
-    two solvers. ``solver="pgd"``: Adam on the batch-mean error, projecting ``P`` onto ``P >= 0``
-    after every optimiser step (with ``orthonormal=True`` ``A`` is also retracted onto orthonormal
-    columns). ``solver="stats"``: :class:`~panda.solvers.StatisticsSolver`, alternating block solves
-    (at most ``max_iter`` L-BFGS-B iterations each) from statistics streamed over passes of
-    ``pass_steps`` (for ``A``) and ``parts_steps`` (for ``P``, on statistics decayed by
-    ``parts_decay`` across passes) batches, starting with ``first_pass``.
+    Training minimises ``sum_i ||Z_i - A A^T Z_i P P^T||^2`` subject to ``P >= 0`` with the
+    optimiser that ``solver`` builds from ``[A, P]`` (the ``model/solver`` config group). A
+    gradient optimiser (``model/solver=pgd``: Adam) steps on the batch-mean error, and ``P`` is
+    projected onto ``P >= 0`` after every step (with ``orthonormal=True`` ``A`` is also retracted
+    onto orthonormal columns). A :class:`~panda.solvers.StatisticsSolver` (``model/solver=stats``)
+    is fed every batch and updates ``A`` and ``P`` by block solves at the end of its passes.
     ``A`` starts at the HOSVD initialisation (leading eigenvectors of the channel scatter over the
-    data module's init samples), ``P`` at ``Uniform(0, init_scale)``.
+    data module's init samples), ``P`` at ``Uniform(0, init_scale)``. The defaults are in
+    ``conf/model/``.
 
     Args:
         feature_shape: ``(C, H, W)`` of the layer's feature maps.
         parts: ``R_S``.
         appearances: ``R_C`` (``None``: ``C``).
-        lr: Adam learning rate.
-        orthonormal: keep ``A``'s columns orthonormal (``pgd`` only).
+        solver: builds the optimiser from the parameters ``[A, P]``, e.g.
+            ``functools.partial(torch.optim.Adam, lr=0.003)``.
+        orthonormal: keep ``A``'s columns orthonormal (gradient optimisers only).
         init_scale: upper bound of the uniform initialisation of ``P``.
         seed: seed of ``P``'s initialisation.
-        solver: ``pgd`` or ``stats``.
-        pass_steps: batches per appearances pass of the ``stats`` solver.
-        parts_steps: batches per parts pass of the ``stats`` solver.
-        parts_decay: weight the ``stats`` solver keeps of earlier parts statistics at each parts pass.
-        first_pass: which block the ``stats`` solver updates first: ``parts``, ``appearances``, or
-            ``auto``: ``appearances`` if ``R_C = C`` (the HOSVD appearances then span every channel,
-            ``A A^T = I``, and a parts solve from them would ignore them), else ``parts``.
-        max_iter: L-BFGS-B iterations of each ``stats`` block solve, at most.
+
+    Raises:
+        ConfigError: a rank out of range, a ``solver`` that is not callable, ``orthonormal`` with
+            a statistics solver, or (from the solver) one of its options out of range.
     """
 
     def __init__(
         self,
         feature_shape: tuple[int, int, int],
-        parts: int = 8,
-        appearances: int | None = None,
-        lr: float = 0.003,
-        orthonormal: bool = False,
-        init_scale: float = 0.01,
-        seed: int = 0,
-        solver: str = "pgd",
-        pass_steps: int = 8,
-        parts_steps: int = 4,
-        parts_decay: float = 0.75,
-        first_pass: str = "auto",
-        max_iter: int = 50,
+        parts: int,
+        appearances: int | None,
+        solver: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+        orthonormal: bool,
+        init_scale: float,
+        seed: int,
     ) -> None:
         super().__init__()
-        if solver not in SOLVERS:
-            raise ConfigError(f"model.solver={solver!r} is unknown; solvers: {', '.join(SOLVERS)}")
-        for name, steps in (("pass_steps", pass_steps), ("parts_steps", parts_steps), ("max_iter", max_iter)):
-            if steps < 1:
-                raise ConfigError(f"model.{name}={steps} must be >= 1")
-        if not 0 <= parts_decay < 1:
-            raise ConfigError(f"model.parts_decay={parts_decay} must be in [0, 1)")
-        if first_pass not in FIRST_PASSES:
-            raise ConfigError(f"model.first_pass={first_pass!r} is unknown; choices: {', '.join(FIRST_PASSES)}")
-        if orthonormal and solver != "pgd":
-            raise ConfigError(f"model.orthonormal=true needs model.solver=pgd, not {solver!r}")
+        if not callable(solver):
+            raise ConfigError(
+                f"model.solver={solver!r} is not a solver: pick one with model/solver=pgd or model/solver=stats"
+            )
         feature_shape = tuple(int(d) for d in feature_shape)
         parts, appearances = check_ranks(feature_shape, parts, appearances)
+        # the solver factory is not saved: Lightning resumes a checkpoint with torch.load(weights_only=True),
+        # which loads plain data only; the run's config (factors.pt, the logs) records the solver
         self.save_hyperparameters(
             {
                 "feature_shape": feature_shape,
                 "parts": parts,
                 "appearances": appearances,
-                "lr": lr,
                 "orthonormal": orthonormal,
                 "init_scale": init_scale,
                 "seed": seed,
-                "solver": solver,
-                "pass_steps": pass_steps,
-                "parts_steps": parts_steps,
-                "parts_decay": parts_decay,
-                "first_pass": first_pass,
-                "max_iter": max_iter,
             }
         )
         channels, height, width = feature_shape
@@ -116,7 +94,11 @@ class PandA(pl.LightningModule):
         self.A = nn.Parameter(torch.linalg.qr(torch.randn(channels, appearances, generator=generator))[0])
         self.P = nn.Parameter(fz.random_parts(height * width, parts, generator, init_scale))
         self.register_buffer("initialized", torch.tensor(False))
-        self.automatic_optimization = solver == "pgd"
+        # built now, so that a bad option stops the run before training starts
+        self.solver = solver([self.A, self.P])
+        self.automatic_optimization = not isinstance(self.solver, StatisticsSolver)
+        if orthonormal and not self.automatic_optimization:
+            raise ConfigError("model.orthonormal=true needs model/solver=pgd, not model/solver=stats")
 
     # ----- the objective -------------------------------------------------------------------------
     def errors(self, features: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,12 +129,7 @@ class PandA(pl.LightningModule):
 
     # ----- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.hparams.solver == "stats":
-            hp = self.hparams
-            return StatisticsSolver(
-                self.A, self.P, hp.pass_steps, hp.parts_steps, hp.parts_decay, hp.first_pass, hp.max_iter
-            )
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return self.solver
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)

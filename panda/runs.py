@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from panda.config import instantiate, options
-from panda.data import SAMPLES, batch_generator, layer_features
+from panda.data import Stream, batch_generator, layer_features
 from panda.errors import ConfigError
 from panda.factorization import normalized_parts
 from panda.factors import load_factors
@@ -58,7 +58,9 @@ class Run:
 
     def latents(self, seed: int, indices: Sequence[int]) -> Tensor:
         """Latents of the numbered evaluation samples: sample ``i`` is the same whatever else is asked for."""
-        return torch.cat([self.generator.sample_latents(1, batch_generator(seed, SAMPLES, int(i))) for i in indices])
+        return torch.cat(
+            [self.generator.sample_latents(1, batch_generator(seed, Stream.SAMPLES, int(i))) for i in indices]
+        )
 
     def features(self, latents: Tensor) -> Tensor:
         """Feature maps ``[B, C, H, W]`` of ``latents`` at the run's layer."""

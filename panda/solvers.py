@@ -1,11 +1,11 @@
-"""Optimisers of the PandA objective other than Adam + projection (``model.solver``).
+"""Optimisers of the PandA objective other than Adam + projection (the ``model/solver`` config group).
 
-:class:`StatisticsSolver` (``model.solver=stats``) replaces thousands of gradient steps by
+:class:`StatisticsSolver` (``model/solver=stats``, options ``model.solver.*``) replaces thousands of gradient steps by
 block solves computed from sufficient statistics, streamed over "passes" of batches with memory
 independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see the statistics section
 of :mod:`panda.factorization`):
 
-- an appearances pass (``pass_steps`` batches) accumulates ``K = sum_i Z_i M Z_i^T`` and
+- an appearances pass (``appearance_steps`` batches) accumulates ``K = sum_i Z_i M Z_i^T`` and
   ``L = sum_i Z_i M^2 Z_i^T`` (``M = P P^T``) and moves ``A`` to the best of its candidates
   (:func:`~panda.factorization.solve_appearances`);
 - a parts pass (``parts_steps`` batches) adds ``G1 = sum_i Z_i^T Q Z_i`` and
@@ -30,18 +30,18 @@ span every channel (``A A^T = I``), a parts solve from them ignores the appearan
 with the appearances (fitted to the random initial parts) lands lower. On the DCGAN faces, seeds
 0-2, parts first against appearances first: ``R_C = C``, final held-out error 0.4421-0.4426
 against 0.4393-0.4400 (``experiments/results/solvers_cpu.md``); ``R_C = 16``, validation error
-after 240 steps 0.4916-0.5098 against 0.4982-0.5167. The model's ``first_pass=auto`` picks
-accordingly.
+after 240 steps 0.4916-0.5098 against 0.4982-0.5167. ``first_pass=auto`` picks accordingly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from panda import factorization as fz
+from panda.errors import ConfigError
 
 FIRST_PASSES = ("auto", "parts", "appearances")
 
@@ -50,32 +50,53 @@ class StatisticsSolver(torch.optim.Optimizer):
     """Alternating block solves of ``A`` and ``P >= 0`` from streamed statistics.
 
     Call :meth:`accumulate` with every batch ``Z`` ``[B, C, S]``, then :meth:`step`; a step that
-    completes a pass updates ``P`` (``parts_steps`` batches) or ``A`` (``pass_steps`` batches),
-    alternately, starting with ``first_pass``: ``"parts"``, ``"appearances"``, or ``"auto"``
-    (``"appearances"`` if ``A`` is square, ``R_C = C``, else ``"parts"``; see the module notes).
-    The accumulators live in the optimiser state, so a checkpoint taken mid-pass resumes exactly.
+    completes a pass updates ``P`` (``parts_steps`` batches) or ``A`` (``appearance_steps``
+    batches), alternately, starting with ``first_pass``. The accumulators (the parts statistics
+    ``G1``, ``G2`` and the appearance statistics ``K``, ``L``) live in the optimiser state, so a
+    checkpoint taken mid-pass resumes exactly. The defaults are in ``conf/model/solver/stats.yaml``.
+
+    Args:
+        params: ``[A, P]``, the appearances ``[C, R_C]`` and the parts ``[S, R_S]``.
+        appearance_steps: batches per appearances pass.
+        parts_steps: batches per parts pass.
+        parts_decay: weight kept of the earlier parts statistics at each parts pass, in ``[0, 1)``.
+        first_pass: the block updated first: ``"parts"``, ``"appearances"``, or ``"auto"``
+            (``"appearances"`` if ``A`` is square, ``R_C = C``, else ``"parts"``; see the module notes).
+        max_iter: L-BFGS-B iterations of each block solve, at most.
+
+    Raises:
+        ConfigError: an option out of range.
     """
 
     def __init__(
         self,
-        A: nn.Parameter,
-        P: nn.Parameter,
-        pass_steps: int = 8,
-        parts_steps: int = 4,
-        parts_decay: float = 0.75,
-        first_pass: str = "auto",
-        max_iter: int = 50,
+        params: Iterable[nn.Parameter],
+        appearance_steps: int,
+        parts_steps: int,
+        parts_decay: float,
+        first_pass: str,
+        max_iter: int,
     ) -> None:
+        A, P = params
+        for name, steps in (
+            ("appearance_steps", appearance_steps),
+            ("parts_steps", parts_steps),
+            ("max_iter", max_iter),
+        ):
+            if steps < 1:
+                raise ConfigError(f"model.solver.{name}={steps} must be >= 1")
+        if not 0 <= parts_decay < 1:
+            raise ConfigError(f"model.solver.parts_decay={parts_decay} must be in [0, 1)")
         if first_pass not in FIRST_PASSES:
-            raise ValueError(f"first_pass={first_pass!r} is unknown; choices: {', '.join(FIRST_PASSES)}")
+            raise ConfigError(f"model.solver.first_pass={first_pass!r} is unknown; choices: {', '.join(FIRST_PASSES)}")
         if first_pass == "auto":
             first_pass = "appearances" if A.shape[0] == A.shape[1] else "parts"
-        defaults = {"pass_steps": pass_steps, "parts_steps": parts_steps, "parts_decay": parts_decay}
+        defaults = {"appearance_steps": appearance_steps, "parts_steps": parts_steps, "parts_decay": parts_decay}
         super().__init__([A, P], {**defaults, "first_pass": first_pass, "max_iter": max_iter})
         channels, spatial = A.shape[0], P.shape[0]
         self.state[A].update(
-            first=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
-            second=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
+            G1=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
+            G2=torch.zeros(spatial, spatial, dtype=A.dtype, device=A.device),
             K=torch.zeros(channels, channels, dtype=A.dtype, device=A.device),
             L=torch.zeros(channels, channels, dtype=A.dtype, device=A.device),
             batches=0,
@@ -107,8 +128,8 @@ class StatisticsSolver(torch.optim.Optimizer):
         norm = fz.squared_norm(Z)
         if self.updating_parts():
             G1, G2 = fz.parts_statistics(Z, A)
-            state["first"] += G1
-            state["second"] += G2
+            state["G1"] += G1
+            state["G2"] += G2
             error = norm + fz.parts_objective(G1, G2, P)
         else:
             K, L = fz.appearance_statistics(Z, P)
@@ -126,12 +147,12 @@ class StatisticsSolver(torch.optim.Optimizer):
         A, P, group = self._appearances, self._parts, self.param_groups[0]
         state = self.state[A]
         parts = self.updating_parts()
-        if state["batches"] < group["parts_steps" if parts else "pass_steps"]:
+        if state["batches"] < group["parts_steps" if parts else "appearance_steps"]:
             return
         if parts:
-            P.copy_(fz.solve_parts(state["first"], state["second"], P, max_iter=group["max_iter"]))
-            state["first"].mul_(group["parts_decay"])
-            state["second"].mul_(group["parts_decay"])
+            P.copy_(fz.solve_parts(state["G1"], state["G2"], P, max_iter=group["max_iter"]))
+            state["G1"].mul_(group["parts_decay"])
+            state["G2"].mul_(group["parts_decay"])
         else:
             A.copy_(fz.solve_appearances(state["K"], state["L"], A, max_iter=group["max_iter"]))
             state["K"].zero_()

@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from panda.config import instantiate
 from panda.data import FeatureDataModule, layer_features
 from panda.factorization import orthonormalize
 from panda.generators.base import FeatureGenerator
@@ -24,17 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYER, SHAPE = "main.8", (128, 16, 16)
 
 # A training budget small enough for tests: a few steps on a handful of samples.
-TINY = [
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=2",
-    "trainer.enable_progress_bar=false",
-    "data.batch_size=8",
-    "data.val_samples=16",
-    "data.init_samples=32",
-    "callbacks.artifacts.num_images=4",
-]
+TINY = ["experiment=debug"]
 # An in-process ``train(cfg)`` budget: two steps on a handful of samples, no logger or callbacks.
 TWO_STEPS = [
+    "experiment=debug",
     "rank.appearances=4",
     "trainer=cpu",
     "trainer.max_steps=2",
@@ -85,6 +79,14 @@ def compose_two_steps(output_dir: Path, *overrides: str) -> DictConfig:
     """The ``train`` config with ``overrides`` and the :data:`TWO_STEPS` budget, writing into ``output_dir``."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[*overrides, *TWO_STEPS, f"paths.output_dir={output_dir}"])
+
+
+def panda_model(feature_shape: tuple[int, int, int], parts: int, appearances: int | None, *overrides: str) -> PandA:
+    """train.py's model (``conf/model``) with the ranks and Hydra ``overrides``, e.g. ``model/solver=stats``,
+    ``model.solver.lr=0.05``; built as train.py builds it (a bad option raises its own error)."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    return instantiate(cfg.model, feature_shape=feature_shape, parts=parts, appearances=appearances)
 
 
 def assert_bf16_features_close(gen: FeatureGenerator, layer: str, bound: float) -> None:

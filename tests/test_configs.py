@@ -1,18 +1,34 @@
-"""Every config file composes, and every ``_target_`` in it names something importable."""
+"""Every option of every config group composes, with importable targets, in the config that uses it."""
 
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
+from panda.config import instantiate
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
+PRIMARIES = ("train", "evaluate")
+NOT_GROUPS = {"edits"}  # the edit zoo, read by panda.editing, not composed
 
 
-def options() -> list[tuple[str, str]]:
-    return [(p.parent.name, p.stem) for p in sorted(CONF.glob("*/*.yaml")) if p.parent.name not in {"hydra", "edits"}]
+def group_options() -> list[tuple[str, str, str]]:
+    """``(primary config, group, option)`` for every option file under ``conf/`` of every group
+    (nested ones such as ``model/solver`` included) that a primary config composes."""
+    GlobalHydra.instance().clear()
+    found = []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for primary in PRIMARIES:
+            for group in compose(config_name=primary, return_hydra_config=True).hydra.runtime.choices:
+                options = loader.get_group_options(group)
+                found += [(primary, group, o) for o in options if (CONF / group / f"{o}.yaml").is_file()]
+    GlobalHydra.instance().clear()
+    return found
 
 
 def targets(node: object) -> list[str]:
@@ -32,18 +48,24 @@ def hydra_dir():
     GlobalHydra.instance().clear()
 
 
-def test_every_group_of_the_template_exists():
-    for group in ["gen", "rank", "model", "data", "trainer", "logger", "callbacks", "experiment", "paths", "hydra"]:
-        assert (CONF / group).is_dir(), group
+def test_every_option_file_belongs_to_a_group_a_config_composes():
+    files = {p.relative_to(CONF) for p in CONF.rglob("*.yaml") if p.parent != CONF and p.parts[-2] not in NOT_GROUPS}
+    composed = {Path(group) / f"{option}.yaml" for _, group, option in group_options()}
+    assert files == composed
 
 
-@pytest.mark.parametrize(("group", "option"), options())
-def test_every_config_option_composes_with_importable_targets(group, option):
-    if group in {"eval", "task"}:  # evaluate.py picks its eval settings by task
-        cfg = compose(config_name="evaluate", overrides=[f"task={option}"], return_hydra_config=True)
-        assert cfg.task == option
-    else:
-        cfg = compose(config_name="train", overrides=[f"{group}={option}"], return_hydra_config=True)
-        assert cfg.gen.layer
+@pytest.mark.parametrize(("primary", "group", "option"), group_options())
+def test_every_config_option_composes_with_importable_targets(primary, group, option):
+    cfg = compose(config_name=primary, overrides=[f"{group}={option}"], return_hydra_config=True)
+    assert cfg.hydra.runtime.choices[group] == option
     for target in targets(OmegaConf.to_container(cfg, resolve=False)):
         assert callable(get_method(target)), target
+
+
+@pytest.mark.parametrize("solver", ["pgd", "stats"])
+def test_every_solver_builds_an_optimizer_of_the_factors(solver):
+    cfg = compose(config_name="train", overrides=[f"model/solver={solver}"])
+    model = instantiate(cfg.model, feature_shape=(8, 4, 4), parts=2, appearances=3)
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    assert optimizer.param_groups[0]["params"] == [model.A, model.P]

@@ -142,3 +142,25 @@ def test_solve_appearances_beats_gradient_descent_from_the_same_start(problem):
         fz.appearance_objective(descended, K, L).backward()
         optimiser.step()
     assert fz.appearance_objective(solved, K, L) <= fz.appearance_objective(descended.detach(), K, L) + 1e-6 * K.trace()
+
+
+def test_reference_step_is_a_projected_gradient_step_on_p_then_a_gradient_step_on_a(problem):
+    Z, _, P = problem
+    sample, lr = Z[:1], 0.05
+    scatter = fz.channel_scatter(Z)
+    A = fz.leading_eigenvectors(scatter, 4)  # the HOSVD initialisation
+
+    def objective(A: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.matrix_norm(sample[0] - A @ A.T @ sample[0] @ P @ P.T) ** 2
+
+    free = P.clone().requires_grad_()
+    stepped = P - lr * torch.autograd.grad(objective(A, free), free)[0]
+    assert (stepped < 0).any() and (stepped > 0).any()  # the projection has work to do
+    expected_P = stepped.clamp(min=0)
+    free = A.clone().requires_grad_()
+    expected_A = A - lr * torch.autograd.grad(objective(free, expected_P), free)[0]
+    before = P.clone()
+    A1, P1 = next(fz.reference_factorization(scatter, [sample], P, 4, lr))
+    torch.testing.assert_close(P1, expected_P)
+    torch.testing.assert_close(A1, expected_A)
+    assert torch.equal(P, before)  # the inputs are not modified

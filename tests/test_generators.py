@@ -11,7 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from panda.data import INIT, TRAIN, VAL, FeatureDataModule, layer_features
+from panda.data import FeatureDataModule, Stream, layer_features
 from panda.errors import ConfigError, FeatureError, WeightsError
 from panda.generators.api import gen_config
 from panda.generators.dcgan import DCGANFaces
@@ -117,8 +117,8 @@ def test_bf16_forward_gives_float32_features_close_to_fp32(dcgan):
 
 def test_validation_stays_fp32_when_training_features_are_bf16(dcgan):
     fp32, bf16 = (FeatureDataModule(dcgan, "main.8", batch_size=4, precision=p) for p in ("fp32", "bf16"))
-    assert torch.equal(bf16.batch(VAL, 0), fp32.batch(VAL, 0))
-    for stream in (TRAIN, INIT):
+    assert torch.equal(bf16.batch(Stream.VAL, 0), fp32.batch(Stream.VAL, 0))
+    for stream in (Stream.TRAIN, Stream.INIT):
         assert not torch.equal(bf16.batch(stream, 0), fp32.batch(stream, 0))
 
 

@@ -10,7 +10,7 @@ from panda import factorization as fz
 from panda.data import FeatureDataModule
 from panda.errors import ConfigError
 from panda.model import PandA, check_ranks
-from tests.conftest import fit_in_process
+from tests.conftest import fit_in_process, panda_model
 
 LAYER = "main.5"  # 256 x 8 x 8: quick
 
@@ -20,10 +20,10 @@ def stream(dcgan, precision: str = "fp32") -> FeatureDataModule:
 
 
 def fit(
-    dcgan, steps: int, tmp_path: Path, ckpt_path: str | None = None, callbacks=(), precision="fp32", **model_kwargs
+    dcgan, steps: int, tmp_path: Path, *overrides: str, ckpt_path: str | None = None, callbacks=(), precision="fp32"
 ) -> PandA:
     data = stream(dcgan, precision)
-    model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=model_kwargs.pop("appearances", 8), **model_kwargs)
+    model = panda_model(dcgan.check_layer(LAYER), 4, 8, *overrides)
     fit_in_process(data, model, steps, tmp_path, ckpt_path=ckpt_path, callbacks=tuple(callbacks))
     return model
 
@@ -43,7 +43,7 @@ class AfterEveryStep(pl.Callback):
 
 def test_parts_are_non_negative_after_every_step(dcgan, tmp_path):
     probe = AfterEveryStep()
-    fit(dcgan, 6, tmp_path, callbacks=[probe], lr=0.05)
+    fit(dcgan, 6, tmp_path, "model.solver.lr=0.05", callbacks=[probe])
     assert len(probe.minima) == 6
     assert min(probe.minima) >= 0
     assert max(probe.zeros) > 0  # the projection was active: some entries were clamped
@@ -51,16 +51,16 @@ def test_parts_are_non_negative_after_every_step(dcgan, tmp_path):
 
 def test_orthonormal_option_keeps_appearances_orthonormal(dcgan, tmp_path):
     probe = AfterEveryStep()
-    fit(dcgan, 4, tmp_path, callbacks=[probe], orthonormal=True)
+    fit(dcgan, 4, tmp_path, "model.orthonormal=true", callbacks=[probe])
     assert max(probe.gram_errors) < 1e-5
     unconstrained = AfterEveryStep()
-    fit(dcgan, 4, tmp_path / "free", callbacks=[unconstrained], lr=0.05)
+    fit(dcgan, 4, tmp_path / "free", "model.solver.lr=0.05", callbacks=[unconstrained])
     assert max(unconstrained.gram_errors) > 1e-3
 
 
 def test_hosvd_initialisation_uses_the_init_stream(dcgan, tmp_path):
     data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, init_samples=24)
-    model = PandA(dcgan.check_layer(LAYER), parts=4, appearances=5)
+    model = panda_model(dcgan.check_layer(LAYER), 4, 5)
     model.initialize(data.init_dataloader())
     Z = torch.cat([fz.flatten_features(b) for b in data.init_dataloader()])
     assert Z.shape[0] == 24
@@ -70,17 +70,17 @@ def test_hosvd_initialisation_uses_the_init_stream(dcgan, tmp_path):
 
 def test_training_lowers_the_validation_error(dcgan, tmp_path):
     data = stream(dcgan)  # the one fit() trains on
-    untrained = PandA(dcgan.check_layer(LAYER), parts=4, appearances=8)
+    untrained = panda_model(dcgan.check_layer(LAYER), 4, 8)
     untrained.initialize(data.init_dataloader())  # where fit() starts from
-    trained = fit(dcgan, 60, tmp_path, lr=0.01)
+    trained = fit(dcgan, 60, tmp_path, "model.solver.lr=0.01")
     start, end = (sum(m.errors(b)[0].item() for b in data.val_dataloader()) for m in (untrained, trained))
     assert end < 0.85 * start
 
 
 def test_bf16_features_train_factors_as_good_as_fp32_ones(dcgan, tmp_path):
     data = stream(dcgan)  # fp32
-    fp32 = fit(dcgan, 60, tmp_path / "fp32", lr=0.01)
-    bf16 = fit(dcgan, 60, tmp_path / "bf16", lr=0.01, precision="bf16")
+    fp32 = fit(dcgan, 60, tmp_path / "fp32", "model.solver.lr=0.01")
+    bf16 = fit(dcgan, 60, tmp_path / "bf16", "model.solver.lr=0.01", precision="bf16")
     assert not torch.equal(fp32.P.data, bf16.P.data)  # trained on other (rounded) features
     fp32_error, bf16_error = (sum(m.errors(b)[0].item() for b in data.val_dataloader()) for m in (fp32, bf16))
     assert bf16_error == pytest.approx(fp32_error, rel=5e-4)

@@ -15,15 +15,14 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from panda.config import instantiate
-from panda.data import CALIBRATION, TEST, FeatureDataModule
+from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
 from panda.evaluation import evaluate as evaluate_task
-from panda.model import PandA
 from panda.roir import protocol
 from panda.roir.baselines.base import Editor
 from panda.roir.masks import LandmarkDetector
 from panda.roir.protocol import Faces, Settings, choose, face_batches, inside_change
-from tests.conftest import ROOT, SHAPE, TINY, run_script
+from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_script
 from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
 
 CONF = OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")
@@ -77,8 +76,8 @@ def test_choose_picks_the_local_direction_and_scales_it_to_the_target_change():
 
 def test_calibration_and_test_samples_are_disjoint(dcgan):
     detector = LandmarkDetector(CONF.upscale)
-    calibration = next(face_batches(dcgan, detector, 0, CALIBRATION, 8, 8))
-    test = next(face_batches(dcgan, detector, 0, TEST, 8, 8))
+    calibration = next(face_batches(dcgan, detector, 0, Stream.CALIBRATION, 8, 8))
+    test = next(face_batches(dcgan, detector, 0, Stream.TEST, 8, 8))
     assert len(calibration.latents) + calibration.skipped == 8 and len(test.latents) + test.skipped == 8
     assert len(calibration.latents) > 0 and len(test.latents) > 0
     assert torch.cdist(calibration.latents, test.latents).min() > 1.0  # no test sample is a calibration sample
@@ -109,7 +108,7 @@ def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(r
             ],
         )
     result = evaluate_task(cfg)
-    assert streams == [CALIBRATION, TEST] and CALIBRATION != TEST
+    assert streams == [Stream.CALIBRATION, Stream.TEST]
     assert result["rows"][0]["images"] + result["rows"][0]["unchanged"] + result["skipped"] == 4
 
 
@@ -170,7 +169,7 @@ def monitor_config(*overrides: str) -> Any:
 
 def test_roir_monitor_logs_the_roir_of_each_region_during_training(dcgan, tmp_path: Path):
     data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
-    model = PandA(SHAPE, parts=2, appearances=2)
+    model = panda_model(SHAPE, 2, 2)
     overrides = ["callbacks.roir.regions=[mouth]", "callbacks.roir.samples=6", "callbacks.roir.choose.screen=2"]
     trainer = pl.Trainer(
         max_steps=2,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from panda.data import CALIBRATION, FeatureDataModule
+from panda.data import FeatureDataModule, Stream
 from panda.model import PandA
 from panda.roir.masks import LandmarkDetector, check_regions
 from panda.roir.protocol import Faces, PandAEditor, Settings, choose, face_set
@@ -38,7 +38,7 @@ class ROIRMonitor(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data: FeatureDataModule = trainer.datamodule
         detector = LandmarkDetector(self.upscale)
-        self.faces = face_set(data.generator, detector, data.seed, CALIBRATION, self.samples, self.samples)
+        self.faces = face_set(data.generator, detector, data.seed, Stream.CALIBRATION, self.samples, self.samples)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
         if trainer.sanity_checking or self.faces is None or trainer.global_step == self.measured_step:

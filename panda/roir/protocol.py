@@ -2,12 +2,12 @@
 
 For each region (eyes, nose, mouth) and each method (PandA and the baselines of :mod:`panda.roir.baselines`):
 
-1. **Calibration** on faces of the ``CALIBRATION`` stream: every candidate direction (PandA: each
+1. **Calibration** on faces of the ``Stream.CALIBRATION`` stream: every candidate direction (PandA: each
    part x appearance; a baseline: its ranked directions; both signs) is scaled so that the mean RMS
    change inside the ROI (:func:`inside_change`) equals ``inside_change``. Each candidate is first
    screened on ``screen`` faces; the ``finalists`` with the lowest ROIR are re-scaled on the whole
    calibration set, and the lowest calibration ROIR wins.
-2. **Test** on faces of the disjoint ``TEST`` stream: ROIR of the chosen edit at its calibrated
+2. **Test** on faces of the disjoint ``Stream.TEST`` stream: ROIR of the chosen edit at its calibrated
    scale, as mean +- std, with the number of images measured and skipped (no face found).
 
 Every method is scaled to the same change inside the region, so ROIR compares only what leaks out.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from panda.data import FIT, batch_generator
+from panda.data import Stream, batch_generator
 from panda.generators.base import FeatureGenerator
 from panda.roir.baselines.base import Baseline, first_codes, unit_rows
 
@@ -65,7 +65,7 @@ class GANSpace(Baseline):
         with torch.inference_mode():
             for i, start in enumerate(range(0, self.samples, self.batch_size)):
                 size = min(self.batch_size, self.samples - start)
-                z = self.gen.sample_latents(size, batch_generator(self.seed, FIT, i)).to(self.gen.device)
+                z = self.gen.sample_latents(size, batch_generator(self.seed, Stream.FIT, i)).to(self.gen.device)
                 code = first_codes(self.gen.codes(z))
                 codes.append(code)
                 activations.append(code if self.layer is None else self.gen.features(z, self.layer).flatten(1))
