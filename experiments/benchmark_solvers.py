@@ -62,6 +62,7 @@ from panda.resources import config_dir  # noqa: E402
 
 LAYER, SHAPE, PARTS, SEED, BATCH = "main.8", (128, 16, 16), 8, 0, 64
 DEFAULT_APPEARANCES = 16  # train.py's R_C on the DCGAN faces (conf/rank)
+READING = "\n## Reading\n"  # the hand-written part of solvers_cpu.md, kept when the tables are rewritten
 TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
 
 
@@ -395,7 +396,9 @@ def main() -> None:
         "",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out / "solvers_cpu.md", "\n".join(lines).encode())
+    report = args.out / "solvers_cpu.md"
+    reading = report.read_text().partition(READING)[2] if report.is_file() else ""
+    atomic_write(report, ("\n".join(lines) + (f"{READING}{reading}" if reading else "")).encode())
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["method", "seconds", "held_out_rel_error"])

@@ -19,7 +19,7 @@ from tests.test_resume import configured
 
 def test_divergence_stops_training_and_writes_no_non_finite_factors(tmp_path):
     with pytest.raises(DivergenceError) as error:
-        train(configured(tmp_path, "model.lr=1e9", "trainer.max_steps=20"))
+        train(configured(tmp_path, "model.solver.lr=1e9", "trainer.max_steps=20"))
     message = str(error.value)
     assert "training diverged at step" in message and "NaN or infinite" in message and "\n" not in message
     assert not (tmp_path / "factors.pt").exists() and not (tmp_path / "metrics.json").exists()
@@ -30,7 +30,7 @@ def test_divergence_stops_training_and_writes_no_non_finite_factors(tmp_path):
 
 
 def test_divergence_is_one_line_and_a_non_zero_exit(tmp_path):
-    result = run_script("train.py", *TINY, f"hydra.run.dir={tmp_path}", "model.lr=1e9")
+    result = run_script("train.py", *TINY, f"hydra.run.dir={tmp_path}", "model.solver.lr=1e9")
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]
     assert "training diverged at step" in output and "Traceback" not in output

@@ -69,7 +69,7 @@ def copy(finished, tmp_path) -> Path:
     ("overrides", "named"),
     [
         (["rank.parts=4"], ["rank.parts=8 (now 4)"]),
-        (["seed=7", "model.lr=0.01"], ["seed=0 (now 7)", "model.lr=0.003 (now 0.01)"]),
+        (["seed=7", "model.solver.lr=0.01"], ["seed=0 (now 7)", "model.solver.lr=0.003 (now 0.01)"]),
         (["gen.layer=main.5"], ["gen.layer=main.8 (now main.5)"]),
     ],
 )
