@@ -106,7 +106,7 @@ def main() -> None:
     )
     timing = f"training {train_seconds:.0f} s, " if train_seconds is not None else ""
     command = " ".join(["python experiments/roir_dcgan.py", *sys.argv[1:]])
-    report = f"""# ROIR on the DCGAN faces (issue 4)
+    report = f"""# ROIR on the DCGAN faces
 
 Produced by `{command}` ({timing}evaluation {eval_seconds:.0f} s on {os.cpu_count()} CPU cores,
 {platform.processor() or platform.machine()}). PandA: `python train.py {" ".join(args.train)}` (the default: layer

@@ -18,8 +18,7 @@ samples of its pass, each ``P`` update the objective on the decayed sum over the
 far. ``A`` is not constrained, as in the projected-gradient solver. A solve stops after
 ``max_iter`` L-BFGS-B iterations: the next passes' statistics move the blocks again anyway, and
 solving each pass to convergence (hundreds of iterations at ``R_C = 16``) made the solves the
-largest cost of a step without lowering the final error (DCGAN faces, seeds 1-3, ``R_C = 16`` and
-``C``: final errors with 50 and with 1,000 iterations within 0.0006 of each other).
+largest cost of a step without lowering the final error.
 
 Why this design: the parts statistics cost ``O(S^2 R_C)`` a sample against ``O(C S R_S)`` for the
 appearances', so parts passes are short, and a parts solve on few samples alone is noisy; the
@@ -27,10 +26,9 @@ decayed sum averages it over several passes at no extra cost (``A`` moves little
 The first pass picks the basin of a non-convex problem. With ``R_C < C`` the HOSVD appearances
 span the leading channel subspace and a parts solve from them starts well; with ``R_C = C`` they
 span every channel (``A A^T = I``), a parts solve from them ignores the appearances, and starting
-with the appearances (fitted to the random initial parts) lands lower. On the DCGAN faces, seeds
-0-2, parts first against appearances first: ``R_C = C``, final held-out error 0.4421-0.4426
-against 0.4393-0.4400 (``experiments/results/solvers_cpu.md``); ``R_C = 16``, validation error
-after 240 steps 0.4916-0.5098 against 0.4982-0.5167. ``first_pass=auto`` picks accordingly.
+with the appearances (fitted to the random initial parts) lands lower; with ``R_C < C`` it is the
+other way round (measurements in ``experiments/results/solvers_cpu.md``). ``first_pass=auto`` picks
+accordingly.
 """
 
 from __future__ import annotations
