@@ -30,6 +30,9 @@ TRAINING = {
     "default_overlay.png": "overlay.png",
     "default_error_curve.png": "error_curve.png",
 }
+# docs/images/<image> made by a test rather than by this script: the studio's page, screenshot by its browser test
+# (`STUDIO_SCREENSHOT=docs/images/studio.png python -m pytest tests/test_studio_browser.py`)
+FROM_TESTS = {"studio.png": "tests/test_studio_browser.py"}
 # docs/images/<image> <- (`python evaluate.py <arguments>` exactly as the docs show it, <file> it writes)
 EVALUATIONS = {
     "edit_hair_colour_strip.png": (f"task=edit run={RUN} eval.name=hair_colour samples=[0,1,2,3]", "edit_strip.png"),

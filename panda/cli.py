@@ -13,7 +13,7 @@ from typing import TypeVar
 from hydra.core.hydra_config import HydraConfig
 
 from panda.config import check_overrides
-from panda.errors import Interrupted, PandaError
+from panda.errors import BusyError, Interrupted, PandaError
 from panda.io import LOCK_FILE
 from panda.sweep import in_multirun, run_job
 
@@ -35,7 +35,8 @@ def run(task: Callable[[], T]) -> T | None:
         return task()
     except PandaError as error:
         log.error("error: %s", error)
-        remove_stub()
+        if not isinstance(error, BusyError):  # a busy directory is another run's
+            remove_stub()
         sys.exit(2)
     except Interrupted as stop:
         log.error("%s", stop)

@@ -19,7 +19,7 @@ def test_every_image_shown_is_made_by_the_script_and_no_other_lies_in_docs_image
     script = load_script()
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     shown = {name for page in pages for name in re.findall(r"images/([\w.-]+\.png)", page.read_text())}
-    made = set(script.TRAINING) | set(script.EVALUATIONS)
+    made = set(script.TRAINING) | set(script.EVALUATIONS) | set(script.FROM_TESTS)
     assert shown <= made
     assert made == {path.name for path in IMAGES.glob("*.png")}
 
