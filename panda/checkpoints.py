@@ -35,6 +35,7 @@ MAY_DIFFER = (
     "callbacks",
     "trainer.default_root_dir",
     "trainer.max_steps",
+    "trainer.max_time",
     "trainer.val_check_interval",
     "trainer.log_every_n_steps",
     "trainer.enable_progress_bar",

@@ -142,7 +142,7 @@ def test_cancelled_job_is_reported_and_the_sweep_ends(slurm_env, tmp_path):
 
 def test_requeued_job_resumes_from_its_checkpoint(slurm_env, tmp_path):
     # trains for 10 s (training time survives the requeue), checkpointing every 2 steps
-    overrides = [*BUDGET, *LAUNCHER, "trainer.max_steps=1000000", "+trainer.max_time=00:00:00:10"]
+    overrides = [*BUDGET, *LAUNCHER, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:10"]
     sweep_dir = tmp_path / "sweep"
     process = start_sweep(sweep_dir, slurm_env, *overrides)
     try:
