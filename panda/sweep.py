@@ -24,7 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from panda.errors import PandaError
+from panda.errors import Interrupted, PandaError
 from panda.io import METRICS_FILE, atomic_write, save_json
 
 T = TypeVar("T")
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 COMPLETED, FAILED, CANCELLED, TIMED_OUT = "completed", "failed", "cancelled", "timed out"
+INTERRUPTED = "interrupted"  # stopped by a signal; a requeued or re-run job resumes from its checkpoint
 COLUMNS = [
     "job",
     "overrides",
@@ -87,6 +88,10 @@ def run_job(task: Callable[[], T]) -> T | None:
     note("running")
     try:
         result = task()
+    except Interrupted as stop:  # a signal: SLURM's before a requeue (the job runs again), Ctrl-C, SIGTERM
+        log.error("%s", stop)
+        note(INTERRUPTED, str(stop))
+        sys.exit(stop.exit_code)  # as a single run exits; the requeued run records how it ends
     except PandaError as error:
         log.error("error: %s", error)
         note(FAILED, str(error))

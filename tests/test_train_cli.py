@@ -20,7 +20,7 @@ from panda.progress import quiet_lightning
 from tests.conftest import ROOT, TINY, run_script
 
 # TINY with the progress bar on, stopping at step 3, before its first scheduled validation (step 5)
-PROGRESS = [o for o in TINY if not o.startswith("trainer.enable_progress_bar")]
+PROGRESS = [*TINY, "trainer.enable_progress_bar=true"]  # the debug budget with its progress output on
 SHORT = ["trainer.max_steps=3", "trainer.val_check_interval=5", "trainer.log_every_n_steps=1"]
 LOG_RECORD = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[")
 
