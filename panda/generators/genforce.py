@@ -137,12 +137,16 @@ class ProGANNet(nn.Module):
         """The image from ``layer{start}`` on, given its input ``x``."""
         for i in range(start, self.num_layers):
             x = getattr(self, f"layer{i}")(x)
-        return self.resume(f"output{self.last_output}", getattr(self, f"output{self.last_output}")(x))
+        return self.image(getattr(self, f"output{self.last_output}")(x))
+
+    def image(self, rgb: Tensor) -> Tensor:
+        """The image from the output of the last ToRGB layer."""
+        return torch.tanh(rgb) if self.final_tanh else rgb
 
     def resume(self, path: str, features: Tensor) -> Tensor:
         """The image from the output ``features`` of the layer ``path`` (``layer5``, or the last ``output{k}``)."""
         if path.startswith("output"):
-            return torch.tanh(features) if self.final_tanh else features
+            return self.image(features)
         return self.run(features, int(path.removeprefix("layer")) + 1)
 
 
@@ -333,7 +337,11 @@ class SynthesisNetwork(nn.Module):
         """The image from ``layer{start}`` on, given its input ``x`` (None for ``layer0``, the constant)."""
         for i in range(start, self.num_layers):
             x = getattr(self, f"layer{i}")(x, wp[:, i])
-        return self.resume(f"output{self.last_output}", getattr(self, f"output{self.last_output}")(x), wp)
+        return self.image(getattr(self, f"output{self.last_output}")(x))
+
+    def image(self, rgb: Tensor) -> Tensor:
+        """The image from the output of the last ToRGB layer."""
+        return torch.tanh(rgb) if self.final_tanh else rgb
 
     def resume(self, path: str, features: Tensor, wp: Tensor) -> Tensor:
         """The image from the output ``features`` of the layer ``path`` (``layer5``, ``layer10.blur``, the last
@@ -341,7 +349,7 @@ class SynthesisNetwork(nn.Module):
         if not path:
             return features
         if path.startswith("output"):
-            return torch.tanh(features) if self.final_tanh else features
+            return self.image(features)
         name, _, part = path.partition(".")
         index = int(name.removeprefix("layer"))
         x = getattr(self, name).resume(part, features, wp[:, index]) if part else features
