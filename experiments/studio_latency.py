@@ -8,7 +8,7 @@ each with made-up factors at the generator's default layer and suggested ranks (
 not depend on what the factors learnt)::
 
     python experiments/studio_latency.py                     # writes experiments/results/studio_latency.md
-    python experiments/studio_latency.py --threads 2 1 --updates 20 --out /tmp/latency.md
+    python experiments/studio_latency.py --threads 1 --updates 20 --out /tmp/latency.md
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def table(rows: list[dict[str, float | str]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--updates", type=int, default=50, help="timed slider moves per generator")
-    parser.add_argument("--threads", type=int, nargs="+", default=[2], help="torch CPU threads, one row each")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch CPU threads, one row each")
     parser.add_argument("--statistics", type=int, default=100, help="samples behind the studio's thresholds")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "studio_latency.md")

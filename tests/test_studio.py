@@ -91,6 +91,7 @@ def test_default_settings_and_the_zoo_under_the_run(run_dir: Path) -> None:
     [
         ({"port": 0}, "eval.port=0 must be in 1..65535"),
         ({"statistics": 0}, "eval.statistics and eval.batch_size must be >= 1"),
+        ({"threads": 0}, "eval.threads must be >= 1"),
         ({"strength": {"min": 5, "max": 5, "step": 1}}, "min < max"),
         ({"strength": {"min": -5, "max": float("inf"), "step": 1}}, "min < max"),
         ({"strength": {"min": -5, "max": 5, "step": 0}}, "step=0.0 must be > 0"),

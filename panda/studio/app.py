@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import torch
 from omegaconf import DictConfig
 
 from panda.errors import ConfigError, PandaError
@@ -193,6 +194,8 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
 def serve(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """Serve the studio of ``run`` as ``cfg.eval`` says until Ctrl-C; exports go under ``out``."""
     settings = Settings.from_config(cfg.eval, cfg.run)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)  # process-wide: this process only serves the studio
     studio = Studio(run, settings, part_labels(cfg.run, run.parts), cfg.seed)
     demo = build(studio, out / "exports")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to the app

@@ -76,6 +76,7 @@ class Settings:
     sample: str
     statistics: int
     batch_size: int
+    threads: int | None
     strength: tuple[float, float, float]  # slider minimum, maximum, step
     remove_alpha: float
     refine_steps: int
@@ -100,6 +101,7 @@ class Settings:
             sample=str(options["sample"]),
             statistics=int(options["statistics"]),
             batch_size=int(options["batch_size"]),
+            threads=None if options["threads"] is None else int(options["threads"]),
             strength=(low, high, step),
             remove_alpha=float(options["remove_alpha"]),
             refine_steps=int(options["refine"]["steps"]),
@@ -114,6 +116,7 @@ class Settings:
         problems = [
             (not 1 <= settings.port <= 65535, f"eval.port={settings.port} must be in 1..65535"),
             (settings.statistics < 1 or settings.batch_size < 1, "eval.statistics and eval.batch_size must be >= 1"),
+            (settings.threads is not None and settings.threads < 1, "eval.threads must be >= 1 (or null)"),
             (not (math.isfinite(low) and math.isfinite(high) and low < high), "eval.strength needs min < max, finite"),
             (not step > 0, f"eval.strength.step={step} must be > 0"),
             (not low <= settings.remove_alpha <= high, "eval.remove_alpha must lie in [strength.min, strength.max]"),
