@@ -1,9 +1,9 @@
 """Optimisers of the PandA objective other than Adam + projection (the ``model/solver`` config group).
 
-:class:`StatisticsSolver` (``model/solver=stats``, options ``model.solver.*``) replaces thousands of gradient steps by
-block solves computed from sufficient statistics, streamed over "passes" of batches with memory
-independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see the statistics section
-of :mod:`panda.factorization`):
+:class:`StatisticsSolver` (``model/solver=stats``, options ``model.solver.*``) replaces thousands of
+gradient steps by block solves computed from sufficient statistics, streamed over "passes" of
+batches with memory independent of the number of samples (``[S, S]`` and ``[C, C]`` sums; see the
+statistics section of :mod:`panda.factorization`):
 
 - an appearances pass (``appearance_steps`` batches) accumulates ``K = sum_i Z_i M Z_i^T`` and
   ``L = sum_i Z_i M^2 Z_i^T`` (``M = P P^T``) and moves ``A`` to the best of its candidates
