@@ -1,7 +1,11 @@
-"""Lightning callbacks: the pictures of a run and its error history (ROIR: :mod:`panda.roir.monitor`)."""
+"""Lightning callbacks: the pictures of a run, its error history and a stop at convergence.
+
+ROIR during training is :mod:`panda.roir.monitor`.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,9 +15,11 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from pytorch_lightning.trainer.states import TrainerFn
 
 from panda import visualize
 from panda.data import FeatureDataModule, Stream
+from panda.errors import ConfigError
 from panda.model import PandA
 
 log = logging.getLogger(__name__)
@@ -81,3 +87,75 @@ def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
             elif isinstance(logger, TensorBoardLogger):
                 pixels = np.asarray(Image.open(path).convert("RGB"))
                 logger.experiment.add_image(key, pixels, trainer.global_step, dataformats="HWC")
+
+
+class Convergence(pl.Callback):
+    """Stops training once ``monitor`` has converged, and logs why training stopped.
+
+    Converged: at each of the last ``patience`` validations ``monitor`` moved by at most ``rel_tol``
+    times its previous value, up or down. An error that still falls, or rises, by more keeps the
+    run going, up to ``trainer.max_steps``. Checked at every validation of ``fit``
+    (``trainer.val_check_interval`` sets how often); the defaults are in ``conf/callbacks/early_stop.yaml``.
+
+    Args:
+        monitor: the logged metric, e.g. ``val/rel_error``.
+        rel_tol: the largest relative change, ``|e_k - e_{k-1}| / e_{k-1}``, that counts as converged.
+        patience: consecutive validations that must each change by at most ``rel_tol``.
+    """
+
+    def __init__(self, monitor: str, rel_tol: float, patience: int) -> None:
+        if not rel_tol > 0:
+            raise ConfigError(f"callbacks.early_stop.rel_tol={rel_tol} must be > 0")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ConfigError(f"callbacks.early_stop.patience={patience!r} must be an integer >= 1")
+        self.monitor, self.rel_tol, self.patience = monitor, rel_tol, patience
+        self.history: list[tuple[int, float]] = []
+        self.converged = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [tuple(h) for h in state_dict["history"]]
+
+    def recent_changes(self) -> list[float]:
+        """The relative changes of ``monitor`` at the last ``patience`` validations (fewer early on)."""
+        pairs = list(itertools.pairwise(value for _, value in self.history))[-self.patience :]
+        return [(b - a) / a for a, b in pairs]
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return  # not a validation of training (e.g. train.py's final trainer.validate)
+        self.history.append((trainer.global_step, float(trainer.callback_metrics[self.monitor])))
+        changes = self.recent_changes()
+        if len(changes) == self.patience and all(abs(change) <= self.rel_tol for change in changes):
+            self.converged = trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.history:
+            return
+        step, value = self.history[-1]
+        changes = ", ".join(f"{change:+.3%}" for change in self.recent_changes()) or "none"
+        if self.converged:
+            log.info(
+                "converged at step %d of at most %d: %s = %.4f; its relative changes at the last %d validations %s "
+                "are all within rel_tol = %g",
+                step,
+                trainer.max_steps,
+                self.monitor,
+                value,
+                self.patience,
+                changes,
+                self.rel_tol,
+            )
+        elif trainer.global_step >= trainer.max_steps:
+            log.info(
+                "reached trainer.max_steps = %d before converging: %s = %.4f at step %d, relative changes at the "
+                "last validations %s (rel_tol = %g)",
+                trainer.max_steps,
+                self.monitor,
+                value,
+                step,
+                changes,
+                self.rel_tol,
+            )

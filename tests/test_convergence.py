@@ -1,0 +1,104 @@
+"""The stop at convergence (``callbacks=early_stop``): it stops a converged run, and only a converged one."""
+
+import logging
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+
+from panda.callbacks import Convergence
+from panda.errors import ConfigError
+from tests.conftest import ROOT
+
+
+class Scripted(pl.LightningModule):
+    """Reports ``errors[k]`` as ``val/rel_error`` at validation ``k`` (after step ``2 (k + 1)``)."""
+
+    def __init__(self, errors: list[float]) -> None:
+        super().__init__()
+        self.errors = errors
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return (self.w - batch).square().sum()
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/rel_error", self.errors[self.trainer.global_step // 2 - 1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.ones(1000, 1), batch_size=None)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.ones(1, 1), batch_size=None)
+
+
+def fit(errors: list[float], max_steps: int = 20, ckpt_dir=None, ckpt_path=None) -> tuple[pl.Trainer, Convergence]:
+    """Training validated every 2 steps, with :class:`Convergence` at ``rel_tol=0.001, patience=2``
+    (and checkpoints into ``ckpt_dir``, resuming from ``ckpt_path``)."""
+    stop = Convergence("val/rel_error", rel_tol=0.001, patience=2)
+    checkpoints = [pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_last=True)] if ckpt_dir else []
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=bool(ckpt_dir),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[stop, *checkpoints],
+    )
+    trainer.fit(Scripted(errors), ckpt_path=ckpt_path)
+    return trainer, stop
+
+
+def test_a_converged_run_stops_at_the_validation_that_shows_it(caplog):
+    # relative changes: -33%, -17%, +0.08%, -0.1%: the last two are within 0.1% at step 10
+    with caplog.at_level(logging.INFO, logger="panda.callbacks"):
+        trainer, stop = fit([0.9, 0.6, 0.5, 0.5004, 0.4999] + [0.4999] * 5)
+    assert trainer.global_step == 10 and stop.converged
+    assert "converged at step 10 of at most 20: val/rel_error = 0.4999" in caplog.text
+    assert "+0.080%, -0.100%" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "errors",
+    [
+        [0.9 * 0.99**k for k in range(10)],  # still improving by 1% a validation
+        [0.5 * 1.01**k for k in range(10)],  # diverging by 1% a validation
+        [0.5, 0.5, 0.6, 0.6, 0.7, 0.7, 0.8, 0.8, 0.9, 0.9],  # never two flat validations in a row
+    ],
+)
+def test_an_improving_or_diverging_run_goes_on_to_max_steps(errors, caplog):
+    with caplog.at_level(logging.INFO, logger="panda.callbacks"):
+        trainer, stop = fit(errors)
+    assert trainer.global_step == 20 and not stop.converged
+    assert "reached trainer.max_steps = 20 before converging" in caplog.text
+
+
+def test_a_resumed_run_remembers_the_validations_before_the_checkpoint(tmp_path):
+    errors = [0.9, 0.6, 0.5, 0.5004, 0.4999] + [0.4999] * 5  # converged at step 10, as above
+    fit(errors, max_steps=6, ckpt_dir=tmp_path)
+    trainer, stop = fit(errors, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert trainer.global_step == 10 and stop.converged  # not 12: the changes at steps 8 and 10 suffice
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ConfigError, match=r"callbacks.early_stop.rel_tol=0 must be > 0"):
+        Convergence("val/rel_error", rel_tol=0, patience=1)
+    with pytest.raises(ConfigError, match=r"callbacks.early_stop.patience=0 must be an integer >= 1"):
+        Convergence("val/rel_error", rel_tol=0.001, patience=0)
+
+
+def test_experiment_fast_stops_at_convergence():
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=fast"])
+    assert cfg.callbacks.early_stop._target_ == "panda.callbacks.Convergence"
