@@ -3,8 +3,9 @@
 Trains the default (``python train.py``: DCGAN faces, ``main.8``, R_S = 8, R_C = 16, 600 steps), then
 runs ``python evaluate.py task=roir`` on it (eyes, nose and mouth; directions chosen and scaled on
 calibration faces, ROIR measured on the faces of a disjoint test set), and writes
-``experiments/results/roir_dcgan.{md,csv}``, a bar chart ``roir_dcgan.png`` and the mouth edits
-``roir_dcgan_mouth.png``. The training and evaluation run directories are under ``outputs/roir_dcgan/``.
+``experiments/results/roir_dcgan.{md,csv}``, a bar chart ``roir_dcgan.png``, the mouth edits
+``roir_dcgan_mouth.png`` and each method's worst mouth edits ``roir_dcgan_mouth_worst.png``. The
+training and evaluation run directories are under ``outputs/roir_dcgan/``.
 
     python experiments/roir_dcgan.py                    # 10,000 test samples
     python experiments/roir_dcgan.py --test-samples 1000 --run outputs/roir_dcgan/train   # reuse a trained run
@@ -98,7 +99,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(evaluation / "roir.csv", args.out / f"{name}.csv")
     bar_chart(rows, args.out / f"{name}.png")
-    shutil.copyfile(evaluation / "roir_mouth.png", args.out / f"{name}_mouth.png")
+    for figure in ("mouth", "mouth_worst"):
+        shutil.copyfile(evaluation / f"roir_{figure}.png", args.out / f"{name}_{figure}.png")
     details = "\n".join(
         f"| {row['method']} | {row['region']} | {row['direction']} | {float(row['scale']):.3g} | "
         f"{row['calibration_roir']} | {row['images']} | {row['inside_change']} |"
@@ -132,6 +134,8 @@ over the regions for the region-conditioned ones). Choosing among directions is 
 ![ROIR per method and region]({name}.png)
 
 ![mouth edits of every method]({name}_mouth.png)
+
+![each method's test faces with the highest mouth ROIR]({name}_mouth_worst.png)
 """
     atomic_write(args.out / f"{name}.md", report.encode())
     print(report)

@@ -163,11 +163,13 @@ def refine(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
 
 
 def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
-    """ROIR of PandA and the baselines per face region (:mod:`panda.roir`): ``roir.md``, ``roir.csv``, edit grids."""
+    """ROIR of PandA and the baselines per face region (:mod:`panda.roir`): ``roir.md``, ``roir.csv``, edit grids
+    (``roir_<region>.png``: the first test faces; ``roir_<region>_worst.png``: each method's worst)."""
     settings = cfg.eval
     regions = check_regions([str(r) for r in settings.regions])
     if settings.test_samples < 1 or settings.calibration < 2 or settings.grid < 1:
         raise ConfigError("eval.test_samples and eval.grid must be >= 1, eval.calibration >= 2")
+    above = finite_number("eval.above", settings.above)
     choosing = protocol.Settings(**settings.choose, config_key="eval.choose")
     detector = LandmarkDetector(upscale=settings.upscale)
     gen = run.generator
@@ -196,11 +198,13 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         settings.test_samples,
         settings.batch_size,
         choosing.dilation,
-        keep=settings.grid,
+        above,
+        settings.grid,
     )
-    rows = [results[key].row() for key in choices]
+    rows = [results[key].row(skipped) for key in choices]
     seconds = {m: sum(e.seconds for e in protocol.unique(by_region)) for m, by_region in editors.items()}
-    files = {"table": atomic_write(out / "roir.md", protocol.table(rows, regions, seconds).encode())}
+    markdown = protocol.table(rows, regions, seconds, above)
+    files = {"table": atomic_write(out / "roir.md", markdown.encode())}
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -212,17 +216,34 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         titles = [name for name in ["original", *editors] for _ in range(len(examples["originals"]))]
         columns = max(1, len(examples["originals"]))
         files[f"grid_{region}"] = image_grid(np.concatenate(shown), out / f"roir_{region}.png", columns, titles)
+        worst = {method: results[method, region].worst for method in editors}
+        files[f"grid_{region}_worst"] = _worst_faces(worst, out / f"roir_{region}_worst.png")
     if settings.wandb:
         images = [path for key, path in files.items() if key.startswith("grid_")]
         log_results_to_wandb(out, settings.wandb_project, f"roir-{run.name}", {"run": str(cfg.run)}, rows, images)
-    log.info("ROIR (lower is better):\n%s", protocol.table(rows, regions, seconds))
+    log.info("ROIR (lower is better):\n%s", markdown)
     return {
         "rows": rows,
         "test_samples": int(settings.test_samples),
+        "above": above,
         "skipped": skipped,
         "calibration_faces": len(calibration.latents),
         "files": files,
     }
+
+
+def _worst_faces(worst: dict[str, protocol.Worst], path: Path) -> Path:
+    """Per method, a row of its worst test faces (region tinted, ROIR in the title) above a row of their edits."""
+    columns = max(1, *(len(w.ratios) for w in worst.values()))
+    shown, titles = [], []
+    for method, faces in worst.items():
+        if not len(faces.ratios):
+            continue
+        blank = np.full((columns - len(faces.ratios), *faces.originals.shape[-2:], 3), 255, dtype=np.uint8)
+        shown += [mask_overlay(faces.originals, faces.masks[:, 0]), blank, to_uint8(faces.edits), blank]
+        titles += [f"{method} {r:.2f}" for r in faces.ratios.tolist()] + [""] * len(blank)
+        titles += ["edited"] * len(faces.ratios) + [""] * len(blank)
+    return image_grid(np.concatenate(shown), path, columns, titles)
 
 
 def studio(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from panda.evaluation import evaluate as evaluate_task
 from panda.roir import protocol
 from panda.roir.baselines.base import Editor
 from panda.roir.masks import LandmarkDetector
-from panda.roir.protocol import Faces, Settings, choose, face_batches, inside_change
+from panda.roir.protocol import Faces, Settings, Worst, choose, face_batches, inside_change, table
 from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_script
 from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
 
@@ -112,6 +112,31 @@ def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(r
     assert result["rows"][0]["images"] + result["rows"][0]["unchanged"] + result["skipped"] == 4
 
 
+def test_worst_keeps_the_faces_with_the_highest_roir_over_batches():
+    worst = Worst(2)
+    images = torch.arange(5.0)[:, None, None, None].expand(5, 3, 2, 2)  # face i is filled with i
+    masks = torch.ones(5, 1, 2, 2)
+    worst.update(torch.tensor([1.0, 4.0, float("nan")]), images[:3], masks[:3], -images[:3])
+    worst.update(torch.tensor([3.0, 4.0]), images[3:], masks[3:], -images[3:])
+    torch.testing.assert_close(worst.ratios, torch.tensor([4.0, 4.0], dtype=torch.float64))
+    assert worst.originals[:, 0, 0, 0].tolist() == [1.0, 4.0]  # a tie keeps the earlier face first
+    assert worst.edits[:, 0, 0, 0].tolist() == [-1.0, -4.0] and worst.masks.shape == (2, 1, 2, 2)
+    worst.update(torch.tensor([float("nan")]), images[:1], masks[:1], images[:1])  # unchanged: never kept
+    assert len(worst.ratios) == 2 and not worst.ratios.isnan().any()
+
+
+def test_table_reports_mean_std_median_quartiles_and_faces():
+    row = {"roir_mean": 2.5, "roir_std": 0.75, "roir_median": 2.25, "roir_q1": 1.5, "roir_q3": 3.125}
+    row |= {"faces_above_5": 3, "images": 40, "unchanged": 1, "skipped": 9}
+    rows = [{"method": "panda", "region": "eyes", **row}, {"method": "sefa", "region": "mouth", **row}]
+    markdown = table(rows, ["eyes", "mouth"], {"panda": 12.0, "sefa": 0.5}, above=5.0)
+    assert "| panda | 2.50 +- 0.75 | n/a | 12.0 |" in markdown
+    assert "| sefa | n/a | 2.50 +- 0.75 | 0.5 |" in markdown
+    assert "| panda | 2.25 [1.50, 3.12], 3 of 40 | n/a |" in markdown
+    assert "faces with ROIR above 5" in markdown
+    assert "Test faces: 41 found, 9 of the 50 samples skipped (no face found)." in markdown
+
+
 def test_bad_search_settings_are_refused():
     with pytest.raises(ConfigError, match=r"eval\.choose\.screen=0 must be >= 1"):
         settings(screen=0)
@@ -144,11 +169,17 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
     }
     for row in rows:  # every image is measured or skipped, and every edit was scaled to the same inside change
         assert int(row["images"]) + int(row["unchanged"]) + result["skipped"] == 12
+        assert int(row["skipped"]) == result["skipped"]
         assert float(row["inside_change"]) == pytest.approx(0.1, rel=0.5)
         assert float(row["roir_mean"]) > 0
-    table = (out / "roir.md").read_text()
-    assert "| panda |" in table and "| resefa |" in table and "stylespace" not in table  # no style channels
-    assert (out / "roir_eyes.png").stat().st_size > 0 and (out / "roir_mouth.png").stat().st_size > 0
+        assert 0 < float(row["roir_q1"]) <= float(row["roir_median"]) <= float(row["roir_q3"])
+        assert 0 <= int(row["faces_above_5"]) <= int(row["images"])
+    assert result["above"] == 5.0 and result["rows"][0]["faces_above_5"] == int(rows[0]["faces_above_5"])
+    markdown = (out / "roir.md").read_text()
+    assert "| panda |" in markdown and "| resefa |" in markdown and "stylespace" not in markdown  # no style channels
+    assert f"{result['skipped']} of the 12 samples skipped" in markdown
+    for region in ("eyes", "mouth"):
+        assert (out / f"roir_{region}.png").stat().st_size > 0 and (out / f"roir_{region}_worst.png").stat().st_size > 0
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the table and grids, logged offline
 
 
@@ -159,6 +190,8 @@ def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_pa
     done = evaluate(tmp_path / "b", "task=roir", f"run={run_dir}", methods, "eval.calibration=4")
     assert done.returncode == 2
     assert "methods: panda, ganspace, sefa, lowrankgan, resefa, stylespace" in done.stdout + done.stderr
+    done = evaluate(tmp_path / "c", "task=roir", f"run={run_dir}", "eval.above=five")
+    assert done.returncode == 2 and "eval.above='five' must be a finite number" in done.stdout + done.stderr
 
 
 def monitor_config(*overrides: str) -> Any:

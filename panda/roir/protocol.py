@@ -8,7 +8,8 @@ For each region (eyes, nose, mouth) and each method (PandA and the baselines of 
    screened on ``screen`` faces; the ``finalists`` with the lowest ROIR are re-scaled on the whole
    calibration set, and the lowest calibration ROIR wins.
 2. **Test** on faces of the disjoint ``Stream.TEST`` stream: ROIR of the chosen edit at its calibrated
-   scale, as mean +- std, with the number of images measured and skipped (no face found).
+   scale, as mean +- std, median and quartiles, the faces above a threshold and the worst faces,
+   with the number of images measured and skipped (no face found).
 
 Every method is scaled to the same change inside the region, so ROIR compares only what leaks out.
 """
@@ -16,7 +17,7 @@ Every method is scaled to the same change inside the region, so ROIR compares on
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import Any
 
@@ -220,29 +221,64 @@ def choose(editor: Editor, faces: Faces, region: str, settings: Settings) -> Cho
 
 
 @dataclass
+class Worst:
+    """The ``size`` faces with the highest ROIR seen so far, highest first (ties: the earlier face):
+    their ``ratios`` ``[K]``, ``originals`` and ``edits`` ``[K, 3, H, W]`` and ``masks`` ``[K, 1, H, W]``."""
+
+    size: int
+    ratios: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))
+    originals: Tensor | None = None
+    masks: Tensor | None = None
+    edits: Tensor | None = None
+
+    def update(self, ratios: Tensor, originals: Tensor, masks: Tensor, edits: Tensor) -> None:
+        """Add a batch's faces (``nan`` ratios, unchanged regions, are never kept)."""
+        ratios = torch.cat([self.ratios, ratios.double()])
+        order = torch.sort(ratios.nan_to_num(float("-inf")), descending=True, stable=True).indices
+        keep = order[~ratios[order].isnan()][: self.size]
+        self.ratios = ratios[keep]
+        self.originals, self.masks, self.edits = (
+            (batch if kept is None else torch.cat([kept, batch]))[keep]
+            for kept, batch in ((self.originals, originals), (self.masks, masks), (self.edits, edits))
+        )
+
+
+@dataclass
 class Result:
-    """Test-set ROIR of one method on one region."""
+    """Test-set ROIR of one method on one region, and its worst faces."""
 
     choice: Choice
     seconds: float
-    metric: ROIR = field(default_factory=ROIR)
+    metric: ROIR
+    worst: Worst
     change: list[float] = field(default_factory=list)
 
-    def row(self) -> dict[str, Any]:
+    def row(self, skipped: int) -> dict[str, Any]:
+        """The CSV row; ``skipped``: test samples without a face."""
         values = {key: float(value) for key, value in self.metric.compute().items()}
         return {
             "method": self.choice.method,
             "region": self.choice.region,
             "roir_mean": round(values["mean"], 4),
             "roir_std": round(values["std"], 4),
+            "roir_median": round(values["median"], 4),
+            "roir_q1": round(values["q1"], 4),
+            "roir_q3": round(values["q3"], 4),
+            above_key(self.metric.above): int(values["above"]),
             "images": int(values["count"]),
             "unchanged": int(values["unchanged"]),
+            "skipped": skipped,
             "inside_change": round(float(np.mean(self.change)), 4),
             "direction": self.choice.label,
             "scale": round(self.choice.scale, 5),
             "calibration_roir": round(self.choice.calibration_roir, 4),
             "find_seconds": round(self.seconds, 2),
         }
+
+
+def above_key(above: float) -> str:
+    """The row's column counting the faces whose ROIR exceeds ``above``."""
+    return f"faces_above_{above:g}"
 
 
 def measure(
@@ -255,14 +291,16 @@ def measure(
     samples: int,
     batch_size: int,
     dilation: int,
-    keep: int = 0,
+    above: float,
+    keep: int,
 ) -> tuple[dict[tuple[str, str], Result], int, dict[str, Any]]:
     """ROIR of every chosen edit on the faces among ``samples`` samples of ``stream``.
 
-    ``editors`` maps method -> region -> editor. Returns the results by (method, region), the number
-    of images skipped (no face) and the first ``keep`` faces' originals, masks and edits (for figures).
+    ``editors`` maps method -> region -> editor. Returns the results by (method, region) (with each one's
+    ``keep`` worst faces), the number of images skipped (no face) and the first ``keep`` faces' originals,
+    masks and edits (for figures). ``above``: the ROIR beyond which faces are counted.
     """
-    results = {key: Result(choice, editors[key[0]][key[1]].seconds) for key, choice in choices.items()}
+    results = {key: Result(c, editors[key[0]][key[1]].seconds, ROIR(above), Worst(keep)) for key, c in choices.items()}
     skipped, kept = 0, {"originals": [], "masks": {}, "edits": {}}
     for faces in face_batches(gen, detector, seed, stream, samples, batch_size, progress=True):
         skipped += faces.skipped
@@ -284,8 +322,10 @@ def measure(
                     torch.full((len(faces.latents),), choice.index),
                     torch.full((len(faces.latents),), choice.scale),
                 )
-                results[method, region].metric.update(faces.originals, edited, masks[region])
-                results[method, region].change += inside_change(faces.originals, edited, masks[region]).tolist()
+                result, mask = results[method, region], masks[region]
+                result.metric.update(faces.originals, edited, mask)
+                result.worst.update(roir(faces.originals, edited, mask), faces.originals, mask, edited)
+                result.change += inside_change(faces.originals, edited, mask).tolist()
                 kept["edits"].setdefault((method, region), []).append(edited[:take])
         for region, mask in masks.items():
             kept["masks"].setdefault(region, []).append(mask[:take])
@@ -299,21 +339,29 @@ def measure(
     return results, skipped, examples
 
 
-def table(rows: Sequence[dict[str, Any]], regions: Sequence[str], seconds: Mapping[str, float]) -> str:
-    """Markdown: one row per method (of ``seconds``: its direction-finding time), ``mean +- std`` per region."""
+def table(rows: Sequence[dict[str, Any]], regions: Sequence[str], seconds: Mapping[str, float], above: float) -> str:
+    """Markdown: one row per method (of ``seconds``: its direction-finding time) with ``mean +- std`` per
+    region; a second table with the median, the quartiles and the faces with ROIR above ``above``; the
+    faces found and skipped."""
     by_key = {(row["method"], row["region"]): row for row in rows}
-    lines = [
-        "| method | " + " | ".join(regions) + " | seconds to find directions |",
-        "|---" * (len(regions) + 2) + "|",
-    ]
-    for method, time in seconds.items():
-        cells = [
-            f"{by_key[method, r]['roir_mean']:.2f} +- {by_key[method, r]['roir_std']:.2f}"
-            if (method, r) in by_key
-            else "n/a"
-            for r in regions
-        ]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {time:.1f} |")
+    count = above_key(above)
+
+    def cells(method: str, text: Callable[[dict[str, Any]], str]) -> str:
+        return " | ".join(text(by_key[method, r]) if (method, r) in by_key else "n/a" for r in regions)
+
+    def mean_std(row: dict[str, Any]) -> str:
+        return f"{row['roir_mean']:.2f} +- {row['roir_std']:.2f}"
+
+    def robust(row: dict[str, Any]) -> str:
+        return f"{row['roir_median']:.2f} [{row['roir_q1']:.2f}, {row['roir_q3']:.2f}], {row[count]} of {row['images']}"
+
+    header = "| method | " + " | ".join(regions) + " |"
+    lines = [header + " seconds to find directions |", "|---" * (len(regions) + 2) + "|"]
+    lines += [f"| {m} | {cells(m, mean_std)} | {t:.1f} |" for m, t in seconds.items()]
+    lines += ["", f"Median [first, third quartile] and the faces with ROIR above {above:g}, of those measured:", ""]
+    lines += [header, "|---" * (len(regions) + 1) + "|", *(f"| {m} | {cells(m, robust)} |" for m in seconds)]
+    found, skipped = rows[0]["images"] + rows[0]["unchanged"], rows[0]["skipped"]
+    lines += ["", f"Test faces: {found} found, {skipped} of the {found + skipped} samples skipped (no face found)."]
     return "\n".join(lines) + "\n"
 
 
