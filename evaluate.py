@@ -1,4 +1,4 @@
-"""Use learnt factors: ``python evaluate.py task=edit|remove|localize|refine|roir|studio run=RUN_DIR [...]``."""
+"""Use learnt factors: ``python evaluate.py task=edit|remove|localize|refine|roir|name|studio run=RUN_DIR [...]``."""
 
 import hydra
 from omegaconf import DictConfig

@@ -60,19 +60,30 @@ class PandaArtifacts(pl.Callback):
             self.write(trainer, pl_module, trainer.datamodule)
 
     def write(self, trainer: pl.Trainer, model: PandA, data: FeatureDataModule) -> list[Path]:
-        _, height, width = model.hparams.feature_shape
-        log.info("rendering %s", PARTS_PNG)
-        paths = [visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG)]
-        log.info("rendering %s: generating %d validation images", OVERLAY_PNG, self.num_images)
-        with torch.inference_mode():
-            images = data.generator(data.latents(Stream.VAL, 0, self.num_images).to(data.generator.device))
-        paths.append(visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG))
+        paths = self.pictures(model, data)
         if self.history:
             log.info("rendering %s", CURVE_PNG)
             steps, errors = zip(*self.history, strict=True)
             paths.append(visualize.error_curve(steps, errors, self.output_dir / CURVE_PNG))
         log_images(trainer, paths)
         return paths
+
+    def pictures(
+        self,
+        model: PandA,
+        data: FeatureDataModule,
+        labels: list[str] | None = None,
+        scores: list[float] | None = None,
+    ) -> list[Path]:
+        """``parts.png`` and ``overlay.png``, with the parts' labels and scores when they are named."""
+        _, height, width = model.hparams.feature_shape
+        log.info("rendering %s", PARTS_PNG)
+        paths = [visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG, labels, scores)]
+        log.info("rendering %s: generating %d validation images", OVERLAY_PNG, self.num_images)
+        with torch.inference_mode():
+            images = data.generator(data.latents(Stream.VAL, 0, self.num_images).to(data.generator.device))
+        overlay = visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG, labels)
+        return [*paths, overlay]
 
 
 def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:

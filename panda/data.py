@@ -34,6 +34,7 @@ class Stream(enum.IntEnum):
     CALIBRATION = 5  # ROIR protocol: choosing directions
     TEST = 6  # ROIR protocol: measuring them
     FIT = 7  # the baselines' own samples
+    NAMING = 8  # the faces the parts are named on (panda.naming)
 
 
 PRECISIONS = ("fp32", "bf16")  # of the generator's forward (data.precision)

@@ -29,15 +29,16 @@ ZOO_DIR = config_dir() / "edits"
 
 @dataclass(frozen=True)
 class Edit:
-    """One triple of a local edit: add ``alpha * a_appearance p_part^T`` to the features."""
+    """One triple of a local edit: add ``alpha * a_appearance p_part^T`` to the features (``part``: an index
+    or the part's label)."""
 
-    part: int
+    part: int | str
     appearance: int
     alpha: float
 
 
 def parse_edits(items: Sequence[Mapping[str, Any]]) -> list[Edit]:
-    """Edits from ``[{part, appearance, alpha}, ...]`` (as written in configs and the zoo)."""
+    """Edits from ``[{part, appearance, alpha}, ...]`` (as written in configs and the zoo; a part may be named)."""
     edits = []
     for item in items:
         if not isinstance(item, Mapping) or set(item) != {"part", "appearance", "alpha"}:

@@ -23,13 +23,15 @@ from panda.config import check_known_keys, finite_number, positive_int
 from panda.data import Stream
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
+from panda.factors import save_labels
 from panda.io import METRICS_FILE, atomic_write, save_json
 from panda.loggers import log_results_to_wandb
+from panda.naming import REGIONS, NamingSettings, name_parts
 from panda.refinement import refine_parts
 from panda.roir import protocol
 from panda.roir.masks import LandmarkDetector, check_regions
 from panda.runs import Run, load_run
-from panda.visualize import image_grid, mask_overlay, overlay, parts_figure, save_gif, to_uint8
+from panda.visualize import image_grid, mask_overlay, overlay, overlay_figure, parts_figure, save_gif, to_uint8
 
 log = logging.getLogger(__name__)
 Task = Callable[[DictConfig, Run, Path], dict[str, Any]]
@@ -246,6 +248,35 @@ def _worst_faces(worst: dict[str, protocol.Worst], path: Path) -> Path:
     return image_grid(np.concatenate(shown), path, columns, titles)
 
 
+def name(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+    """Name the run's parts after face regions (:mod:`panda.naming`): ``names.md`` (each part's label, score
+    and shares), ``parts.png`` and ``overlay.png`` with the labels; stored in the run's ``factors.pt`` with
+    ``eval.store``."""
+    settings = NamingSettings.from_config(cfg.naming, "naming")
+    naming = name_parts(run.generator, run.P, run.hw, settings, cfg.seed)
+    files = {"table": atomic_write(out / "names.md", naming.table().encode())}
+    files["parts"] = parts_figure(run.P, run.hw, out / "parts.png", naming.labels, naming.scores)
+    samples, latents, _ = _sample_features(cfg, run)
+    with torch.inference_mode():
+        images = run.generator(latents.to(run.generator.device)).cpu()
+    files["overlay"] = overlay_figure(images, run.P, run.hw, out / "overlay.png", naming.labels)
+    if cfg.eval.store:
+        files["factors"] = save_labels(cfg.run, naming.labels, naming.scores)
+    shares = {
+        label: {region: round(float(s), 4) for region, s in zip(REGIONS, row.tolist(), strict=True)}
+        for label, row in zip(naming.labels, naming.shares, strict=True)
+    }
+    return {
+        "labels": naming.labels,
+        "scores": [round(s, 4) for s in naming.scores],
+        "faces": naming.faces,
+        "naming_samples": settings.samples,
+        "samples": samples,
+        "shares": shares,
+        "files": files,
+    }
+
+
 def studio(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """Serve the interactive editor (:mod:`panda.studio`) until Ctrl-C; Gradio is imported only for this task."""
     from panda.studio.app import serve
@@ -259,6 +290,7 @@ TASKS: dict[str, Task] = {
     "localize": localize,
     "refine": refine,
     "roir": roir,
+    "name": name,
     "studio": studio,
 }
 

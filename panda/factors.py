@@ -2,8 +2,10 @@
 
 It holds plain tensors and metadata only, so ``torch.load(path, weights_only=True)`` reads it
 without panda: ``A`` ``[C, R_C]``, ``P`` ``[S, R_S]``, ``generator``, ``layer``,
-``feature_shape`` ``[C, H, W]``, ``ranks``, ``config`` (the resolved training config as YAML) and
-``sha256``, the checksum of all of them (:func:`checksum`), verified on reading.
+``feature_shape`` ``[C, H, W]``, ``ranks``, ``config`` (the resolved training config as YAML),
+optionally ``labels`` (each part's distinct name) and ``label_scores`` (its score, from
+:mod:`panda.naming`; files without them load as before) and ``sha256``, the checksum of all of them
+(:func:`checksum`), verified on reading.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +31,14 @@ log = logging.getLogger(__name__)
 FACTORS_FILE = "factors.pt"
 REQUIRED = ("A", "P", "generator", "layer", "feature_shape")  # what a reader needs
 METADATA = ("generator", "layer", "feature_shape", "ranks", "config")  # covered by the checksum with A and P
+LABELS = ("labels", "label_scores")  # optional, covered by the checksum when present
 CHECKSUM = "sha256"
 
 
 def checksum(record: dict[str, Any]) -> str:
     """SHA-256 of the record's metadata (as sorted JSON) and of ``A`` and ``P`` (dtype, shape, bytes)."""
-    digest = hashlib.sha256(json.dumps({k: record.get(k) for k in METADATA}, sort_keys=True).encode())
+    metadata = {k: record.get(k) for k in METADATA} | {k: record[k] for k in LABELS if k in record}
+    digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
     for name in ("A", "P"):
         tensor = record[name].detach().cpu().contiguous()
         digest.update(f"{name} {tensor.dtype} {list(tensor.shape)}".encode())
@@ -40,8 +46,17 @@ def checksum(record: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def save_factors(model: pl.LightningModule, generator: str, layer: str, cfg: DictConfig, path: str | Path) -> Path:
-    """Write the factors of ``model`` (learnt at ``layer`` of ``generator`` as ``cfg`` says) to ``path``."""
+def save_factors(
+    model: pl.LightningModule,
+    generator: str,
+    layer: str,
+    cfg: DictConfig,
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    scores: Sequence[float] | None = None,
+) -> Path:
+    """Write the factors of ``model`` (learnt at ``layer`` of ``generator`` as ``cfg`` says) to ``path``, with
+    the parts' ``labels`` and their ``scores`` when given."""
     record = {
         "A": model.A.detach().cpu().clone(),
         "P": model.P.detach().cpu().clone(),
@@ -51,10 +66,31 @@ def save_factors(model: pl.LightningModule, generator: str, layer: str, cfg: Dic
         "ranks": {"parts": model.hparams.parts, "appearances": model.hparams.appearances},
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
+    if labels is not None:
+        record |= _labelled(labels, scores)
     problem = _problem(record)
     if problem:  # never written: training stops on non-finite factors (panda.training.StopOnNonFinite)
         raise DivergenceError(f"the factors cannot be written to {path}: {problem}")
     return save_torch({**record, CHECKSUM: checksum(record)}, path)
+
+
+def save_labels(path: str | Path, labels: Sequence[str], scores: Sequence[float] | None = None) -> Path:
+    """Store the parts' ``labels`` (and their ``scores``, when given) in an existing ``factors.pt`` (or run
+    directory), replacing any it held; the file is checked on reading and its checksum renewed."""
+    path = Path(path)
+    path = path / FACTORS_FILE if path.is_dir() else path
+    record = {k: v for k, v in load_factors(path).items() if k not in (CHECKSUM, *LABELS)}
+    record |= _labelled(labels, scores)
+    problem = _problem(record)
+    if problem:
+        raise ConfigError(f"labels cannot be stored in {path}: {problem}")
+    return save_torch({**record, CHECKSUM: checksum(record)}, path)
+
+
+def _labelled(labels: Sequence[str], scores: Sequence[float] | None) -> dict[str, Any]:
+    """The record's entries of the parts' labels and scores (plain lists)."""
+    found = {"labels": list(labels)}
+    return found if scores is None else found | {"label_scores": [float(s) for s in scores]}
 
 
 def load_factors(path: str | Path) -> dict[str, Any]:
@@ -108,7 +144,28 @@ def _problem(factors: dict[str, Any]) -> str:
     ranks = factors.get("ranks")
     if ranks is not None and ranks != {"parts": factors["P"].shape[1], "appearances": factors["A"].shape[1]}:
         return f"ranks {ranks} do not match A {list(factors['A'].shape)} and P {list(factors['P'].shape)}"
+    return _labels_problem(factors)
+
+
+def _labels_problem(factors: dict[str, Any]) -> str:
+    """What makes the optional ``labels`` and ``label_scores`` unusable, or ``''``."""
+    if not any(key in factors for key in LABELS):
+        return ""
+    parts = factors["P"].shape[1]
+    labels, scores = factors.get("labels"), factors.get("label_scores")
+    if not isinstance(labels, list) or len(labels) != parts or not all(isinstance(s, str) and s for s in labels):
+        return f"labels must be a list of {parts} strings, one per part"
+    if len(set(labels)) != parts or any(label.isdigit() for label in labels):
+        return f"labels {labels} must be distinct names, none of them a number"
+    if scores is not None and (
+        not isinstance(scores, list) or len(scores) != parts or not all(_number(s) for s in scores)
+    ):
+        return f"label_scores must be a list of {parts} finite numbers, one per part"
     return ""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive_int(value: Any) -> bool:

@@ -31,7 +31,8 @@ from panda.generators.base import FeatureGenerator
 
 @dataclass
 class Run:
-    """Factors ``A`` ``[C, R_C]``, ``P`` ``[S, R_S]`` learnt at ``layer`` of ``generator``."""
+    """Factors ``A`` ``[C, R_C]``, ``P`` ``[S, R_S]`` learnt at ``layer`` of ``generator``, and the parts'
+    ``labels`` when they were named (:mod:`panda.naming`)."""
 
     A: Tensor
     P: Tensor
@@ -39,6 +40,7 @@ class Run:
     name: str
     layer: str
     feature_shape: tuple[int, int, int]
+    labels: list[str] | None = None
 
     @property
     def parts(self) -> int:
@@ -75,8 +77,18 @@ class Run:
         with torch.inference_mode():
             return self.generator.resume(features.to(device), self.layer, latents.to(device)).cpu()
 
-    def check_index(self, value: int, kind: str) -> int:
-        """``value`` as a valid part (``kind='part'``) or appearance index; a :class:`ConfigError` otherwise."""
+    def check_index(self, value: int | str, kind: str) -> int:
+        """``value`` as a valid part (``kind='part'``) or appearance index; a part may also be given by its
+        label (``mouth``). A :class:`ConfigError` otherwise (an unknown name lists the known ones)."""
+        if kind == "part" and isinstance(value, str):
+            if not self.labels:
+                raise ConfigError(
+                    f"part '{value}' is a name, but this run's parts are not named: give an index, or name them "
+                    "with `python evaluate.py task=name run=<the run>`"
+                )
+            if value not in self.labels:
+                raise ConfigError(f"unknown part name '{value}'; this run's parts: {', '.join(self.labels)}")
+            return self.labels.index(value)
         limit = self.parts if kind == "part" else self.appearances
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < limit:
             rank = "R_S" if kind == "part" else "R_C"
@@ -113,6 +125,7 @@ def load_run(path: str | Path, generator: str | None = None, layer: str | None =
         name=factors["generator"],
         layer=factors["layer"],
         feature_shape=shape,
+        labels=factors.get("labels"),
     )
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.loggers import CSVLogger
 
+from panda.callbacks import PandaArtifacts, log_images
 from panda.checkpoints import (
     CHECKPOINT_DIR,
     RESUMABLE,
@@ -27,9 +28,10 @@ from panda.checkpoints import (
     resume_checkpoint,
 )
 from panda.config import check_known_keys, instantiate, positive_int
-from panda.errors import ConfigError, DivergenceError, Interrupted
+from panda.errors import ConfigError, DivergenceError, Interrupted, WeightsError
 from panda.factors import FACTORS_FILE, save_factors
 from panda.io import METRICS_FILE, lock_directory, save_json
+from panda.naming import Naming, NamingSettings, name_parts
 from panda.progress import console, progress_bar, quiet_lightning
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     check_known_keys(cfg, "train")
     positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
+    NamingSettings.from_config(cfg.naming, "naming")
     output_dir = Path(cfg.paths.output_dir)
     with lock_directory(output_dir):
         return _train(cfg, output_dir)
@@ -131,7 +134,12 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "appearances": model.hparams.appearances,
         "overrides": _overrides(),
     }
-    save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE)
+    naming = _name_parts(cfg, generator, model) if cfg.naming.after_training else None
+    labels, scores = (naming.labels, naming.scores) if naming else (None, None)
+    save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE, labels, scores)
+    if naming is not None and trainer.is_global_zero:
+        for artifacts in (c for c in callbacks if isinstance(c, PandaArtifacts)):
+            log_images(trainer, artifacts.pictures(model, data, labels, scores))
     save_json(metrics, output_dir / METRICS_FILE)
     log.info(
         "final validation relative error %.4f after %d steps (%.1f s); results in %s",
@@ -141,6 +149,20 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         output_dir,
     )
     return metrics
+
+
+def _name_parts(cfg: DictConfig, generator: Any, model: pl.LightningModule) -> Naming | None:
+    """The parts named after face regions (:mod:`panda.naming`), or ``None`` with a warning when dlib finds
+    no face (a generator of random weights) or its landmark model is missing: the factors are kept unnamed."""
+    _, height, width = model.hparams.feature_shape
+    settings = NamingSettings.from_config(cfg.naming, "naming")
+    try:
+        naming = name_parts(generator, model.P.detach(), (height, width), settings, cfg.seed)
+    except (ConfigError, WeightsError) as error:
+        log.warning("the parts are not named: %s", error)
+        return None
+    log.info("the parts, named on %d faces:\n%s", naming.faces, naming.table())
+    return naming
 
 
 def _logged_rows(loggers: list[Any], step: int) -> dict[CSVLogger, list[dict[str, str]]]:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from PIL import Image
 from torch import Tensor
 
@@ -46,8 +47,24 @@ def overlay(images: Tensor, P: Tensor, feature_hw: tuple[int, int], strength: fl
     return (blended.clip(0, 1) * 255).round().astype(np.uint8)
 
 
-def parts_figure(P: Tensor, feature_hw: tuple[int, int], path: str | Path) -> Path:
-    """Every part as a greyscale mask (one panel per part, in its overlay colour's frame)."""
+def part_names(count: int, labels: Sequence[str] | None, scores: Sequence[float] | None = None) -> list[str]:
+    """``part k``, or ``k: label score`` for parts named by :mod:`panda.naming`."""
+    if labels is None:
+        return [f"part {k}" for k in range(count)]
+    if scores is None:
+        return [f"{k}: {label}" for k, label in enumerate(labels)]
+    return [f"{k}: {label} {score:.2f}" for k, (label, score) in enumerate(zip(labels, scores, strict=True))]
+
+
+def parts_figure(
+    P: Tensor,
+    feature_hw: tuple[int, int],
+    path: str | Path,
+    labels: Sequence[str] | None = None,
+    scores: Sequence[float] | None = None,
+) -> Path:
+    """Every part as a greyscale mask (one panel per part, in its overlay colour's frame, titled with its
+    label and score when named)."""
     maps = normalized_parts(P.detach().float().cpu(), *feature_hw).numpy()
     count = maps.shape[0]
     cols = min(count, 8)
@@ -55,6 +72,7 @@ def parts_figure(P: Tensor, feature_hw: tuple[int, int], path: str | Path) -> Pa
     fig = Figure(figsize=(1.6 * cols, 1.75 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     colours = part_colours(count)
+    names = part_names(count, labels, scores)
     for k, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -62,7 +80,7 @@ def parts_figure(P: Tensor, feature_hw: tuple[int, int], path: str | Path) -> Pa
             ax.axis("off")
             continue
         ax.imshow(maps[k], cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"part {k}", fontsize=9, color=colours[k])
+        ax.set_title(names[k], fontsize=9, color=colours[k])
         for spine in ax.spines.values():
             spine.set_color(colours[k])
             spine.set_linewidth(3)
@@ -70,12 +88,19 @@ def parts_figure(P: Tensor, feature_hw: tuple[int, int], path: str | Path) -> Pa
     return _save(fig, path)
 
 
-def image_grid(images: np.ndarray, path: str | Path, columns: int = 8, titles: Sequence[str] | None = None) -> Path:
-    """A grid of ``[B, H, W, 3]`` uint8 images."""
+def image_grid(
+    images: np.ndarray,
+    path: str | Path,
+    columns: int = 8,
+    titles: Sequence[str] | None = None,
+    legend: Sequence[tuple[str, np.ndarray]] | None = None,
+) -> Path:
+    """A grid of ``[B, H, W, 3]`` uint8 images, with a ``legend`` of (name, RGB colour) below it when given."""
     count = images.shape[0]
     cols = min(count, columns)
     rows = -(-count // cols)
-    fig = Figure(figsize=(1.6 * cols, (1.8 if titles else 1.6) * rows))
+    legend_rows = -(-len(legend) // cols) if legend else 0
+    fig = Figure(figsize=(1.6 * cols, (1.8 if titles else 1.6) * rows + 0.3 * legend_rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -83,15 +108,26 @@ def image_grid(images: np.ndarray, path: str | Path, columns: int = 8, titles: S
             ax.imshow(images[i])
             if titles:
                 ax.set_title(titles[i], fontsize=8)
-    fig.tight_layout(pad=0.3)
+    if legend:
+        handles = [Patch(color=colour, label=name) for name, colour in legend]
+        fig.legend(handles=handles, loc="lower center", ncol=cols, fontsize=8, frameon=False)
+        fig.tight_layout(pad=0.3, rect=(0, 0.3 * legend_rows / fig.get_figheight(), 1, 1))
+    else:
+        fig.tight_layout(pad=0.3)
     return _save(fig, path)
 
 
-def overlay_figure(images: Tensor, P: Tensor, feature_hw: tuple[int, int], path: str | Path) -> Path:
-    """Sample images (top rows) above the same images with their parts overlaid."""
+def overlay_figure(
+    images: Tensor, P: Tensor, feature_hw: tuple[int, int], path: str | Path, labels: Sequence[str] | None = None
+) -> Path:
+    """Sample images (top rows) above the same images with their parts overlaid; a legend of the parts'
+    colours and labels below when they are named."""
     count = images.shape[0]
     both = np.concatenate([to_uint8(images), overlay(images, P, feature_hw)])
-    return image_grid(both, path, columns=min(count, 8))
+    legend = None
+    if labels is not None:
+        legend = list(zip(part_names(len(labels), labels), part_colours(len(labels)), strict=True))
+    return image_grid(both, path, columns=min(count, 8), legend=legend)
 
 
 def mask_overlay(
