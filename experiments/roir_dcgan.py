@@ -59,9 +59,10 @@ def bar_chart(rows: list[dict[str, str]], path: Path) -> Path:
     ax = fig.subplots()
     width = 0.8 / len(methods)
     for m, method in enumerate(methods):
-        xs = [r + (m - (len(methods) - 1) / 2) * width for r in range(len(regions))]
-        means = [float(by_key[method, region]["roir_mean"]) for region in regions]
-        stds = [float(by_key[method, region]["roir_std"]) for region in regions]
+        shown = [r for r, region in enumerate(regions) if (method, region) in by_key]  # panda_named: named regions
+        xs = [r + (m - (len(methods) - 1) / 2) * width for r in shown]
+        means = [float(by_key[method, regions[r]]["roir_mean"]) for r in shown]
+        stds = [float(by_key[method, regions[r]]["roir_std"]) for r in shown]
         ax.bar(xs, means, width, yerr=stds, capsize=2, label=method)
     ax.set_xticks(range(len(regions)), regions)
     ax.set_ylabel("ROIR (lower is better)")

@@ -187,7 +187,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     )
     choices = {}
     for method, by_region in editors.items():
-        for region in regions:
+        for region in by_region:
             choices[method, region] = protocol.choose(by_region[region], calibration, region, choosing)
             log.info("%s / %s: %s x %.3g", method, region, choices[method, region].label, choices[method, region].scale)
     results, skipped, examples = protocol.measure(
@@ -204,7 +204,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         settings.grid,
     )
     rows = [results[key].row(skipped) for key in choices]
-    seconds = {m: sum(e.seconds for e in protocol.unique(by_region)) for m, by_region in editors.items()}
+    seconds = {m: protocol.direction_seconds(by_region) for m, by_region in editors.items()}
     markdown = protocol.table(rows, regions, seconds, above)
     files = {"table": atomic_write(out / "roir.md", markdown.encode())}
     buffer = io.StringIO()
@@ -214,11 +214,12 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     files["csv"] = atomic_write(out / "roir.csv", buffer.getvalue().encode())
     for region in regions:
         shown = [mask_overlay(examples["originals"], examples["masks"][region][:, 0])]
-        shown += [to_uint8(examples["edits"][method, region]) for method in editors]
-        titles = [name for name in ["original", *editors] for _ in range(len(examples["originals"]))]
+        methods = [method for method in editors if (method, region) in choices]
+        shown += [to_uint8(examples["edits"][method, region]) for method in methods]
+        titles = [name for name in ["original", *methods] for _ in range(len(examples["originals"]))]
         columns = max(1, len(examples["originals"]))
         files[f"grid_{region}"] = image_grid(np.concatenate(shown), out / f"roir_{region}.png", columns, titles)
-        worst = {method: results[method, region].worst for method in editors}
+        worst = {method: results[method, region].worst for method in methods}
         files[f"grid_{region}_worst"] = _worst_faces(worst, out / f"roir_{region}_worst.png")
     if settings.wandb:
         images = [path for key, path in files.items() if key.startswith("grid_")]

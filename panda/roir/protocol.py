@@ -17,6 +17,7 @@ Every method is scaled to the same change inside the region, so ROIR compares on
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from typing import Any
@@ -38,21 +39,24 @@ from panda.runs import Run
 from panda.visualize import to_uint8
 
 log = logging.getLogger(__name__)
+NAMED = "panda_named"  # PandA's candidates restricted to the parts named after the region
 
 
 class PandAEditor(Editor):
-    """PandA's candidates: every (part ``k``, appearance ``j``), edited as ``Z + scale a_j p_k^T``."""
+    """PandA's candidates: every (part ``k``, appearance ``j``), edited as ``Z + scale a_j p_k^T``; with
+    ``parts``, only those parts' (``panda_named``: the parts named after a region)."""
 
     name = "panda"
     ranked = False
 
-    def __init__(self, run: Run, seconds: float = 0.0) -> None:
-        self.run, self.seconds = run, seconds
-        parts = torch.arange(run.parts).repeat_interleave(run.appearances)
-        appearances = torch.arange(run.appearances).repeat(run.parts)
+    def __init__(self, run: Run, seconds: float = 0.0, parts: Sequence[int] | None = None, name: str = "panda") -> None:
+        self.run, self.seconds, self.name = run, seconds, name
+        self.parts = list(range(run.parts)) if parts is None else list(parts)
+        ks = torch.tensor(self.parts).repeat_interleave(run.appearances)
+        appearances = torch.arange(run.appearances).repeat(len(self.parts))
         maps = run.part_maps()
-        self.deltas = torch.stack(  # [R_S * R_C, C, H, W]
-            [edit_delta(run.A, maps, k[None], j[None], torch.ones(1)) for k, j in zip(parts, appearances, strict=True)]
+        self.deltas = torch.stack(  # [parts * R_C, C, H, W]
+            [edit_delta(run.A, maps, k[None], j[None], torch.ones(1)) for k, j in zip(ks, appearances, strict=True)]
         )
 
     @property
@@ -60,7 +64,9 @@ class PandAEditor(Editor):
         return len(self.deltas)
 
     def label(self, k: int) -> str:
-        return f"part {k // self.run.appearances}, appearance {k % self.run.appearances}"
+        part = self.parts[k // self.run.appearances]
+        named = f" ({self.run.labels[part]})" if self.run.labels else ""
+        return f"part {part}{named}, appearance {k % self.run.appearances}"
 
     def prepare(self, latents: Tensor) -> tuple[Tensor, Tensor]:
         return latents, self.run.features(latents)
@@ -382,8 +388,13 @@ def build_editors(
             editor = PandAEditor(run, run_seconds)
             editors[method] = dict.fromkeys(regions, editor)
             continue
+        if method == NAMED:
+            named = named_parts(run, regions)
+            if named:
+                editors[method] = {r: PandAEditor(run, run_seconds, parts, NAMED) for r, parts in named.items()}
+            continue
         if method not in BASELINES:
-            raise ConfigError(f"unknown method '{method}'; methods: {', '.join([PandAEditor.name, *BASELINES])}")
+            raise ConfigError(f"unknown method '{method}'; methods: {', '.join([PandAEditor.name, *BASELINES, NAMED])}")
         cls = BASELINES[method]
         if cls is StyleSpace and not run.generator.style_layers():
             log.warning("stylespace skipped: generator '%s' has no style channels", run.name)
@@ -404,6 +415,31 @@ def build_editors(
     if not editors:
         raise ConfigError(f"none of the methods {list(methods)} applies to generator '{run.name}'")
     return editors
+
+
+def named_parts(run: Run, regions: Sequence[str]) -> dict[str, list[int]]:
+    """The parts named after each region (``mouth``, ``mouth_2``, ... by :mod:`panda.naming`), for the regions
+    that have any; a warning for each region without (and for a run whose parts are not named)."""
+    if not run.labels:
+        log.warning("%s skipped: the run's parts are not named (python evaluate.py task=name run=...)", NAMED)
+        return {}
+    found = {}
+    for region in regions:
+        parts = [k for k, label in enumerate(run.labels) if re.fullmatch(rf"{region}(_\d+)?", label)]
+        if parts:
+            found[region] = parts
+        else:
+            log.warning("%s: no part is named after the %s (labels: %s)", NAMED, region, ", ".join(run.labels))
+    return found
+
+
+def direction_seconds(editors: Mapping[str, Editor]) -> float:
+    """The time a method took to find its directions: its distinct editors' summed (PandA's editors, restricted
+    to named parts or not, share one training run: counted once)."""
+    distinct = unique(editors)
+    if all(isinstance(e, PandAEditor) for e in distinct):
+        return distinct[0].seconds
+    return sum(e.seconds for e in distinct)
 
 
 def unique(editors: Mapping[str, Editor]) -> list[Editor]:
