@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,16 @@ def test_named_edit_refuses_factors_of_another_layer_or_rank(run: Run, tmp_path:
         editing.named_edit(run, "x", tmp_path)
     with pytest.raises(ConfigError, match="known edits: x"):
         editing.named_edit(run, "smile", tmp_path)
+
+
+def test_a_part_may_be_given_by_its_label(run: Run) -> None:
+    labels = ["mouth", "hair", "face", "eyes", "nose", "background", "mixed", "artefact"]
+    named = dataclasses.replace(run, labels=labels)
+    by_name = editing.edit_offset(named, editing.parse_edits([{"part": "hair", "appearance": 3, "alpha": 2.0}]))
+    torch.testing.assert_close(by_name, editing.edit_offset(run, [Edit(1, 3, 2.0)]))
+    with pytest.raises(ConfigError, match="unknown part name 'ears'; this run's parts: mouth, hair, face, eyes"):
+        named.check_index("ears", "part")
+    with pytest.raises(ConfigError, match=r"this run's parts are not named: .*task=name"):
+        run.check_index("hair", "part")
+    with pytest.raises(ConfigError, match="appearance index 'hair' is out of range"):
+        named.check_index("hair", "appearance")

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from panda.errors import ConfigError
-from panda.factors import FACTORS_FILE, load_factors, save_factors
+from panda.factors import FACTORS_FILE, load_factors, save_factors, save_labels
 from tests.conftest import LAYER, SHAPE, made_up_factors
 
 
@@ -110,3 +110,35 @@ def test_a_file_that_is_not_a_record_is_one_line(tmp_path):
     torch.save([1, 2, 3], tmp_path / FACTORS_FILE)
     with pytest.raises(ConfigError, match="is not a panda factors file"):
         load_factors(tmp_path)
+
+
+def test_labels_are_stored_under_the_checksum_and_old_files_keep_loading(tmp_path):
+    path = write(tmp_path)
+    before = torch.load(path, weights_only=True)["sha256"]
+    labels = ["mouth", "hair", "face", "eyes", "nose", "background", "mixed", "artefact"]
+    save_labels(tmp_path, labels, [0.5] * 8)
+    factors = load_factors(tmp_path)
+    assert factors["labels"] == labels and factors["label_scores"] == [0.5] * 8 and factors["sha256"] != before
+    save_labels(tmp_path, [f"part{k}" for k in range(8)])  # by hand: no scores, the old ones dropped
+    assert "label_scores" not in load_factors(tmp_path)
+    record = torch.load(path, weights_only=True)
+    record["labels"][0] = "nose_2"  # an edit that skips the checksum
+    torch.save(record, path)
+    with pytest.raises(ConfigError, match="checksum"):
+        load_factors(path)
+    assert "labels" not in load_factors(write(tmp_path / "old"))  # a file without labels (written before them)
+
+
+@pytest.mark.parametrize(
+    ("labels", "scores", "message"),
+    [
+        (["mouth"] * 2, None, "labels must be a list of 8 strings, one per part"),
+        (["hair"] * 8, None, "must be distinct names, none of them a number"),
+        ([*"abcdefg", "7"], None, "must be distinct names, none of them a number"),
+        (list("abcdefgh"), [0.5] * 7, "label_scores must be a list of 8 finite numbers"),
+    ],
+)
+def test_bad_labels_are_refused(tmp_path, labels, scores, message):
+    write(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        save_labels(tmp_path, labels, scores)

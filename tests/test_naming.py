@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from panda.errors import ConfigError
+from panda.evaluation import evaluate as evaluate_task
 from panda.factors import load_factors
 from panda.naming import (
     REGIONS,
@@ -22,7 +26,8 @@ from panda.naming import (
     region_shares,
 )
 from panda.roir import masks
-from tests.conftest import LAYER, SHAPE, made_up_factors
+from panda.training import train
+from tests.conftest import LAYER, ROOT, SHAPE, compose_two_steps, made_up_factors
 from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
 
 
@@ -137,3 +142,33 @@ def test_task_name_stores_the_labels_and_draws_them(run_dir: Path, tmp_path: Pat
     assert set(result["shares"][result["labels"][0]]) == set(REGIONS)
     for name in ("names.md", "parts.png", "overlay.png"):
         assert (tmp_path / "name" / name).stat().st_size > 0
+    overrides = [f"run={run_dir}", f"output_dir={tmp_path / 'remove'}", "samples=[0]", "eval.background=0"]
+    removal = evaluate_task(compose_evaluate("task=remove", f"eval.part={result['labels'][2]}", *overrides))
+    assert removal["part"] == 2  # the part given by its label
+    with pytest.raises(ConfigError, match=f"unknown part name 'ears'; this run's parts: {result['labels'][0]}, "):
+        evaluate_task(compose_evaluate("task=remove", "eval.part=ears", *overrides))
+
+
+def test_training_names_the_parts_of_face_generators_by_default():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        assert compose("train").naming.after_training is True  # the DCGAN faces
+        assert compose("train", overrides=["gen=stylegan2_ffhq"]).naming.after_training is True
+        assert compose("train", overrides=["gen=biggan"]).naming.after_training is False  # no faces
+        assert compose("train", overrides=["experiment=debug"]).naming.after_training is False  # seconds
+
+
+def compose_evaluate(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="evaluate", overrides=list(overrides))
+
+
+def test_training_names_the_parts_when_asked_and_keeps_them_unnamed_without_faces(tmp_path, monkeypatch, caplog):
+    cfg = compose_two_steps(tmp_path / "named", "naming.after_training=true", "naming.samples=4")
+    train(cfg)
+    assert len(load_factors(tmp_path / "named")["labels"]) == 8
+    monkeypatch.setattr(masks, "LandmarkDetector", lambda upscale: lambda image: None)  # finds no face
+    cfg = compose_two_steps(tmp_path / "faceless", "naming.after_training=true", "naming.samples=4")
+    with caplog.at_level(logging.WARNING):
+        train(cfg)
+    assert "labels" not in load_factors(tmp_path / "faceless")  # the factors are kept, unnamed
+    assert "the parts are not named: dlib found no face in 4 samples" in caplog.text
