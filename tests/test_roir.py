@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from panda.config import instantiate
 from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
 from panda.evaluation import evaluate as evaluate_task
+from panda.factors import save_labels
 from panda.roir import protocol
 from panda.roir.baselines.base import Editor
 from panda.roir.masks import LandmarkDetector
@@ -242,3 +247,44 @@ def test_a_training_run_does_not_load_the_benchmark(tmp_path: Path):
     modules = json.loads(done.stdout.split("MODULES", 1)[1])
     assert "panda.callbacks" in modules and "panda.training" in modules  # the run built its callbacks and trained
     assert [m for m in modules if m == "dlib" or m.startswith("panda.roir")] == []
+
+
+def test_panda_named_searches_only_the_parts_named_after_the_region(run_dir, tmp_path, caplog):  # noqa: F811
+    labelled = tmp_path / "run"
+    labelled.mkdir()
+    shutil.copy(run_dir / "factors.pt", labelled / "factors.pt")
+    save_labels(labelled, ["hair", "mouth_2", "face", "mouth", "nose", "background", "mixed", "artefact"])
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="evaluate",
+            overrides=[
+                "task=roir",
+                f"run={labelled}",
+                f"output_dir={tmp_path / 'out'}",
+                "eval.test_samples=4",
+                "eval.calibration=8",
+                "eval.methods=[panda_named]",
+                "eval.regions=[eyes,mouth]",
+                "eval.grid=1",
+                "eval.choose.screen=2",
+                "eval.choose.finalists=2",
+            ],
+        )
+    with caplog.at_level(logging.WARNING):
+        result = evaluate_task(cfg)
+    assert "panda_named: no part is named after the eyes" in caplog.text
+    rows = {(row["method"], row["region"]): row for row in result["rows"]}
+    assert set(rows) == {("panda_named", "mouth")}
+    assert re.match(r"part [13] \(mouth(_2)?\), appearance \d+", rows["panda_named", "mouth"]["direction"])
+    assert "| panda_named | n/a |" in (tmp_path / "out" / "roir.md").read_text()
+
+
+def test_panda_named_is_skipped_for_a_run_whose_parts_are_not_named(run, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert protocol.named_parts(run, ["eyes", "mouth"]) == {}
+    assert "panda_named skipped: the run's parts are not named" in caplog.text
+    named = dataclasses.replace(run, labels=["eyes_2", "mouth", "eyes", "eyesore", *map(str, "abcd")])
+    assert protocol.named_parts(named, ["eyes", "mouth"]) == {"eyes": [0, 2], "mouth": [1]}
+    editor = protocol.PandAEditor(named, 5.0, [0, 2], protocol.NAMED)
+    assert editor.count == 2 * run.appearances and editor.label(run.appearances + 1) == "part 2 (eyes), appearance 1"
+    assert protocol.direction_seconds({"eyes": editor, "mouth": protocol.PandAEditor(named, 5.0, [1])}) == 5.0
