@@ -212,7 +212,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     writer.writeheader()
     writer.writerows(rows)
     files["csv"] = atomic_write(out / "roir.csv", buffer.getvalue().encode())
-    for region in regions:
+    for region in examples["masks"]:  # the regions some method has a direction for
         shown = [mask_overlay(examples["originals"], examples["masks"][region][:, 0])]
         methods = [method for method in editors if (method, region) in choices]
         shown += [to_uint8(examples["edits"][method, region]) for method in methods]
