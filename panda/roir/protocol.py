@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,23 +105,31 @@ def face_batches(
     samples: int,
     batch_size: int,
     progress: bool = False,
+    cache: Path | None = None,
 ) -> Iterator[Faces]:
-    """The first ``samples`` samples of ``stream`` in batches, each keeping the images with a face."""
+    """The first ``samples`` samples of ``stream`` in batches, each keeping the images with a face (landmarks
+    kept in and read from ``cache``, see :func:`panda.roir.masks.detect`)."""
     starts = range(0, samples, batch_size)
     for index, start in enumerate(tqdm(starts, desc="faces", disable=not progress, unit="batch")):
         latents = gen.sample_latents(min(batch_size, samples - start), batch_generator(seed, stream, index))
         with torch.inference_mode():
             originals = gen(latents.to(gen.device)).cpu()
-        landmarks = detect(detector, to_uint8(originals))
+        landmarks = detect(detector, to_uint8(originals), cache)
         found = torch.tensor([points is not None for points in landmarks], dtype=torch.bool)
         yield Faces(latents[found], originals[found], [p for p in landmarks if p is not None], int((~found).sum()))
 
 
 def face_set(
-    gen: FeatureGenerator, detector: LandmarkDetector, seed: int, stream: int, samples: int, batch_size: int
+    gen: FeatureGenerator,
+    detector: LandmarkDetector,
+    seed: int,
+    stream: int,
+    samples: int,
+    batch_size: int,
+    cache: Path | None = None,
 ) -> Faces:
     """All faces among the first ``samples`` samples of ``stream``."""
-    batches = list(face_batches(gen, detector, seed, stream, samples, batch_size))
+    batches = list(face_batches(gen, detector, seed, stream, samples, batch_size, cache=cache))
     faces = Faces(
         torch.cat([b.latents for b in batches]),
         torch.cat([b.originals for b in batches]),
@@ -299,6 +308,7 @@ def measure(
     dilation: int,
     above: float,
     keep: int,
+    cache: Path | None = None,
 ) -> tuple[dict[tuple[str, str], Result], int, dict[str, Any]]:
     """ROIR of every chosen edit on the faces among ``samples`` samples of ``stream``.
 
@@ -308,7 +318,7 @@ def measure(
     """
     results = {key: Result(c, editors[key[0]][key[1]].seconds, ROIR(above), Worst(keep)) for key, c in choices.items()}
     skipped, kept = 0, {"originals": [], "masks": {}, "edits": {}}
-    for faces in face_batches(gen, detector, seed, stream, samples, batch_size, progress=True):
+    for faces in face_batches(gen, detector, seed, stream, samples, batch_size, progress=True, cache=cache):
         skipped += faces.skipped
         if not len(faces.latents):
             continue
