@@ -7,5 +7,6 @@
 - :mod:`panda.roir.baselines`: GANSpace, SeFa, LowRankGAN, ReSeFa and StyleSpace.
 - :mod:`panda.roir.monitor`: PandA's ROIR during training (``python train.py callbacks=roir``).
 
-Training does not import this package unless ``callbacks=roir`` asks for the monitor.
+Training does not import this package unless ``callbacks=roir`` asks for the monitor, or the parts are
+named when training ends (``naming.after_training``: :mod:`panda.naming` loads :mod:`panda.roir.masks`).
 """
