@@ -30,7 +30,7 @@ from panda.loggers import log_results_to_wandb
 from panda.naming import REGIONS, NamingSettings, name_parts
 from panda.refinement import refine_parts
 from panda.roir import protocol
-from panda.roir.masks import LandmarkDetector, check_regions
+from panda.roir.masks import LandmarkDetector, check_min_face, check_regions
 from panda.runs import Run, load_run
 from panda.visualize import image_grid, mask_overlay, overlay, overlay_figure, parts_figure, save_gif, to_uint8
 
@@ -174,7 +174,7 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         raise ConfigError("eval.test_samples and eval.grid must be >= 1, eval.calibration >= 2")
     above = finite_number("eval.above", settings.above)
     choosing = protocol.Settings(**settings.choose, config_key="eval.choose")
-    detector = LandmarkDetector(upscale=settings.upscale)
+    detector = LandmarkDetector(settings.upscale, min_face=check_min_face(settings.min_face, "eval.min_face"))
     cache = cache_dir() / "landmarks" if settings.landmark_cache else None
     gen = run.generator
     calibration = protocol.face_set(

@@ -60,11 +60,14 @@ class NamingSettings:
     batch_size: int
     dominance: float
     artefact: float
+    min_face: float
     config_key: InitVar[str]
 
     def __post_init__(self, config_key: str) -> None:
         for key in ("samples", "upscale", "batch_size"):
             positive_int(f"{config_key}.{key}", getattr(self, key))
+        if isinstance(self.min_face, bool) or not isinstance(self.min_face, (int, float)) or not 0 <= self.min_face < 1:
+            raise ConfigError(f"{config_key}.min_face={self.min_face!r} must be a share of the image width in [0, 1)")
         for key in ("dominance", "artefact"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
@@ -192,7 +195,7 @@ def name_parts(
     samples of the ``NAMING`` stream; a :class:`ConfigError` when dlib finds no face."""
     from panda.roir.masks import LandmarkDetector, detect
 
-    detector = LandmarkDetector(upscale=settings.upscale)
+    detector = LandmarkDetector(settings.upscale, min_face=settings.min_face)
     landmarks: list[np.ndarray] = []
     size = 0
     for index, start in enumerate(range(0, settings.samples, settings.batch_size)):

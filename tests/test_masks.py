@@ -8,7 +8,7 @@ import torch
 
 from panda.errors import ConfigError, WeightsError
 from panda.roir import masks
-from panda.roir.masks import LandmarkDetector, convex_hull, detect, region_mask, roi_masks
+from panda.roir.masks import LandmarkDetector, check_min_face, convex_hull, detect, region_mask, roi_masks
 from panda.visualize import to_uint8
 
 
@@ -101,3 +101,20 @@ def test_cached_landmarks_are_those_dlib_finds_and_spare_it(dcgan, tmp_path, mon
     assert all(np.array_equal(a, b) for a, b in zip(again, found, strict=True) if a is not None)
     with pytest.raises(pytest.fail.Exception):  # another batch is not in the cache
         detect(detector, images[:2], cache=tmp_path)
+
+
+def test_a_face_narrower_than_min_face_is_dropped_as_a_false_detection():
+    class Stub:  # landmarks whose jaw line spans 8 px (a false detection) or 40 px (a face)
+        min_face = 0.25
+
+        def __call__(self, image: np.ndarray) -> np.ndarray:
+            points = np.full((68, 2), 30.0)
+            points[:17, 0] = np.linspace(10, 10 + image[0, 0, 0], 17)
+            return points
+
+    images = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    images[0], images[1] = 8, 40
+    found = detect(Stub(), images)
+    assert found[0] is None and found[1] is not None
+    with pytest.raises(ConfigError, match=r"eval\.min_face=1 must be a share of the image width in \[0, 1\)"):
+        check_min_face(1, "eval.min_face")

@@ -47,7 +47,8 @@ def face_landmarks() -> np.ndarray:
 
 
 def settings(**changes: object) -> NamingSettings:
-    values = {"samples": 6, "upscale": 256, "batch_size": 6, "dominance": 0.5, "artefact": 0.8} | changes
+    values = {"samples": 6, "upscale": 256, "batch_size": 6, "dominance": 0.5, "artefact": 0.8, "min_face": 0.25}
+    values |= changes
     return NamingSettings(**values, config_key="naming")
 
 
@@ -105,6 +106,7 @@ def test_labels_name_dominant_regions_mixed_face_and_artefacts_uniquely():
         ({"dominance": 0.0}, r"naming\.dominance=0\.0 must be a share in \(0, 1\]"),
         ({"artefact": 1.5}, r"naming\.artefact=1\.5 must be a share in \(0, 1\]"),
         ({"samples": 0}, r"naming\.samples=0 must be an integer >= 1"),
+        ({"min_face": 1.0}, r"naming\.min_face=1\.0 must be a share of the image width in \[0, 1\)"),
     ],
 )
 def test_bad_naming_settings_are_refused(changes, message):

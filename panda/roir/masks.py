@@ -50,6 +50,13 @@ def check_regions(regions: list[str]) -> list[str]:
     return list(regions)
 
 
+def check_min_face(value: float, label: str) -> float:
+    """``value`` as a share of the image width in ``[0, 1)``; a :class:`ConfigError` naming ``label`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{label}={value!r} must be a share of the image width in [0, 1)")
+    return float(value)
+
+
 def region_mask(points: np.ndarray, size: int, region: str, dilation: int = 0) -> Tensor:
     """Mask ``[1, size, size]`` in ``{0, 1}`` of ``region`` for 68 landmarks ``points`` ``[68, 2]`` (x, y pixels).
 
@@ -85,15 +92,18 @@ class LandmarkDetector:
         upscale: side the images are resized to before detection (small GAN images hide faces).
         whole_image_fallback: where no face is detected, run the predictor on the whole image
             instead of giving up.
+        min_face: :func:`detect` drops a face whose jaw line (landmarks 0-16) spans less than this share
+            of the image's width: on generated face crops, where a face fills the image, such a small
+            "face" is a false detection, and its regions are not on the face.
     """
 
-    def __init__(self, upscale: int, whole_image_fallback: bool = False) -> None:
+    def __init__(self, upscale: int, whole_image_fallback: bool = False, min_face: float = 0.0) -> None:
         import dlib
 
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(str(predictor_path()))
         self.rectangle = dlib.rectangle
-        self.upscale, self.whole_image_fallback = upscale, whole_image_fallback
+        self.upscale, self.whole_image_fallback, self.min_face = upscale, whole_image_fallback, min_face
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """68 landmarks ``[68, 2]`` (x, y in ``image``'s pixels) of the largest face in an ``[H, W, 3]``
@@ -110,12 +120,19 @@ class LandmarkDetector:
 
 
 def detect(detector: LandmarkDetector, images: np.ndarray, cache: Path | None = None) -> list[np.ndarray | None]:
-    """Landmarks ``[68, 2]`` of each uint8 image in ``[B, H, W, 3]``, or ``None`` where no face was found.
+    """Landmarks ``[68, 2]`` of each uint8 image in ``[B, H, W, 3]``, or ``None`` where no face was found (or
+    only one narrower than ``detector.min_face``).
 
     With a ``cache`` directory, the landmarks of a batch are kept there under the SHA-256 of its pixels and of
     the detector's settings, and read back when the same batch is seen again (an evaluation of another run of
     the same generator): landmarks depend on nothing else, so the result is the same, without dlib's time.
     """
+    narrow = detector.min_face * images.shape[2]
+    return [None if p is None or np.ptp(p[:17, 0]) < narrow else p for p in _landmarks(detector, images, cache)]
+
+
+def _landmarks(detector: LandmarkDetector, images: np.ndarray, cache: Path | None) -> list[np.ndarray | None]:
+    """:func:`detect`'s landmarks before faces are dropped for their width, read from or kept in ``cache``."""
     if cache is None:
         return [detector(image) for image in images]
     model = predictor_path()

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 
 from panda.data import FeatureDataModule, Stream
 from panda.model import PandA
-from panda.roir.masks import LandmarkDetector, check_regions
+from panda.roir.masks import LandmarkDetector, check_min_face, check_regions
 from panda.roir.protocol import Faces, PandAEditor, Settings, choose, face_set
 from panda.runs import Run
 
@@ -26,18 +26,22 @@ class ROIRMonitor(pl.Callback):
         regions: face regions (``eyes``, ``nose``, ``mouth``).
         samples: calibration samples drawn (those where dlib finds a face are used).
         upscale: side dlib sees the images at.
+        min_face: the narrowest face measured, as a share of the image width (:class:`LandmarkDetector`).
         choose: how the edit is chosen (the fields of :class:`panda.roir.protocol.Settings`).
     """
 
-    def __init__(self, regions: Sequence[str], samples: int, upscale: int, choose: Mapping[str, Any]) -> None:
+    def __init__(
+        self, regions: Sequence[str], samples: int, upscale: int, min_face: float, choose: Mapping[str, Any]
+    ) -> None:
         self.regions, self.samples, self.upscale = check_regions(list(regions)), samples, upscale
+        self.min_face = check_min_face(min_face, "callbacks.roir.min_face")
         self.settings = Settings(**choose, config_key="callbacks.roir.choose")
         self.faces: Faces | None = None
         self.measured_step = -1  # a validation repeated at the same step (the final one) is not measured again
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data: FeatureDataModule = trainer.datamodule
-        detector = LandmarkDetector(self.upscale)
+        detector = LandmarkDetector(self.upscale, min_face=self.min_face)
         self.faces = face_set(data.generator, detector, data.seed, Stream.CALIBRATION, self.samples, self.samples)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
