@@ -66,7 +66,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_accelerator(cfg.trainer.accelerator)
     check_processes(cfg.trainer)
     output_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank != 0:  # another process of data-parallel training: rank 0 holds the lock
+    if rank_zero_only.rank != 0:  # another process of data-parallel training: rank 0 holds the lock and reports
+        logging.getLogger("panda").setLevel(logging.WARNING)
         return _train(cfg, output_dir)
     with lock_directory(output_dir):
         return _train(cfg, output_dir)
