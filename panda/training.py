@@ -204,9 +204,10 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
-def check_processes(trainer: DictConfig) -> None:
+def check_processes(trainer: DictConfig, group: str = "trainer") -> None:
     """A :class:`ConfigError` for a ``trainer.strategy`` other than one process or DDP, or more ``trainer.devices``
-    than this machine has (GPUs, or CPU cores with ``trainer.accelerator=cpu`` or without a GPU)."""
+    than this machine has (GPUs, or CPU cores with ``trainer.accelerator=cpu`` or without a GPU); ``group`` names
+    the devices' key (``eval``: ``eval.devices`` of ``evaluate.py``)."""
     strategy = trainer.get("strategy", "auto")
     if strategy not in STRATEGIES:
         raise ConfigError(
@@ -224,7 +225,7 @@ def check_processes(trainer: DictConfig) -> None:
     else:
         return  # Lightning checks the others
     if devices > available:
-        raise ConfigError(f"trainer.devices={devices} is more than this machine has ({available} {kind})")
+        raise ConfigError(f"{group}.devices={devices} is more than this machine has ({available} {kind})")
 
 
 def _overrides() -> list[str]:

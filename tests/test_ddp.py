@@ -3,6 +3,7 @@ as one process with the global batch, the same factors on every process, one-lin
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -20,9 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
+from panda.evaluation import evaluate
 from panda.factors import load_factors
 from panda.training import check_processes, train
 from tests.conftest import LAYER, ROOT, TWO_STEPS, run_script
+from tests.test_evaluate_cli import run_dir  # noqa: F401
 
 # TWO_STEPS on 2 processes of batch 2 (one process: batch 4); 10 validation samples leave rank 1 without a part
 # of the last validation batch
@@ -149,3 +152,41 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_factors(tmp_path)
     whole, again = (load_factors(tmp_path / name / "factors.pt") for name in ("whole", "killed"))
     for key in ("A", "P"):
         assert torch.equal(torch.as_tensor(again[key]), torch.as_tensor(whole[key])), key
+
+
+ROIR = [
+    "task=roir",
+    "eval.test_samples=24",
+    "eval.batch_size=6",
+    "eval.calibration=10",
+    "eval.methods=[panda,sefa]",
+    "eval.regions=[mouth]",
+    "eval.grid=1",
+    "eval.choose.screen=3",
+    "eval.choose.finalists=2",
+    "eval.choose.candidates=10",
+]
+
+
+@pytest.mark.slow
+def test_roir_on_two_processes_writes_the_table_of_one_process(run_dir, tmp_path):  # noqa: F811
+    tables = {}
+    for devices in (1, 2):
+        out = tmp_path / str(devices)
+        done = run_script("evaluate.py", *ROIR, f"eval.devices={devices}", f"run={run_dir}", f"hydra.run.dir={out}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert ("MEMBER: 2/2" in done.stdout + done.stderr) == (devices == 2)  # rank 1 joined
+        rows = [{k: v for k, v in r.items() if k != "find_seconds"} for r in csv.DictReader((out / "roir.csv").open())]
+        tables[devices] = rows, json.loads((out / "evaluate.json").read_text())["skipped"]
+    assert tables[2] == tables[1]
+    assert sum(int(r["images"]) + int(r["unchanged"]) for r in tables[1][0][:1]) + tables[1][1] == 24
+
+
+def compose_evaluate(output_dir: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("evaluate", overrides=[*overrides, f"output_dir={output_dir}"])
+
+
+def test_more_evaluation_processes_than_cores_is_one_line(run_dir, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match=r"eval.devices=64 is more than this machine has \(\d+ CPU cores"):
+        evaluate(compose_evaluate(tmp_path, *ROIR, "eval.devices=64", f"run={run_dir}"))
