@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning_fabric import Fabric
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from panda import editing, localization
@@ -23,12 +25,14 @@ from panda.config import check_known_keys, finite_number, positive_int
 from panda.data import Stream
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
+from panda.generators.base import FeatureGenerator
 from panda.io import METRICS_FILE, atomic_write, save_json
 from panda.loggers import log_results_to_wandb
 from panda.refinement import refine_parts
 from panda.roir import protocol
 from panda.roir.masks import LandmarkDetector, check_regions
 from panda.runs import Run, load_run
+from panda.training import check_processes
 from panda.visualize import image_grid, mask_overlay, overlay, parts_figure, save_gif, to_uint8
 
 log = logging.getLogger(__name__)
@@ -171,6 +175,8 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     choosing = protocol.Settings(**settings.choose, config_key="eval.choose")
     detector = LandmarkDetector(upscale=settings.upscale)
     gen = run.generator
+    fabric = _processes(settings.devices, gen)
+    rank, world = (0, 1) if fabric is None else (fabric.global_rank, fabric.world_size)
     calibration = protocol.face_set(
         gen, detector, cfg.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size
     )
@@ -186,6 +192,8 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         for region in regions:
             choices[method, region] = protocol.choose(by_region[region], calibration, region, choosing)
             log.info("%s / %s: %s x %.3g", method, region, choices[method, region].label, choices[method, region].scale)
+    if fabric is not None:  # every process measures rank 0's choices
+        choices = fabric.broadcast(choices)
     results, skipped, examples = protocol.measure(
         gen,
         detector,
@@ -197,8 +205,14 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         settings.batch_size,
         choosing.dilation,
         keep=settings.grid,
+        rank=rank,
+        world=world,
     )
     rows = [results[key].row() for key in choices]
+    if fabric is not None:
+        skipped = int(fabric.all_reduce(torch.tensor(skipped), reduce_op="sum"))
+        if rank != 0:  # rank 0 writes
+            return {"rows": rows, "skipped": skipped, "files": {}}
     seconds = {m: sum(e.seconds for e in protocol.unique(by_region)) for m, by_region in editors.items()}
     files = {"table": atomic_write(out / "roir.md", protocol.table(rows, regions, seconds).encode())}
     buffer = io.StringIO()
@@ -223,6 +237,20 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         "calibration_faces": len(calibration.latents),
         "files": files,
     }
+
+
+def _processes(devices: int, gen: FeatureGenerator) -> Fabric | None:
+    """With ``eval.devices > 1``, the launched processes (Lightning Fabric's DDP on the generator's kind of
+    device; this process becomes rank 0) with the generator on each one's device; ``None`` for one process."""
+    positive_int("eval.devices", devices)
+    if devices == 1:
+        return None
+    accelerator = "cuda" if gen.device.type == "cuda" else "cpu"
+    check_processes(OmegaConf.create({"accelerator": accelerator, "devices": devices, "strategy": "ddp"}), "eval")
+    fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp")
+    fabric.launch()
+    gen.to(fabric.device)
+    return fabric
 
 
 def studio(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
@@ -252,6 +280,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run = load_run(cfg.run, cfg.generator, cfg.layer)
     out = Path(cfg.output_dir)
     result = TASKS[cfg.task](cfg, run, out)
+    if rank_zero_only.rank != 0:  # another process of a distributed task: rank 0 writes
+        return result
     result = {"task": cfg.task, "run": str(cfg.run), "generator": run.name, "layer": run.layer, **result}
     result["files"] = {key: str(path) for key, path in result["files"].items()}
     save_json(result, out / "evaluate.json")

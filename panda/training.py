@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import shlex
 import signal
 import time
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_only
 
 from panda.checkpoints import (
     CHECKPOINT_DIR,
@@ -36,6 +38,7 @@ from panda.progress import console, progress_bar, quiet_lightning
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STRATEGIES = ("auto", "ddp")  # one process, or DDP (trainer=ddp)
 GPU_ACCELERATORS = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,), "mps": (MPSAccelerator,)}
 
 
@@ -81,13 +84,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     check_known_keys(cfg, "train")
     positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
+    check_accelerator(cfg.trainer.accelerator)
+    check_processes(cfg.trainer)
     output_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank != 0:  # another process of data-parallel training: rank 0 holds the lock and reports
+        logging.getLogger("panda").setLevel(logging.WARNING)
+        return _train(cfg, output_dir)
     with lock_directory(output_dir):
         return _train(cfg, output_dir)
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    check_accelerator(cfg.trainer.accelerator)
     quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -150,7 +157,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics = {
         "val_rel_error": error,
         "steps": trainer.global_step,
-        "samples": trainer.global_step * data.batch_size,
+        "samples": trainer.global_step * data.global_batch_size,
         "fit_seconds": round(seconds, 2),
         "first_step_seconds": None if record.first_step_seconds is None else round(record.first_step_seconds, 2),
         "generator": cfg.gen.name,
@@ -159,6 +166,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "appearances": model.hparams.appearances,
         "overrides": _overrides(),
     }
+    if not trainer.is_global_zero:  # every process holds the same factors; rank 0 writes them
+        return metrics
     save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE)
     save_json(metrics, output_dir / METRICS_FILE)
     log.info(
@@ -225,5 +234,34 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
+def check_processes(trainer: DictConfig, group: str = "trainer") -> None:
+    """A :class:`ConfigError` for a ``trainer.strategy`` other than one process or DDP, or more ``trainer.devices``
+    than this machine has (GPUs, or CPU cores with ``trainer.accelerator=cpu`` or without a GPU); ``group`` names
+    the devices' key (``eval``: ``eval.devices`` of ``evaluate.py``)."""
+    strategy = trainer.get("strategy", "auto")
+    if strategy not in STRATEGIES:
+        raise ConfigError(
+            f"trainer.strategy={strategy} cannot train PandA; choices: {', '.join(STRATEGIES)} "
+            "(data-parallel training: trainer=ddp)"
+        )
+    devices = trainer.devices
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices in (-1, 0):
+        return  # "auto", -1 (all) and lists are Lightning's to check
+    accelerator = str(trainer.accelerator)
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        available, kind = torch.cuda.device_count(), "GPUs"
+    elif accelerator == "cpu" or (accelerator == "auto" and not MPSAccelerator.is_available()):
+        available, kind = _cpu_cores(), "CPU cores, one process each"
+    else:
+        return  # Lightning checks the others
+    if devices > available:
+        raise ConfigError(f"{group}.devices={devices} is more than this machine has ({available} {kind})")
+
+
 def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

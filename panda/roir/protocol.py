@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from panda.data import batch_generator
@@ -97,11 +98,15 @@ def face_batches(
     samples: int,
     batch_size: int,
     progress: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[Faces]:
-    """The first ``samples`` samples of ``stream`` in batches, each keeping the images with a face."""
-    starts = range(0, samples, batch_size)
-    for index, start in enumerate(tqdm(starts, desc="faces", disable=not progress, unit="batch")):
-        latents = gen.sample_latents(min(batch_size, samples - start), batch_generator(seed, stream, index))
+    """The first ``samples`` samples of ``stream`` in batches, each keeping the images with a face; with ``world``
+    processes, process ``rank`` takes the batches ``rank, rank + world, ...``."""
+    indices = range(rank, -(-samples // batch_size), world)
+    for index in tqdm(indices, desc="faces", disable=not progress, unit="batch"):
+        size = min(batch_size, samples - index * batch_size)
+        latents = gen.sample_latents(size, batch_generator(seed, stream, index))
         with torch.inference_mode():
             originals = gen(latents.to(gen.device)).cpu()
         landmarks = detect(detector, to_uint8(originals))
@@ -226,9 +231,10 @@ class Result:
     choice: Choice
     seconds: float
     metric: ROIR = field(default_factory=ROIR)
-    change: list[float] = field(default_factory=list)
+    change: MeanMetric = field(default_factory=lambda: MeanMetric().set_dtype(torch.float64))
 
     def row(self) -> dict[str, Any]:
+        """The table's row; summed over the processes of a distributed run (every process calls it, in turn)."""
         values = {key: float(value) for key, value in self.metric.compute().items()}
         return {
             "method": self.choice.method,
@@ -237,7 +243,7 @@ class Result:
             "roir_std": round(values["std"], 4),
             "images": int(values["count"]),
             "unchanged": int(values["unchanged"]),
-            "inside_change": round(float(np.mean(self.change)), 4),
+            "inside_change": round(float(self.change.compute()), 4),
             "direction": self.choice.label,
             "scale": round(self.choice.scale, 5),
             "calibration_roir": round(self.choice.calibration_roir, 4),
@@ -256,15 +262,20 @@ def measure(
     batch_size: int,
     dilation: int,
     keep: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[dict[tuple[str, str], Result], int, dict[str, Any]]:
     """ROIR of every chosen edit on the faces among ``samples`` samples of ``stream``.
 
     ``editors`` maps method -> region -> editor. Returns the results by (method, region), the number
     of images skipped (no face) and the first ``keep`` faces' originals, masks and edits (for figures).
+    With ``world`` processes, process ``rank`` measures its batches (:func:`face_batches`); the results'
+    metrics sum over the processes, the count of skipped images and the faces kept are this process's.
     """
     results = {key: Result(choice, editors[key[0]][key[1]].seconds) for key, choice in choices.items()}
     skipped, kept = 0, {"originals": [], "masks": {}, "edits": {}}
-    for faces in face_batches(gen, detector, seed, stream, samples, batch_size, progress=True):
+    batches = face_batches(gen, detector, seed, stream, samples, batch_size, progress=True, rank=rank, world=world)
+    for faces in batches:
         skipped += faces.skipped
         if not len(faces.latents):
             continue
@@ -285,7 +296,7 @@ def measure(
                     torch.full((len(faces.latents),), choice.scale),
                 )
                 results[method, region].metric.update(faces.originals, edited, masks[region])
-                results[method, region].change += inside_change(faces.originals, edited, masks[region]).tolist()
+                results[method, region].change.update(inside_change(faces.originals, edited, masks[region]).double())
                 kept["edits"].setdefault((method, region), []).append(edited[:take])
         for region, mask in masks.items():
             kept["masks"].setdefault(region, []).append(mask[:take])
