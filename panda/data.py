@@ -3,6 +3,13 @@
 Every batch is drawn from its own seeded ``torch.Generator`` (a function of the run seed, the
 stream and the batch index), so a run is reproducible and a resumed run continues the stream
 exactly where the checkpoint left it (the stream restarts at the trainer's global step).
+
+Data-parallel training (``trainer=ddp``): with ``N`` processes of batch ``B`` (``data.batch_size``
+is per process), batch ``k`` of a stream is the batch of ``N*B`` latents one process draws for
+batch ``k``, and process ``r`` computes the features of its slice ``[r*B, (r+1)*B)``. So ``N``
+processes with batch ``B`` see exactly the samples of one process with batch ``N*B``, and one
+process sees the stream it always saw. Drawing the ``N*B`` latents on every process costs
+microseconds next to the generator's forward.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections.abc import Iterator
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from panda.config import positive_int
 from panda.errors import ConfigError, FeatureError
@@ -92,18 +99,25 @@ class _Endless(IterableDataset):
             index += 1
 
 
-class _Fixed(Dataset):
-    """A fixed number of batches of one stream (validation, initialisation)."""
+class _Fixed(IterableDataset):
+    """A fixed number of samples of one stream (validation, initialisation): this process's part of each batch.
+
+    Iterable, so that Lightning does not shard it again with a sampler: the last batch may leave some
+    processes without a part, and they skip it.
+    """
 
     def __init__(self, module: FeatureDataModule, stream: Stream, samples: int) -> None:
         self.module, self.stream = module, stream
-        self.sizes = [min(module.batch_size, samples - i) for i in range(0, samples, module.batch_size)]
+        step, start = module.global_batch_size, module.rank_slice().start
+        self.sizes = [min(step, samples - i) for i in range(0, samples, step)]
+        self.indices = [index for index, size in enumerate(self.sizes) if start < size]
 
     def __len__(self) -> int:
-        return len(self.sizes)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> Tensor:
-        return self.module.batch(self.stream, index, self.sizes[index])
+    def __iter__(self) -> Iterator[Tensor]:
+        for index in self.indices:
+            yield self.module.batch(self.stream, index, self.sizes[index])
 
 
 class FeatureDataModule(pl.LightningDataModule):
@@ -144,14 +158,33 @@ class FeatureDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             self.generator.to(self.trainer.strategy.root_device)
 
+    @property
+    def world_size(self) -> int:
+        """Processes of data-parallel training (1 without a trainer)."""
+        return 1 if self.trainer is None else self.trainer.world_size
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per training step over all processes: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
+    def rank_slice(self) -> slice:
+        """This process's samples of a global batch: ``[r*B, (r+1)*B)`` for global rank ``r``."""
+        rank = 0 if self.trainer is None else self.trainer.global_rank
+        return slice(rank * self.batch_size, (rank + 1) * self.batch_size)
+
     def latents(self, stream: Stream, index: int, size: int | None = None) -> Tensor:
-        """Latents of batch ``index`` of ``stream``."""
+        """Latents of batch ``index`` of ``stream`` (``size`` samples, by default :attr:`batch_size`)."""
         return self.generator.sample_latents(size or self.batch_size, batch_generator(self.seed, stream, index))
 
     def batch(self, stream: Stream, index: int, size: int | None = None) -> Tensor:
-        """Features of batch ``index`` of ``stream`` (validation in ``fp32``, the others in :attr:`precision`)."""
+        """Features of this process's part (:meth:`rank_slice`) of batch ``index`` of ``stream`` of ``size``
+        samples (by default :attr:`global_batch_size`); validation in ``fp32``, the others in :attr:`precision`."""
         precision = "fp32" if stream == Stream.VAL else self.precision
-        return layer_features(self.generator, self.layer, self.latents(stream, index, size), precision)
+        latents = self.latents(stream, index, size or self.global_batch_size)
+        if self.world_size > 1:
+            latents = latents[self.rank_slice()]
+        return layer_features(self.generator, self.layer, latents, precision)
 
     def train_dataloader(self) -> DataLoader:
         start = 0
@@ -163,6 +196,6 @@ class FeatureDataModule(pl.LightningDataModule):
         return DataLoader(_Fixed(self, Stream.VAL, self.val_samples), batch_size=None)
 
     def init_dataloader(self) -> Iterator[Tensor]:
-        """Batches for the HOSVD initialisation (a stream of their own), with their progress logged."""
+        """This process's batches for the HOSVD initialisation (a stream of their own), with their progress logged."""
         loader = DataLoader(_Fixed(self, Stream.INIT, self.init_samples), batch_size=None)
         return tracked(loader, len(loader), f"initialising the appearances A (HOSVD) from {self.init_samples} samples")

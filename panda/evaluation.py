@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning_fabric import Fabric
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from panda import editing, localization
@@ -24,6 +26,7 @@ from panda.data import Stream
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
 from panda.factors import save_labels
+from panda.generators.base import FeatureGenerator
 from panda.generators.weights import cache_dir
 from panda.io import METRICS_FILE, atomic_write, save_json
 from panda.loggers import log_results_to_wandb
@@ -32,6 +35,7 @@ from panda.refinement import refine_parts
 from panda.roir import protocol
 from panda.roir.masks import LandmarkDetector, check_min_face, check_regions
 from panda.runs import Run, load_run
+from panda.training import check_processes
 from panda.visualize import image_grid, mask_overlay, overlay, overlay_figure, parts_figure, save_gif, to_uint8
 
 log = logging.getLogger(__name__)
@@ -177,6 +181,8 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     detector = LandmarkDetector(settings.upscale, min_face=check_min_face(settings.min_face, "eval.min_face"))
     cache = cache_dir() / "landmarks" if settings.landmark_cache else None
     gen = run.generator
+    fabric = _processes(settings.devices, gen)
+    rank, world = (0, 1) if fabric is None else (fabric.global_rank, fabric.world_size)
     calibration = protocol.face_set(
         gen, detector, cfg.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size, cache
     )
@@ -192,6 +198,8 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         for region in by_region:
             choices[method, region] = protocol.choose(by_region[region], calibration, region, choosing)
             log.info("%s / %s: %s x %.3g", method, region, choices[method, region].label, choices[method, region].scale)
+    if fabric is not None:  # every process measures rank 0's choices
+        choices = fabric.broadcast(choices)
     results, skipped, examples = protocol.measure(
         gen,
         detector,
@@ -205,8 +213,14 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         above,
         settings.grid,
         cache,
+        rank=rank,
+        world=world,
     )
+    if fabric is not None:
+        skipped = int(fabric.all_reduce(torch.tensor(skipped), reduce_op="sum"))
     rows = [results[key].row(skipped) for key in choices]
+    if fabric is not None and rank != 0:  # rank 0 writes
+        return {"rows": rows, "skipped": skipped, "files": {}}
     seconds = {m: protocol.direction_seconds(by_region) for m, by_region in editors.items()}
     markdown = protocol.table(rows, regions, seconds, above)
     files = {"table": atomic_write(out / "roir.md", markdown.encode())}
@@ -281,6 +295,20 @@ def name(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     }
 
 
+def _processes(devices: int, gen: FeatureGenerator) -> Fabric | None:
+    """With ``eval.devices > 1``, the launched processes (Lightning Fabric's DDP on the generator's kind of
+    device; this process becomes rank 0) with the generator on each one's device; ``None`` for one process."""
+    positive_int("eval.devices", devices)
+    if devices == 1:
+        return None
+    accelerator = "cuda" if gen.device.type == "cuda" else "cpu"
+    check_processes(OmegaConf.create({"accelerator": accelerator, "devices": devices, "strategy": "ddp"}), "eval")
+    fabric = Fabric(accelerator=accelerator, devices=devices, strategy="ddp")
+    fabric.launch()
+    gen.to(fabric.device)
+    return fabric
+
+
 def studio(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """Serve the interactive editor (:mod:`panda.studio`) until Ctrl-C; Gradio is imported only for this task."""
     from panda.studio.app import serve
@@ -309,6 +337,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run = load_run(cfg.run, cfg.generator, cfg.layer)
     out = Path(cfg.output_dir)
     result = TASKS[cfg.task](cfg, run, out)
+    if rank_zero_only.rank != 0:  # another process of a distributed task: rank 0 writes
+        return result
     result = {"task": cfg.task, "run": str(cfg.run), "generator": run.name, "layer": run.layer, **result}
     result["files"] = {key: str(path) for key, path in result["files"].items()}
     save_json(result, out / "evaluate.json")

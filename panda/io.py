@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from panda.errors import BusyError, ConfigError
 
 METRICS_FILE = "metrics.json"
@@ -48,6 +46,8 @@ def _umask() -> int:
 
 def save_torch(obj: Any, path: str | Path) -> Path:
     """``torch.save`` ``obj`` to ``path`` atomically."""
+    import torch  # here, not at the top: the command-line front (panda.cli) imports this module before torch is needed
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return atomic_write(path, buffer.getvalue())
@@ -65,6 +65,8 @@ def load_plain(path: str | Path, what: str) -> Any:
         ConfigError: (naming the file as ``what``) it would need other objects, which could run
             code, or it cannot be read: damaged, truncated, empty.
     """
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

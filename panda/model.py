@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from panda import factorization as fz
 from panda.errors import ConfigError
@@ -32,6 +33,28 @@ def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: in
     return parts, appearances
 
 
+class RelativeError(Metric):
+    """``sum ||Z_i - A A^T Z_i P P^T||^2 / sum ||Z_i||^2`` over every batch of an epoch, of every process.
+
+    Both sums are float64 states summed across processes (data-parallel validation), then divided.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("error", "norm"):
+            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, error: Tensor, norm: Tensor) -> None:
+        """Add a batch's ``(sum_i ||Z_i - A A^T Z_i P P^T||^2, sum_i ||Z_i||^2)``."""
+        self.error += error.double()
+        self.norm += norm.double()
+
+    def compute(self) -> Tensor:
+        return (self.error / self.norm).float()
+
+
 class PandA(pl.LightningModule):
     """Learns ``A`` ``[C, R_C]`` and ``P`` ``[S, R_S] >= 0`` from streamed feature maps.
 
@@ -44,6 +67,11 @@ class PandA(pl.LightningModule):
     ``A`` starts at the HOSVD initialisation (leading eigenvectors of the channel scatter over the
     data module's init samples), ``P`` at ``Uniform(0, init_scale)``. The defaults are in
     ``conf/model/``.
+
+    Data-parallel training (``trainer=ddp``): DDP averages the gradients, so every process takes the
+    step of the global batch's mean; the statistics solver and the HOSVD initialisation sum their
+    statistics over the processes (:meth:`sum_across`), so every process holds the same ``A`` and
+    ``P``; the validation error sums over every process's samples (:class:`RelativeError`).
 
     Args:
         feature_shape: ``(C, H, W)`` of the layer's feature maps.
@@ -94,6 +122,7 @@ class PandA(pl.LightningModule):
         self.A = nn.Parameter(torch.linalg.qr(torch.randn(channels, appearances, generator=generator))[0])
         self.P = nn.Parameter(fz.random_parts(height * width, parts, generator, init_scale))
         self.register_buffer("initialized", torch.tensor(False))
+        self.val_error = RelativeError()
         # built now, so that a bad option stops the run before training starts
         self.solver = solver([self.A, self.P])
         self.automatic_optimization = not isinstance(self.solver, StatisticsSolver)
@@ -109,7 +138,7 @@ class PandA(pl.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor | None:
         if not self.automatic_optimization:
             solver = self.optimizers()
-            error, norm = solver.optimizer.accumulate(fz.flatten_features(batch))
+            error, norm = solver.optimizer.accumulate(fz.flatten_features(batch), self.sum_across())
             solver.step()
             self.log("train/rel_error", error / norm, prog_bar=True)
             return None
@@ -117,15 +146,18 @@ class PandA(pl.LightningModule):
         self.log("train/rel_error", error.detach() / norm, prog_bar=True)
         return error / batch.shape[0]
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(2, dtype=torch.float64, device=self.device)
-
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        error, norm = self.errors(batch)
-        self._val_sums += torch.stack([error.double(), norm.double()])
+        self.val_error.update(*self.errors(batch))
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/rel_error", (self._val_sums[0] / self._val_sums[1]).float(), prog_bar=True)
+        # logged here, by every process (one may have had no batch), which computes and resets the metric
+        self.log("val/rel_error", self.val_error, prog_bar=True)
+
+    def sum_across(self) -> Callable[[Tensor], Tensor] | None:
+        """Sums a tensor over the processes of data-parallel training; ``None`` with one process."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return None
+        return lambda tensor: self.trainer.strategy.reduce(tensor, reduce_op="sum")
 
     # ----- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -143,12 +175,17 @@ class PandA(pl.LightningModule):
             self.A.copy_(fz.orthonormalize(self.A))
 
     @torch.no_grad()
-    def initialize(self, batches: Any) -> None:
-        """HOSVD initialisation of ``A`` from an iterable of feature batches ``[B, C, H, W]``."""
-        scatter = sum(fz.channel_scatter(fz.flatten_features(b.to(self.device))) for b in batches)
+    def initialize(self, batches: Any, reduce: Callable[[Tensor], Tensor] | None = None) -> None:
+        """HOSVD initialisation of ``A`` from an iterable of feature batches ``[B, C, H, W]``; ``reduce`` sums the
+        channel scatter over the processes of data-parallel training (each one's ``batches`` are its part)."""
+        channels = self.A.shape[0]
+        zero = torch.zeros(channels, channels, dtype=self.A.dtype, device=self.device)
+        scatter = sum((fz.channel_scatter(fz.flatten_features(b.to(self.device))) for b in batches), zero)
+        if reduce is not None:
+            scatter = reduce(scatter)
         self.A.copy_(fz.leading_eigenvectors(scatter, self.A.shape[1]))
         self.initialized.fill_(True)
 
     def on_fit_start(self) -> None:
         if not bool(self.initialized):  # a resumed run keeps its restored factors
-            self.initialize(self.trainer.datamodule.init_dataloader())
+            self.initialize(self.trainer.datamodule.init_dataloader(), self.sum_across())

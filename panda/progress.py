@@ -29,6 +29,8 @@ IRRELEVANT_WARNINGS = (
     (r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint available', UserWarning),
     # the stats solver steps in training_step by design; the checkpoint holds the state after the step
     (r"Using ModelCheckpoint with manual optimization and every_n_train_steps", UserWarning),
+    # panda.data's fixed streams are iterable so that no sampler shards them again, and are read without workers
+    (r"Your `IterableDataset` has `__len__` defined", UserWarning),
     # Lightning's own use of a torch API that recent torch deprecates
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
 )

@@ -115,25 +115,26 @@ class StatisticsSolver(torch.optim.Optimizer):
         return self.state[self._appearances]["passes"] % 2 == first
 
     @torch.no_grad()
-    def accumulate(self, Z: Tensor) -> tuple[Tensor, Tensor]:
+    def accumulate(self, Z: Tensor, reduce: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """Add the batch ``Z`` ``[B, C, S]`` to the current pass.
 
         Returns the batch's ``(sum_i ||Z_i - A A^T Z_i P P^T||^2, sum_i ||Z_i||^2)``, read off the
         same statistics. Statistics are summed in the parameters' precision (a checkpoint restores them
-        so) and the updates are solved in float64.
+        so) and the updates are solved in float64. In data-parallel training ``reduce`` sums a tensor
+        over the processes: every batch's statistics are summed (one all-reduce) before they enter the
+        state, so every process holds the same state, solves the same system, and a checkpoint of any
+        process resumes all of them; the error returned is then that of the global batch.
         """
         state, A, P = self.state[self._appearances], self._appearances.detach(), self._parts.detach()
         norm = fz.squared_norm(Z)
-        if self.updating_parts():
-            G1, G2 = fz.parts_statistics(Z, A)
-            state["G1"] += G1
-            state["G2"] += G2
-            error = norm + fz.parts_objective(G1, G2, P)
-        else:
-            K, L = fz.appearance_statistics(Z, P)
-            state["K"] += K
-            state["L"] += L
-            error = norm + fz.appearance_objective(A, K, L)
+        parts = self.updating_parts()
+        first, second = fz.parts_statistics(Z, A) if parts else fz.appearance_statistics(Z, P)
+        if reduce is not None:
+            first, second, norm = _summed(reduce, first, second, norm)
+        state["G1" if parts else "K"] += first
+        state["G2" if parts else "L"] += second
+        objective = fz.parts_objective(first, second, P) if parts else fz.appearance_objective(A, first, second)
+        error = norm + objective
         state["batches"] += 1
         return error, norm
 
@@ -157,3 +158,9 @@ class StatisticsSolver(torch.optim.Optimizer):
             state["L"].zero_()
         state["batches"] = 0
         state["passes"] += 1
+
+
+def _summed(reduce: Callable[[Tensor], Tensor], *tensors: Tensor) -> list[Tensor]:
+    """``tensors`` each summed over the processes by ``reduce``, in one call on their concatenation."""
+    flat = reduce(torch.cat([t.reshape(-1) for t in tensors]))
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import shlex
 import signal
 import time
@@ -11,12 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_only
 
 from panda.callbacks import PandaArtifacts, log_images
 from panda.checkpoints import (
@@ -36,6 +40,7 @@ from panda.progress import console, progress_bar, quiet_lightning
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+STRATEGIES = ("auto", "ddp")  # one process, or DDP (trainer=ddp)
 GPU_ACCELERATORS = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,), "mps": (MPSAccelerator,)}
 
 
@@ -55,6 +60,25 @@ class StopOnNonFinite(pl.Callback):
             )
 
 
+class FitRecord(pl.Callback):
+    """When the first training step started, in seconds since the process started (start-up as a user waits for
+    it: imports, the generator, the initialisation), and the step and error of the last validation of ``fit``."""
+
+    def __init__(self) -> None:
+        self.first_step_seconds: float | None = None
+        self.last_validation: tuple[int, float] | None = None
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.first_step_seconds is None:
+            self.first_step_seconds = time.time() - psutil.Process().create_time()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.last_validation = (trainer.global_step, float(trainer.callback_metrics["val/rel_error"]))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``).
 
@@ -62,14 +86,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     check_known_keys(cfg, "train")
     positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
+    check_accelerator(cfg.trainer.accelerator)
+    check_processes(cfg.trainer)
     NamingSettings.from_config(cfg.naming, "naming")
     output_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank != 0:  # another process of data-parallel training: rank 0 holds the lock and reports
+        logging.getLogger("panda").setLevel(logging.WARNING)
+        return _train(cfg, output_dir)
     with lock_directory(output_dir):
         return _train(cfg, output_dir)
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    check_accelerator(cfg.trainer.accelerator)
     quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -95,7 +123,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", ckpt_path, checkpoint["global_step"])
 
     config = OmegaConf.to_container(cfg, resolve=True)
+    record = FitRecord()
     callbacks = [
+        record,
         ConfigInCheckpoint(config),
         StopOnNonFinite(),
         *(instantiate(c) for c in cfg.get("callbacks", {}).values()),
@@ -119,33 +149,42 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         start = time.perf_counter()
         _until_interrupted(trainer, output_dir, lambda: trainer.fit(model, datamodule=data, ckpt_path=ckpt_path))
         seconds = time.perf_counter() - start
-        (final,) = _until_interrupted(
-            trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False)
-        )
+        if record.last_validation is not None and record.last_validation[0] == trainer.global_step:
+            error = record.last_validation[1]  # fit's last validation saw the final factors
+        else:
+            (final,) = _until_interrupted(
+                trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False)
+            )
+            error = float(final["val/rel_error"])
 
     metrics = {
-        "val_rel_error": float(final["val/rel_error"]),
+        "val_rel_error": error,
         "steps": trainer.global_step,
-        "samples": trainer.global_step * data.batch_size,
+        "samples": trainer.global_step * data.global_batch_size,
         "fit_seconds": round(seconds, 2),
+        "first_step_seconds": None if record.first_step_seconds is None else round(record.first_step_seconds, 2),
         "generator": cfg.gen.name,
         "layer": layer,
         "parts": model.hparams.parts,
         "appearances": model.hparams.appearances,
         "overrides": _overrides(),
     }
+    if not trainer.is_global_zero:  # every process holds the same factors; rank 0 writes them
+        return metrics
     naming = _name_parts(cfg, generator, model) if cfg.naming.after_training else None
     labels, scores = (naming.labels, naming.scores) if naming else (None, None)
     save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE, labels, scores)
-    if naming is not None and trainer.is_global_zero:
+    if naming is not None:
         for artifacts in (c for c in callbacks if isinstance(c, PandaArtifacts)):
             log_images(trainer, artifacts.pictures(model, data, labels, scores))
     save_json(metrics, output_dir / METRICS_FILE)
     log.info(
-        "final validation relative error %.4f after %d steps (%.1f s); results in %s",
+        "final validation relative error %.4f after %d steps (training %.1f s, its first step %s s after the "
+        "command started); results in %s",
         metrics["val_rel_error"],
         metrics["steps"],
         seconds,
+        metrics["first_step_seconds"],
         output_dir,
     )
     return metrics
@@ -217,5 +256,34 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
+def check_processes(trainer: DictConfig, group: str = "trainer") -> None:
+    """A :class:`ConfigError` for a ``trainer.strategy`` other than one process or DDP, or more ``trainer.devices``
+    than this machine has (GPUs, or CPU cores with ``trainer.accelerator=cpu`` or without a GPU); ``group`` names
+    the devices' key (``eval``: ``eval.devices`` of ``evaluate.py``)."""
+    strategy = trainer.get("strategy", "auto")
+    if strategy not in STRATEGIES:
+        raise ConfigError(
+            f"trainer.strategy={strategy} cannot train PandA; choices: {', '.join(STRATEGIES)} "
+            "(data-parallel training: trainer=ddp)"
+        )
+    devices = trainer.devices
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices in (-1, 0):
+        return  # "auto", -1 (all) and lists are Lightning's to check
+    accelerator = str(trainer.accelerator)
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        available, kind = torch.cuda.device_count(), "GPUs"
+    elif accelerator == "cpu" or (accelerator == "auto" and not MPSAccelerator.is_available()):
+        available, kind = _cpu_cores(), "CPU cores, one process each"
+    else:
+        return  # Lightning checks the others
+    if devices > available:
+        raise ConfigError(f"{group}.devices={devices} is more than this machine has ({available} {kind})")
+
+
 def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _cpu_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -1,7 +1,12 @@
 """The stop at convergence (``callbacks=early_stop``): it stops a converged run, and only a converged one."""
 
+import json
 import logging
+import subprocess
+import sys
+import time
 
+import psutil
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -9,7 +14,8 @@ from hydra import compose, initialize_config_dir
 
 from panda.callbacks import Convergence
 from panda.errors import ConfigError
-from tests.conftest import ROOT
+from panda.training import train
+from tests.conftest import ROOT, TWO_STEPS
 
 
 class Scripted(pl.LightningModule):
@@ -102,3 +108,43 @@ def test_experiment_fast_stops_at_convergence():
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=fast"])
     assert cfg.callbacks.early_stop._target_ == "panda.callbacks.Convergence"
+
+
+def train_until(tmp_path, *overrides: str) -> dict:
+    """``train(cfg)`` on the :data:`TWO_STEPS` samples with its own budget and callbacks (``overrides``)."""
+    budget = [o for o in TWO_STEPS if not o.startswith(("callbacks=", "trainer.max_steps="))]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*budget, *overrides, f"paths.output_dir={tmp_path}"])
+    return train(cfg)
+
+
+def test_train_stops_at_convergence_and_its_last_validation_is_the_final_one(tmp_path, caplog, monkeypatch):
+    validations = []
+    monkeypatch.setattr(pl.Trainer, "validate", lambda *args, **kwargs: validations.append(1) or [{}])
+    with caplog.at_level(logging.INFO, logger="panda.callbacks"):
+        metrics = train_until(
+            tmp_path,
+            "callbacks=early_stop",
+            "callbacks.early_stop.rel_tol=0.5",  # any change below 50% counts as converged: the second validation
+            "trainer.max_steps=40",
+            "trainer.val_check_interval=2",
+        )
+    assert metrics["steps"] == 4 and "converged at step 4 of at most 40" in caplog.text
+    assert validations == []  # fit validated the final factors at step 4: not validated again
+    assert json.loads((tmp_path / "metrics.json").read_text())["val_rel_error"] == metrics["val_rel_error"]
+    assert 0 < metrics["first_step_seconds"] < time.time() - psutil.Process().create_time()
+
+
+def test_the_command_line_front_does_not_import_torch():
+    """train.py's front (Hydra, the override checks) runs before torch and Lightning are imported."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, panda.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"

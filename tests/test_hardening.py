@@ -97,7 +97,7 @@ def test_an_unknown_key_in_the_composed_config_is_refused_with_the_closest_one(t
     [
         (["gen=nonexistent"], "train", "Could not find 'gen/nonexistent': available gen configs: biggan, dcgan_faces"),
         (["-m", "gen=dcgan_faces,other"], "train", "Could not find 'gen/other'"),
-        (["trainer=tpu"], "train", "Could not find 'trainer/tpu': available trainer configs: cpu, default, gpu"),
+        (["trainer=tpu"], "train", "Could not find 'trainer/tpu': available trainer configs: cpu, ddp, default, gpu"),
         (["task=paint"], "evaluate", "Could not find 'task/paint': available task configs: edit, localize"),
         (["rank.part=16"], "train", "unknown config key rank.part (did you mean rank.parts?)"),
         (["++trainer.max_step=3"], "train", "unknown config key trainer.max_step (did you mean trainer.max_steps?)"),

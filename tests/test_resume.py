@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -239,7 +240,8 @@ def test_resuming_keeps_the_logged_rows_before_the_checkpoint(tmp_path):
     resumed = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
     kept = [r for r in rows if int(r["step"]) < 2]  # those logged before the step-2 checkpoint
     assert kept and resumed[: len(kept)] == kept
-    assert sorted({int(r["step"]) for r in resumed[len(kept) :]}) == [2, 3, 4]
+    # steps 2 and 3 (0-based), the last one's validation included: the final factors are not validated again
+    assert sorted({int(r["step"]) for r in resumed[len(kept) :]}) == [2, 3]
 
 
 def test_result_files_follow_the_umask(tmp_path):
@@ -250,3 +252,13 @@ def test_result_files_follow_the_umask(tmp_path):
         assert (atomic_write(tmp_path / "b.json", b"{}").stat().st_mode & 0o777) == 0o600
     finally:
         os.umask(previous)
+
+
+def test_resuming_a_finished_run_validates_its_factors_once(copy, monkeypatch):
+    """Fit has nothing left to do, so it does not validate: train validates the factors itself, once."""
+    before = json.loads((copy / "metrics.json").read_text())
+    validate, validations = pl.Trainer.validate, []
+    monkeypatch.setattr(pl.Trainer, "validate", lambda *a, **k: validations.append(1) or validate(*a, **k))
+    metrics = train(configured(copy))
+    assert validations == [1] and metrics["steps"] == before["steps"]
+    assert metrics["val_rel_error"] == pytest.approx(before["val_rel_error"], rel=1e-6)

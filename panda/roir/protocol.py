@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from panda.data import batch_generator
@@ -106,12 +107,16 @@ def face_batches(
     batch_size: int,
     progress: bool = False,
     cache: Path | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> Iterator[Faces]:
     """The first ``samples`` samples of ``stream`` in batches, each keeping the images with a face (landmarks
-    kept in and read from ``cache``, see :func:`panda.roir.masks.detect`)."""
-    starts = range(0, samples, batch_size)
-    for index, start in enumerate(tqdm(starts, desc="faces", disable=not progress, unit="batch")):
-        latents = gen.sample_latents(min(batch_size, samples - start), batch_generator(seed, stream, index))
+    kept in and read from ``cache``, see :func:`panda.roir.masks.detect`); with ``world`` processes, process
+    ``rank`` takes the batches ``rank, rank + world, ...``."""
+    indices = range(rank, -(-samples // batch_size), world)
+    for index in tqdm(indices, desc="faces", disable=not progress, unit="batch"):
+        size = min(batch_size, samples - index * batch_size)
+        latents = gen.sample_latents(size, batch_generator(seed, stream, index))
         with torch.inference_mode():
             originals = gen(latents.to(gen.device)).cpu()
         landmarks = detect(detector, to_uint8(originals), cache)
@@ -266,10 +271,11 @@ class Result:
     seconds: float
     metric: ROIR
     worst: Worst
-    change: list[float] = field(default_factory=list)
+    change: MeanMetric = field(default_factory=lambda: MeanMetric().set_dtype(torch.float64))
 
     def row(self, skipped: int) -> dict[str, Any]:
-        """The CSV row; ``skipped``: test samples without a face."""
+        """The table's row; ``skipped``: test samples without a face (of all processes). Summed over the
+        processes of a distributed run (every process calls it, in turn)."""
         values = {key: float(value) for key, value in self.metric.compute().items()}
         return {
             "method": self.choice.method,
@@ -283,7 +289,7 @@ class Result:
             "images": int(values["count"]),
             "unchanged": int(values["unchanged"]),
             "skipped": skipped,
-            "inside_change": round(float(np.mean(self.change)), 4),
+            "inside_change": round(float(self.change.compute()), 4),
             "direction": self.choice.label,
             "scale": round(self.choice.scale, 5),
             "calibration_roir": round(self.choice.calibration_roir, 4),
@@ -309,16 +315,23 @@ def measure(
     above: float,
     keep: int,
     cache: Path | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[dict[tuple[str, str], Result], int, dict[str, Any]]:
     """ROIR of every chosen edit on the faces among ``samples`` samples of ``stream``.
 
     ``editors`` maps method -> region -> editor. Returns the results by (method, region) (with each one's
     ``keep`` worst faces), the number of images skipped (no face) and the first ``keep`` faces' originals,
-    masks and edits (for figures). ``above``: the ROIR beyond which faces are counted.
+    masks and edits (for figures). ``above``: the ROIR beyond which faces are counted. With ``world``
+    processes, process ``rank`` measures its batches (:func:`face_batches`); the results' metrics sum over
+    the processes, the count of skipped images, the worst faces and the faces kept are this process's.
     """
     results = {key: Result(c, editors[key[0]][key[1]].seconds, ROIR(above), Worst(keep)) for key, c in choices.items()}
     skipped, kept = 0, {"originals": [], "masks": {}, "edits": {}}
-    for faces in face_batches(gen, detector, seed, stream, samples, batch_size, progress=True, cache=cache):
+    batches = face_batches(
+        gen, detector, seed, stream, samples, batch_size, progress=True, cache=cache, rank=rank, world=world
+    )
+    for faces in batches:
         skipped += faces.skipped
         if not len(faces.latents):
             continue
@@ -341,7 +354,7 @@ def measure(
                 result, mask = results[method, region], masks[region]
                 result.metric.update(faces.originals, edited, mask)
                 result.worst.update(roir(faces.originals, edited, mask), faces.originals, mask, edited)
-                result.change += inside_change(faces.originals, edited, mask).tolist()
+                result.change.update(inside_change(faces.originals, edited, mask).double())
                 kept["edits"].setdefault((method, region), []).append(edited[:take])
         for region, mask in masks.items():
             kept["masks"].setdefault(region, []).append(mask[:take])
