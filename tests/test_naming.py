@@ -46,6 +46,18 @@ def face_landmarks() -> np.ndarray:
     return np.concatenate([jaw, brows, nose, eyes, mouth]).astype(float)
 
 
+class NoFace:
+    """A landmark detector that finds no face."""
+
+    min_face = 0.0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __call__(self, image: np.ndarray) -> None:
+        return None
+
+
 def settings(**changes: object) -> NamingSettings:
     values = {"samples": 6, "upscale": 256, "batch_size": 6, "dominance": 0.5, "artefact": 0.8, "min_face": 0.25}
     values |= changes
@@ -128,7 +140,7 @@ def test_name_parts_finds_the_checkerboard_the_border_and_the_face(dcgan):
 
 
 def test_name_parts_without_faces_says_so(dcgan, monkeypatch):
-    monkeypatch.setattr(masks, "LandmarkDetector", lambda upscale: lambda image: None)  # finds no face
+    monkeypatch.setattr(masks, "LandmarkDetector", NoFace)
     with pytest.raises(ConfigError, match="dlib found no face in 6 samples"):
         name_parts(dcgan, made_up_factors()[1], SHAPE[1:], settings(), seed=0)
 
@@ -168,7 +180,7 @@ def test_training_names_the_parts_when_asked_and_keeps_them_unnamed_without_face
     cfg = compose_two_steps(tmp_path / "named", "naming.after_training=true", "naming.samples=4")
     train(cfg)
     assert len(load_factors(tmp_path / "named")["labels"]) == 8
-    monkeypatch.setattr(masks, "LandmarkDetector", lambda upscale: lambda image: None)  # finds no face
+    monkeypatch.setattr(masks, "LandmarkDetector", NoFace)
     cfg = compose_two_steps(tmp_path / "faceless", "naming.after_training=true", "naming.samples=4")
     with caplog.at_level(logging.WARNING):
         train(cfg)
