@@ -57,7 +57,12 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def wandb_logger(offline: bool | None = None, group: str | None = None, **kwargs: Any) -> WandbLogger:
     """A :class:`FlatWandbLogger`, offline when asked or when :func:`wandb_offline` decides so; ``group="auto"``:
-    the sweep's group inside a multirun (:func:`panda.sweep.sweep_group`), none in a single run."""
+    the sweep's group inside a multirun (:func:`panda.sweep.sweep_group`), none in a single run. A W&B run still
+    open in this process (an earlier job of a multirun that failed) is finished first, as failed."""
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish(exit_code=1)
     if group == "auto":
         group = sweep_group()
     return FlatWandbLogger(offline=wandb_offline(offline), group=group, **kwargs)
