@@ -24,7 +24,7 @@ from hydra_plugins.panda_launcher import _outcome
 from panda.io import save_json
 from panda.loggers import flatten
 from panda.sweep import in_multirun, read_status, record, run_job, summarize, sweep_group
-from tests.conftest import ROOT, TINY, run_script
+from tests.conftest import ROOT, TINY, compose_two_steps, run_script
 
 BAD_RANK = "rank.parts=0 is out of range: it must be an integer in [1, 256]"
 
@@ -226,6 +226,16 @@ def test_summary_has_solver_roir_and_label_columns(tmp_path):
     ]
     assert table[1]["roir/mouth"] == 3.0
     assert "| 2.5000 | 1.2500 | eyes; hair |" in (tmp_path / "summary.md").read_text()
+
+
+def test_metrics_record_the_solver_its_rate_and_the_labels_factors_hold(tmp_path, monkeypatch):
+    from panda import training
+
+    load_factors = training.load_factors
+    monkeypatch.setattr(training, "load_factors", lambda path: {**load_factors(path), "labels": ["eyes", "hair"]})
+    metrics = training.train(compose_two_steps(tmp_path, "model.solver.lr=0.002"))
+    assert (metrics["solver"], metrics["lr"], metrics["labels"]) == ("Adam", 0.002, ["eyes", "hair"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["labels"] == ["eyes", "hair"]
 
 
 def test_the_ablation_plot_draws_each_layer_and_writes_the_results_file(tmp_path):
