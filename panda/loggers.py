@@ -97,7 +97,8 @@ def log_sweep_summary(
         mode=mode,
     ) as run:
         columns = list(rows[0]) if rows else []
-        run.log({"summary": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])})
+        data = [[row[c] for c in columns] for row in rows]  # a failed job's cells are empty strings
+        run.log({"summary": wandb.Table(columns=columns, data=data, allow_mixed_types=True)})
         artifact = wandb.Artifact("summary-" + re.sub(r"[^\w.-]", "_", group), type="sweep-summary")
         for path in files:
             artifact.add_file(str(path))

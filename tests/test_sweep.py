@@ -343,18 +343,22 @@ def test_an_ablation_sweep_measures_roir_and_logs_each_job_to_one_wandb_group(tm
         "experiment=ablation_ranks",
         *budget,
         *(f"callbacks.roir_final.{o}" for o in roir),
-        "rank.parts=2,3",
+        "rank.parts=2,3,0",  # job 2 fails: its empty cells go into the W&B table of the summary too
         "rank.appearances=4",
         "logger=wandb",
         f"hydra.sweep.dir={sweep_dir}",
         env=env,
         cwd=tmp_path,
     )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]
     table = rows(sweep_dir)
-    assert [(r["parts"], r["solver"], r["lr"]) for r in table] == [("2", "stats", ""), ("3", "stats", "")]
-    assert all(float(r["roir/mouth"]) > 0 for r in table)
-    for job in table:
+    assert [(r["status"], r["parts"], r["solver"], r["roir/mouth"] != "") for r in table] == [
+        ("completed", "2", "stats", True),
+        ("completed", "3", "stats", True),
+        ("failed", "", "", False),
+    ]
+    for job in table[:2]:
+        assert float(job["roir/mouth"]) > 0
         job_dir = sweep_dir / job["job"]
         metrics = json.loads((job_dir / "metrics.json").read_text())
         assert metrics["roir/mouth"] == float(job["roir/mouth"])
@@ -370,3 +374,4 @@ def test_an_ablation_sweep_measures_roir_and_logs_each_job_to_one_wandb_group(tm
     summary = wandb_run(sweep_dir)
     assert summary["group"] == "multirun/ablation_ranks"
     assert summary["artifacts"]["sweep-summary"] == {"summary.csv", "summary.md"}
+    assert any(f.startswith("media/table/summary_") for f in summary["files"])
