@@ -20,6 +20,7 @@ from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
+from panda.callbacks import AfterFit
 from panda.checkpoints import (
     CHECKPOINT_DIR,
     RESUMABLE,
@@ -78,8 +79,9 @@ class FitRecord(pl.Callback):
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``): the final
     validation error, the training time, the run's settings (solver, ``lr`` of a gradient solver), the part
-    ``labels`` when ``factors.pt`` holds them, and the ``final_metrics`` of any callback that keeps them
-    (:class:`panda.roir.monitor.FinalROIR`: ``roir/<region>``). W&B runs get them in their summary.
+    ``labels`` when ``factors.pt`` holds them, and what the :class:`~panda.callbacks.AfterFit` callbacks measure
+    on the final factors (:class:`panda.roir.monitor.FinalROIR`: ``roir/<region>``). W&B runs get them in their
+    summary.
 
     The run holds the lock of its output directory throughout (:func:`panda.io.lock_directory`).
     """
@@ -150,6 +152,10 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False)
             )
             error = float(final["val/rel_error"])
+        measured: dict[str, Any] = {}  # on the final factors, after training (not in fit_seconds)
+        for callback in callbacks:
+            if isinstance(callback, AfterFit):
+                measured |= callback.after_fit(trainer, model)
 
     metrics = {
         "val_rel_error": error,
@@ -165,8 +171,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "appearances": model.hparams.appearances,
         "overrides": _overrides(),
     }
-    for callback in callbacks:
-        metrics.update(getattr(callback, "final_metrics", {}))
+    metrics |= measured
     labels = load_factors(save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE)).get("labels")
     if labels is not None:
         metrics["labels"] = labels

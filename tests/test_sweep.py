@@ -21,6 +21,7 @@ from submitit.core.utils import FailedJobError, UncompletedJobError
 from wandb.proto import wandb_internal_pb2
 
 from hydra_plugins.panda_launcher import _outcome
+from panda.callbacks import AfterFit
 from panda.io import save_json
 from panda.loggers import flatten
 from panda.sweep import in_multirun, read_status, record, run_job, summarize, sweep_group
@@ -228,14 +229,26 @@ def test_summary_has_solver_roir_and_label_columns(tmp_path):
     assert "| 2.5000 | 1.2500 | eyes; hair |" in (tmp_path / "summary.md").read_text()
 
 
-def test_metrics_record_the_solver_its_rate_and_the_labels_factors_hold(tmp_path, monkeypatch):
+class PartsTotal(AfterFit):
+    """Measures the sum of the final parts and whether training had ended."""
+
+    def after_fit(self, trainer, model):
+        return {"parts_total": float(model.P.sum()), "fit_ended": trainer.state.finished}
+
+
+def test_metrics_record_the_solver_its_rate_labels_and_what_is_measured_after_fit(tmp_path, monkeypatch):
     from panda import training
 
     load_factors = training.load_factors
     monkeypatch.setattr(training, "load_factors", lambda path: {**load_factors(path), "labels": ["eyes", "hair"]})
-    metrics = training.train(compose_two_steps(tmp_path, "model.solver.lr=0.002"))
+    cfg = compose_two_steps(tmp_path, "model.solver.lr=0.002")
+    with open_dict(cfg):  # under a key the configs know (training checks them)
+        cfg.callbacks.roir_final = {"_target_": "tests.test_sweep.PartsTotal"}
+    metrics = training.train(cfg)
     assert (metrics["solver"], metrics["lr"], metrics["labels"]) == ("Adam", 0.002, ["eyes", "hair"])
     assert json.loads((tmp_path / "metrics.json").read_text())["labels"] == ["eyes", "hair"]
+    assert metrics["fit_ended"] is True
+    assert metrics["parts_total"] == pytest.approx(float(load_factors(tmp_path)["P"].sum()))
 
 
 def test_the_ablation_plot_draws_each_layer_and_writes_the_results_file(tmp_path):

@@ -13,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
+from panda.callbacks import AfterFit
 from panda.config import positive_int
 from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
@@ -76,14 +77,14 @@ def trained_run(trainer: pl.Trainer, pl_module: PandA) -> Run:
     )
 
 
-class FinalROIR(pl.Callback):
-    """When training ends, PandA's ROIR per face region as ``evaluate.py task=roir`` measures it (PandA only):
+class FinalROIR(AfterFit):
+    """Once training has ended, PandA's ROIR per face region as ``evaluate.py task=roir`` measures it (PandA only):
     each region's edit is chosen on the faces among ``calibration`` samples of the calibration stream, and its
     ROIR measured on the faces among ``test_samples`` samples of the test stream.
 
     Writes ``roir.csv`` (one row per region, the columns of :meth:`panda.roir.protocol.Result.row`) into
-    ``output_dir``, logs it as the W&B table ``roir`` to a W&B logger, and keeps ``final_metrics``
-    (``roir/<region>``: the test mean), which :func:`panda.training.train` adds to ``metrics.json``.
+    ``output_dir``, logs it as the W&B table ``roir`` to a W&B logger, and returns ``roir/<region>`` (the test
+    mean), which :func:`panda.training.train` adds to ``metrics.json``.
 
     Args:
         output_dir: the run directory.
@@ -113,15 +114,14 @@ class FinalROIR(pl.Callback):
         self.output_dir, self.regions = Path(output_dir), check_regions(list(regions))
         self.calibration, self.upscale = calibration, upscale
         self.settings = Settings(**choose, config_key=f"{key}.choose")
-        self.final_metrics: dict[str, float] = {}
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
+    def after_fit(self, trainer: pl.Trainer, model: PandA) -> dict[str, Any]:
         if not trainer.is_global_zero:
-            return
+            return {}
         data: FeatureDataModule = trainer.datamodule
         detector = LandmarkDetector(self.upscale)
         faces = face_set(data.generator, detector, data.seed, Stream.CALIBRATION, self.calibration, self.batch_size)
-        editor = PandAEditor(trained_run(trainer, pl_module))
+        editor = PandAEditor(trained_run(trainer, model))
         choices = {(editor.name, region): choose(editor, faces, region, self.settings) for region in self.regions}
         log.info("ROIR: measuring each region's edit on the faces among %d test samples", self.test_samples)
         results, _, _ = measure(
@@ -141,9 +141,9 @@ class FinalROIR(pl.Callback):
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.output_dir / ROIR_CSV, buffer.getvalue().encode())
-        self.final_metrics = {f"roir/{row['region']}": row["roir_mean"] for row in rows}
         for row in rows:
             log.info("ROIR %s %.3f +- %.3f (%s)", row["region"], row["roir_mean"], row["roir_std"], row["direction"])
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_table("roir", list(rows[0]), [list(row.values()) for row in rows], step=trainer.global_step)
+        return {f"roir/{row['region']}": row["roir_mean"] for row in rows}
