@@ -81,17 +81,18 @@ def log_sweep_summary(
     sweep_dir: Path, logger: Mapping[str, Any], files: Sequence[Path], rows: list[dict[str, Any]], hydra: Any
 ) -> None:
     """The sweep's summary as the W&B table ``summary`` and its files (``summary.csv``, ``summary.md``) as the
-    artifact ``summary-<sweep>``, in a run of their own (job type ``sweep-summary``) in the sweep's group.
-    ``logger``: the sweep's ``logger.wandb`` config (project, entity, offline); ``hydra``: its Hydra config."""
+    artifact ``summary-<sweep>``, in a run of their own (job type ``sweep-summary``) in the jobs' group.
+    ``logger``: the sweep's ``logger.wandb`` config (project, entity, group, offline); ``hydra``: its Hydra config."""
     import wandb
 
     mode = "offline" if wandb_offline(logger.get("offline")) else "online"
-    group = sweep_group(hydra)
+    name = sweep_group(hydra)
+    group = name if logger.get("group") == "auto" else logger.get("group")
     with wandb.init(
         project=logger.get("project"),
         entity=logger.get("entity"),
         group=group,
-        name=f"{group}-summary",
+        name=f"{name}-summary",
         job_type="sweep-summary",
         dir=str(sweep_dir),
         mode=mode,
@@ -99,7 +100,7 @@ def log_sweep_summary(
         columns = list(rows[0]) if rows else []
         data = [[row[c] for c in columns] for row in rows]  # a failed job's cells are empty strings
         run.log({"summary": wandb.Table(columns=columns, data=data, allow_mixed_types=True)})
-        artifact = wandb.Artifact("summary-" + re.sub(r"[^\w.-]", "_", group), type="sweep-summary")
+        artifact = wandb.Artifact("summary-" + re.sub(r"[^\w.-]", "_", name), type="sweep-summary")
         for path in files:
             artifact.add_file(str(path))
         run.log_artifact(artifact)
