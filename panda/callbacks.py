@@ -100,6 +100,15 @@ def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
                 logger.experiment.add_image(key, pixels, trainer.global_step, dataformats="HWC")
 
 
+class AfterFit(pl.Callback):
+    """A callback that measures the trained factors once training has ended: :func:`panda.training.train` calls
+    :meth:`after_fit` after ``fit`` (outside ``fit_seconds``) and adds what it returns to ``metrics.json``."""
+
+    def after_fit(self, trainer: pl.Trainer, model: PandA) -> dict[str, Any]:
+        """The metrics measured on ``model``'s final factors (e.g. ``roir/<region>``)."""
+        raise NotImplementedError
+
+
 class Convergence(pl.Callback):
     """Stops training once ``monitor`` has converged, and logs why training stopped.
 

@@ -30,27 +30,42 @@ from panda.io import METRICS_FILE, atomic_write, save_json
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
+STATUS_FILE, SUMMARY_CSV, SUMMARY_MD = "status.json", "summary.csv", "summary.md"
 COMPLETED, FAILED, CANCELLED, TIMED_OUT = "completed", "failed", "cancelled", "timed out"
 INTERRUPTED = "interrupted"  # stopped by a signal; a requeued or re-run job resumes from its checkpoint
-COLUMNS = [
+COLUMNS = [  # the roir/<region> columns of the jobs that measured ROIR (callbacks=roir_final) follow fit_seconds
     "job",
     "overrides",
     "status",
     "generator",
     "layer",
+    "solver",
+    "lr",
     "parts",
     "appearances",
     "steps",
     "val_rel_error",
     "fit_seconds",
+    "labels",
     "error",
 ]
+ROIR_PREFIX = "roir/"
 
 
 def in_multirun() -> bool:
     """Whether this process runs a job of a Hydra multirun."""
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_group(hydra: DictConfig | None = None) -> str | None:
+    """The name of a multirun, e.g. W&B's group of its jobs: its sweep directory, relative to the working directory
+    when inside it. ``hydra``: the sweep's Hydra config (default: this job's); None outside a multirun."""
+    if hydra is None:
+        if not in_multirun():
+            return None
+        hydra = HydraConfig.get()
+    sweep_dir, cwd = Path(str(hydra.sweep.dir)).absolute(), Path(str(hydra.runtime.cwd)).absolute()
+    return (sweep_dir.relative_to(cwd) if sweep_dir.is_relative_to(cwd) else sweep_dir).as_posix()
 
 
 def record(job_dir: str | Path, status: str, overrides: Sequence[str], error: str = "") -> None:
@@ -109,18 +124,27 @@ def run_job(task: Callable[[], T]) -> T | None:
 
 
 def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per job under ``sweep_dir`` (its ``status.json`` and, if it has one, its ``metrics.json``);
-    writes ``summary.csv`` and ``summary.md``."""
+    """One row per job under ``sweep_dir`` (its ``status.json`` and, if it has one, its ``metrics.json``): the
+    :data:`COLUMNS` and the ``roir/<region>`` of any job; writes ``summary.csv`` and ``summary.md``."""
     sweep_dir = Path(sweep_dir)
-    rows = []
+    jobs = []
     for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"), key=lambda p: _job_key(p.parent.name)):
-        job_dir = path.parent
-        status = json.loads(path.read_text())
-        metrics_file = job_dir / METRICS_FILE
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics_file = path.parent / METRICS_FILE
+        jobs.append(
+            (
+                path.parent,
+                json.loads(path.read_text()),
+                json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+            )
+        )
+    regions = list(dict.fromkeys(k for _, _, metrics in jobs for k in metrics if k.startswith(ROIR_PREFIX)))
+    at = COLUMNS.index("fit_seconds") + 1
+    columns = [*COLUMNS[:at], *regions, *COLUMNS[at:]]
+    rows = []
+    for job_dir, status, metrics in jobs:
         rows.append(
             {
-                **{k: metrics.get(k, "") for k in COLUMNS},
+                **{k: _value(metrics.get(k)) for k in columns},
                 "job": job_dir.name,
                 "overrides": " ".join(status["overrides"]),
                 "status": status["status"],
@@ -128,20 +152,31 @@ def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
             }
         )
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write(sweep_dir / "summary.csv", buffer.getvalue().encode())
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    atomic_write(sweep_dir / SUMMARY_CSV, buffer.getvalue().encode())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [_cell(c, row[c]) for c in COLUMNS]
+        cells = [_cell(c, row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
-    atomic_write(sweep_dir / "summary.md", ("\n".join(lines) + "\n").encode())
+    atomic_write(sweep_dir / SUMMARY_MD, ("\n".join(lines) + "\n").encode())
     return rows
 
 
+def _value(value: Any) -> Any:
+    """A metric as a summary cell: ``""`` when missing, part labels (a list, or part -> name) on one line."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {v}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(map(str, value))
+    return value
+
+
 def _cell(column: str, value: Any) -> str:
-    if column == "val_rel_error" and value != "":
+    if (column == "val_rel_error" or column.startswith(ROIR_PREFIX)) and value != "":
         return f"{value:.4f}"
     return " ".join(str(value).split()).replace("|", "\\|")
 
@@ -151,13 +186,19 @@ def _job_key(name: str) -> tuple[int, str]:
 
 
 class SweepSummary(Callback):
-    """Writes ``summary.csv`` / ``summary.md`` into the sweep directory when a multirun ends; then exits with
-    code 1 if any job did not complete."""
+    """Writes ``summary.csv`` / ``summary.md`` into the sweep directory when a multirun ends, and logs them to W&B
+    when the sweep logs there (``logger=wandb``: :func:`panda.loggers.log_sweep_summary`); then exits with code 1
+    if any job did not complete."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = config.hydra.sweep.dir
+        sweep_dir = Path(config.hydra.sweep.dir)
         rows = summarize(sweep_dir)
-        log.info("sweep summary of %d jobs in %s/summary.md", len(rows), sweep_dir)
+        log.info("sweep summary of %d jobs in %s", len(rows), sweep_dir / SUMMARY_MD)
+        wandb = config.get("logger", {}).get("wandb")
+        if wandb is not None:
+            from panda.loggers import log_sweep_summary  # imported when needed: the CLI starts faster
+
+            log_sweep_summary(sweep_dir, wandb, [sweep_dir / SUMMARY_CSV, sweep_dir / SUMMARY_MD], rows, config.hydra)
         unfinished = [row for row in rows if row["status"] != COMPLETED]
         if unfinished:
             jobs = ", ".join(f"{row['job']} ({row['status']})" for row in unfinished)

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from panda.callbacks import PandaArtifacts, log_images
+from panda.callbacks import AfterFit, PandaArtifacts, log_images
 from panda.checkpoints import (
     CHECKPOINT_DIR,
     RESUMABLE,
@@ -33,8 +33,9 @@ from panda.checkpoints import (
 )
 from panda.config import check_known_keys, instantiate, positive_int
 from panda.errors import ConfigError, DivergenceError, Interrupted, WeightsError
-from panda.factors import FACTORS_FILE, save_factors
+from panda.factors import FACTORS_FILE, load_factors, save_factors
 from panda.io import METRICS_FILE, lock_directory, save_json
+from panda.loggers import finish_wandb
 from panda.naming import Naming, NamingSettings, name_parts
 from panda.progress import console, progress_bar, quiet_lightning
 
@@ -80,7 +81,11 @@ class FitRecord(pl.Callback):
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``).
+    """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``): the final
+    validation error, the training time, the run's settings (solver, ``lr`` of a gradient solver), the part
+    ``labels`` when ``factors.pt`` holds them, and what the :class:`~panda.callbacks.AfterFit` callbacks measure
+    on the final factors (:class:`panda.roir.monitor.FinalROIR`: ``roir/<region>``). W&B runs get them in their
+    summary.
 
     The run holds the lock of its output directory throughout (:func:`panda.io.lock_directory`).
     """
@@ -156,6 +161,10 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False)
             )
             error = float(final["val/rel_error"])
+        measured: dict[str, Any] = {}  # on the final factors, after training (not in fit_seconds)
+        for callback in callbacks:
+            if isinstance(callback, AfterFit):
+                measured |= callback.after_fit(trainer, model)
 
     metrics = {
         "val_rel_error": error,
@@ -165,19 +174,26 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "first_step_seconds": None if record.first_step_seconds is None else round(record.first_step_seconds, 2),
         "generator": cfg.gen.name,
         "layer": layer,
+        "solver": _solver_name(model),
+        "lr": cfg.model.solver.get("lr"),
         "parts": model.hparams.parts,
         "appearances": model.hparams.appearances,
         "overrides": _overrides(),
     }
+    metrics |= measured
     if not trainer.is_global_zero:  # every process holds the same factors; rank 0 writes them
         return metrics
     naming = _name_parts(cfg, generator, model) if cfg.naming.after_training else None
     labels, scores = (naming.labels, naming.scores) if naming else (None, None)
-    save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE, labels, scores)
+    path = save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE, labels, scores)
     if naming is not None:
         for artifacts in (c for c in callbacks if isinstance(c, PandaArtifacts)):
             log_images(trainer, artifacts.pictures(model, data, labels, scores))
+    labels = load_factors(path).get("labels")
+    if labels is not None:
+        metrics["labels"] = labels
     save_json(metrics, output_dir / METRICS_FILE)
+    finish_wandb(loggers, metrics)
     log.info(
         "final validation relative error %.4f after %d steps (training %.1f s, its first step %s s after the "
         "command started); results in %s",
@@ -278,6 +294,13 @@ def check_processes(trainer: DictConfig, group: str = "trainer") -> None:
         return  # Lightning checks the others
     if devices > available:
         raise ConfigError(f"{group}.devices={devices} is more than this machine has ({available} {kind})")
+
+
+def _solver_name(model: pl.LightningModule) -> str:
+    """The ``model/solver`` option the run chose (``pgd``, ``stats``), or the solver's class name outside Hydra."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices["model/solver"]
+    return type(model.solver).__name__
 
 
 def _overrides() -> list[str]:

@@ -14,6 +14,8 @@ from panda.config import instantiate
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRIMARIES = ("train", "evaluate")
 NOT_GROUPS = {"edits"}  # the edit zoo, read by panda.editing, not composed
+# groups no defaults list names: appended (+group=option) to the config that sweeps them
+APPENDED = {("train", "experiment/solver"): ["experiment=ablation_solvers"]}
 
 
 def group_options() -> list[tuple[str, str, str]]:
@@ -27,6 +29,8 @@ def group_options() -> list[tuple[str, str, str]]:
             for group in compose(config_name=primary, return_hydra_config=True).hydra.runtime.choices:
                 options = loader.get_group_options(group)
                 found += [(primary, group, o) for o in options if (CONF / group / f"{o}.yaml").is_file()]
+        for primary, group in APPENDED:
+            found += [(primary, group, o) for o in loader.get_group_options(group)]
     GlobalHydra.instance().clear()
     return found
 
@@ -56,7 +60,9 @@ def test_every_option_file_belongs_to_a_group_a_config_composes():
 
 @pytest.mark.parametrize(("primary", "group", "option"), group_options())
 def test_every_config_option_composes_with_importable_targets(primary, group, option):
-    cfg = compose(config_name=primary, overrides=[f"{group}={option}"], return_hydra_config=True)
+    appended = APPENDED.get((primary, group))
+    overrides = [f"{group}={option}"] if appended is None else [*appended, f"+{group}={option}"]
+    cfg = compose(config_name=primary, overrides=overrides, return_hydra_config=True)
     assert cfg.hydra.runtime.choices[group] == option
     for target in targets(OmegaConf.to_container(cfg, resolve=False)):
         assert callable(get_method(target)), target
@@ -69,3 +75,32 @@ def test_every_solver_builds_an_optimizer_of_the_factors(solver):
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.Optimizer)
     assert optimizer.param_groups[0]["params"] == [model.A, model.P]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "grid"),
+    [
+        ("ablation_ranks", {"rank.parts": "8,16,32,48,64", "rank.appearances": "16,32,null"}),
+        ("ablation_layers", {"gen.layer": "main.5,main.8,main.11", "rank.parts": "8,16,32"}),
+        ("ablation_solvers", {"+experiment/solver": "pgd_lr0.001,pgd_lr0.003,pgd_lr0.01,stats"}),
+    ],
+)
+def test_ablation_experiments_sweep_their_grid_and_measure_roir(experiment, grid):
+    cfg = compose(config_name="train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    assert OmegaConf.to_container(cfg.hydra.sweeper.params) == grid
+    assert cfg.hydra.sweep.dir.startswith(f"multirun/{experiment}/")
+    assert {"early_stop", "roir_final"} <= set(cfg.callbacks)
+
+
+@pytest.mark.parametrize(
+    ("option", "target", "lr"),
+    [
+        ("pgd_lr0.001", "torch.optim.Adam", 0.001),
+        ("pgd_lr0.01", "torch.optim.Adam", 0.01),
+        ("stats", "panda.solvers.StatisticsSolver", None),
+    ],
+)
+def test_each_solver_of_the_solver_ablation_sets_its_solver_and_rate(option, target, lr):
+    cfg = compose(config_name="train", overrides=["experiment=ablation_solvers", f"+experiment/solver={option}"])
+    assert cfg.model.solver._target_ == target
+    assert cfg.model.solver.get("lr") == lr

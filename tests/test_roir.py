@@ -231,6 +231,23 @@ def test_roir_monitor_names_its_own_settings_when_they_are_bad():
         instantiate(monitor_config("callbacks.roir.choose.finalists=0"))
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("calibration=1", r"callbacks\.roir_final\.calibration=1 must be >= 2"),
+        ("test_samples=0", r"callbacks\.roir_final\.test_samples=0 must be an integer >= 1"),
+        ("batch_size=0", r"callbacks\.roir_final\.batch_size=0 must be an integer >= 1"),
+        ("regions=[ears]", "unknown region .ears.; regions: eyes, nose, mouth"),
+        ("choose.screen=0", r"callbacks\.roir_final\.choose\.screen=0 must be >= 1"),
+    ],
+)
+def test_final_roir_names_its_own_settings_when_they_are_bad(override: str, message: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["callbacks=roir_final", f"callbacks.roir_final.{override}"])
+    with pytest.raises(ConfigError, match=message):
+        instantiate(cfg.callbacks.roir_final, output_dir="unused")
+
+
 def test_a_training_run_does_not_load_the_benchmark(tmp_path: Path):
     """``python train.py`` with the default callbacks imports neither :mod:`panda.roir` (its baselines) nor dlib."""
     script = tmp_path / "train_and_list_modules.py"

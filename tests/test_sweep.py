@@ -1,8 +1,13 @@
 """Sweeps that finish: a failing job is recorded, the others run, the summary has a status column, a
-re-run finishes what did not complete; the submitit launchers (``hydra/launcher=local|slurm``)."""
+re-run finishes what did not complete; the submitit launchers (``hydra/launcher=local|slurm``); the ablation
+sweeps (ROIR per job, the plot) and what a sweep logs to W&B."""
 
 import csv
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,12 +16,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from hydra.utils import get_class
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from submitit.core.utils import FailedJobError, UncompletedJobError
+from wandb.proto import wandb_internal_pb2
 
 from hydra_plugins.panda_launcher import _outcome
-from panda.sweep import in_multirun, read_status, record, run_job, summarize
-from tests.conftest import ROOT, TINY, run_script
+from panda.callbacks import AfterFit
+from panda.io import save_json
+from panda.loggers import flatten
+from panda.sweep import in_multirun, read_status, record, run_job, summarize, sweep_group
+from tests.conftest import ROOT, TINY, compose_two_steps, run_script
 
 BAD_RANK = "rank.parts=0 is out of range: it must be an integer in [1, 256]"
 
@@ -191,3 +200,191 @@ def test_launcher_configs_compose_and_are_overridable(launcher):
     assert cfg.hydra.launcher.tasks_per_node == 2
     assert cfg.hydra.launcher.timeout_min == 7
     assert cfg.hydra.callbacks.sweep_summary._target_ == "panda.sweep.SweepSummary"
+
+
+def test_summary_has_solver_roir_and_label_columns(tmp_path):
+    for job, metrics in enumerate(
+        [
+            {
+                "parts": 8,
+                "solver": "stats",
+                "lr": None,
+                "roir/eyes": 2.5,
+                "roir/mouth": 1.25,
+                "labels": ["eyes", "hair"],
+            },
+            {"parts": 16, "solver": "pgd", "lr": 0.003, "roir/mouth": 3.0},
+        ]
+    ):
+        record(tmp_path / str(job), "completed", [f"rank.parts={metrics['parts']}"])
+        save_json({"val_rel_error": 0.5, **metrics}, tmp_path / str(job) / "metrics.json")
+    table = summarize(tmp_path)
+    header = next(csv.reader((tmp_path / "summary.csv").open()))
+    assert header[header.index("fit_seconds") + 1 : header.index("labels")] == ["roir/eyes", "roir/mouth"]
+    assert [(r["solver"], r["lr"], r["roir/eyes"], r["labels"]) for r in rows(tmp_path)] == [
+        ("stats", "", "2.5", "eyes; hair"),
+        ("pgd", "0.003", "", ""),
+    ]
+    assert table[1]["roir/mouth"] == 3.0
+    assert "| 2.5000 | 1.2500 | eyes; hair |" in (tmp_path / "summary.md").read_text()
+
+
+class PartsTotal(AfterFit):
+    """Measures the sum of the final parts and whether training had ended."""
+
+    def after_fit(self, trainer, model):
+        return {"parts_total": float(model.P.sum()), "fit_ended": trainer.state.finished}
+
+
+def test_metrics_record_the_solver_its_rate_labels_and_what_is_measured_after_fit(tmp_path, monkeypatch):
+    from panda import training
+
+    load_factors = training.load_factors
+    monkeypatch.setattr(training, "load_factors", lambda path: {**load_factors(path), "labels": ["eyes", "hair"]})
+    cfg = compose_two_steps(tmp_path, "model.solver.lr=0.002")
+    with open_dict(cfg):  # under a key the configs know (training checks them)
+        cfg.callbacks.roir_final = {"_target_": "tests.test_sweep.PartsTotal"}
+    metrics = training.train(cfg)
+    assert (metrics["solver"], metrics["lr"], metrics["labels"]) == ("Adam", 0.002, ["eyes", "hair"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["labels"] == ["eyes", "hair"]
+    assert metrics["fit_ended"] is True
+    assert metrics["parts_total"] == pytest.approx(float(load_factors(tmp_path)["P"].sum()))
+
+
+def test_the_ablation_plot_draws_each_layer_and_writes_the_results_file(tmp_path):
+    sweep_dir = tmp_path / "multirun" / "ablation_layers" / "2026-01-01_00-00-00"
+    for job, (layer, parts) in enumerate([("main.5", 8), ("main.5", 16), ("main.8", 8), ("main.8", 16)]):
+        record(sweep_dir / str(job), "completed", [f"gen.layer={layer}", f"rank.parts={parts}"])
+        save_json(
+            {"layer": layer, "parts": parts, "val_rel_error": 0.5, "roir/mouth": 2.0},
+            sweep_dir / str(job) / "metrics.json",
+        )
+    record(sweep_dir / "4", "failed", ["gen.layer=main.11"], "out of memory")
+    summarize(sweep_dir)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "ablation_plot.py"),
+            str(sweep_dir),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "ablation_layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "out" / "ablation_layers.csv").read_text() == (sweep_dir / "summary.csv").read_text()
+    text = (tmp_path / "out" / "ablation_layers.md").read_text()
+    assert "| roir/mouth | error |" in text and "| 2.0000 |" in text and "out of memory" in text
+
+
+def test_sweep_group_is_the_sweep_directory_relative_to_the_working_directory(tmp_path):
+    inside = OmegaConf.create({"sweep": {"dir": str(tmp_path / "multirun" / "a")}, "runtime": {"cwd": str(tmp_path)}})
+    assert sweep_group(inside) == "multirun/a"
+    outside = OmegaConf.create({"sweep": {"dir": "/elsewhere/b"}, "runtime": {"cwd": str(tmp_path)}})
+    assert sweep_group(outside) == "/elsewhere/b"
+    assert sweep_group() is None  # not in a multirun
+
+
+def test_wandb_config_keys_are_the_dotted_paths_of_the_config():
+    config = {
+        "gen": {"name": "dcgan_faces"},
+        "model": {"solver": {"_target_": "torch.optim.Adam"}},
+        "seed": 0,
+        "none": {},
+    }
+    assert flatten(config) == {
+        "gen.name": "dcgan_faces",
+        "model.solver._target_": "torch.optim.Adam",
+        "seed": 0,
+        "none": {},
+    }
+
+
+def wandb_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
+    """The records of an offline W&B run's ``.wandb`` file (a LevelDB-style log: 32 KiB blocks of chunks, each
+    with a 7-byte header: checksum, length, type; a record is a full chunk or a first, middle ... last one)."""
+    data, block, header = path.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B"
+    position, chunks = 7, []
+    while position + header <= len(data):
+        if block - position % block < header:  # a block's tail too short for a header is padding
+            position += block - position % block
+            continue
+        length, kind = int.from_bytes(data[position + 4 : position + 6], "little"), data[position + 6]
+        if kind == 0:
+            break
+        chunks.append(data[position + header : position + header + length])
+        position += header + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            found = wandb_internal_pb2.Record()
+            found.ParseFromString(b"".join(chunks))
+            chunks = []
+            yield found
+
+
+def wandb_run(directory: Path) -> dict:
+    """What an offline W&B run under ``directory`` recorded: group, config, summary, artifacts, files."""
+    (path,) = directory.glob("wandb/offline-run-*/run-*.wandb")
+    found = {"group": None, "config": {}, "summary": {}, "artifacts": {}, "files": set()}
+    for item in wandb_records(path):
+        kind = item.WhichOneof("record_type")
+        if kind == "run":
+            found["group"] = item.run.run_group
+        elif kind == "config":
+            found["config"] |= {u.key: json.loads(u.value_json) for u in item.config.update}
+        elif kind == "summary":
+            found["summary"] |= {u.key: json.loads(u.value_json) for u in item.summary.update if u.key}
+        elif kind == "artifact":
+            found["artifacts"][item.artifact.type] = {c.path for c in item.artifact.manifest.contents}
+        elif kind == "files":
+            found["files"] |= {f.path for f in item.files.files}
+    return found
+
+
+def test_an_ablation_sweep_measures_roir_and_logs_each_job_to_one_wandb_group(tmp_path):
+    sweep_dir = tmp_path / "multirun" / "ablation_ranks"
+    env = {"HOME": str(tmp_path), "WANDB_API_KEY": "", "WANDB_MODE": "offline", "NETRC": str(tmp_path / "none")}
+    budget = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false"]
+    budget += ["data.batch_size=4", "data.val_samples=8", "data.init_samples=16", "callbacks.artifacts.num_images=2"]
+    roir = ["regions=[mouth]", "calibration=6", "test_samples=4", "choose.screen=2", "choose.finalists=2"]
+    result = run_script(
+        "train.py",
+        "-m",
+        "experiment=ablation_ranks",
+        *budget,
+        *(f"callbacks.roir_final.{o}" for o in roir),
+        "rank.parts=2,3,0",  # job 2 fails: its empty cells go into the W&B table of the summary too
+        "rank.appearances=4",
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep_dir}",
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]
+    table = rows(sweep_dir)
+    assert [(r["status"], r["parts"], r["solver"], r["roir/mouth"] != "") for r in table] == [
+        ("completed", "2", "stats", True),
+        ("completed", "3", "stats", True),
+        ("failed", "", "", False),
+    ]
+    for job in table[:2]:
+        assert float(job["roir/mouth"]) > 0
+        job_dir = sweep_dir / job["job"]
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+        assert metrics["roir/mouth"] == float(job["roir/mouth"])
+        assert [r["region"] for r in csv.DictReader((job_dir / "roir.csv").open())] == ["mouth"]
+        run = wandb_run(job_dir)
+        assert run["group"] == "multirun/ablation_ranks"
+        assert run["config"]["gen.name"] == "dcgan_faces" and run["config"]["rank.parts"] == int(job["parts"])
+        assert run["config"]["model.solver._target_"] == "panda.solvers.StatisticsSolver"
+        assert {"val_rel_error", "fit_seconds", "roir/mouth"} <= set(run["summary"])
+        assert run["summary"]["roir/mouth"] == metrics["roir/mouth"]
+        assert any(f.startswith("media/images/images/parts_") for f in run["files"])
+        assert any(f.startswith("media/table/roir_") for f in run["files"])  # PandA's ROIR table
+    summary = wandb_run(sweep_dir)
+    assert summary["group"] == "multirun/ablation_ranks"
+    assert summary["artifacts"]["sweep-summary"] == {"summary.csv", "summary.md"}
+    assert any(f.startswith("media/table/summary_") for f in summary["files"])
