@@ -229,6 +229,8 @@ def test_roir_monitor_logs_the_roir_of_each_region_during_training(dcgan, tmp_pa
 def test_roir_monitor_names_its_own_settings_when_they_are_bad():
     with pytest.raises(ConfigError, match=r"callbacks\.roir\.choose\.finalists=0 must be >= 1"):
         instantiate(monitor_config("callbacks.roir.choose.finalists=0"))
+    with pytest.raises(ConfigError, match=r"callbacks\.roir\.min_face=-0\.1 must be a share of the image width"):
+        instantiate(monitor_config("callbacks.roir.min_face=-0.1"))
 
 
 @pytest.mark.parametrize(
@@ -239,6 +241,8 @@ def test_roir_monitor_names_its_own_settings_when_they_are_bad():
         ("batch_size=0", r"callbacks\.roir_final\.batch_size=0 must be an integer >= 1"),
         ("regions=[ears]", "unknown region .ears.; regions: eyes, nose, mouth"),
         ("choose.screen=0", r"callbacks\.roir_final\.choose\.screen=0 must be >= 1"),
+        ("min_face=1", r"callbacks\.roir_final\.min_face=1 must be a share of the image width in \[0, 1\)"),
+        ("above=five", r"callbacks\.roir_final\.above='five' must be a finite number"),
     ],
 )
 def test_final_roir_names_its_own_settings_when_they_are_bad(override: str, message: str):
