@@ -22,8 +22,7 @@ from panda.roir import protocol
 from panda.roir.baselines.base import Editor
 from panda.roir.masks import LandmarkDetector
 from panda.roir.protocol import Faces, Settings, choose, face_batches, inside_change
-from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_script
-from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
+from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script
 
 CONF = OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")
 
@@ -83,7 +82,7 @@ def test_calibration_and_test_samples_are_disjoint(dcgan):
     assert torch.cdist(calibration.latents, test.latents).min() > 1.0  # no test sample is a calibration sample
 
 
-def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(run_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(run_dir, tmp_path, monkeypatch):
     streams: list[int] = []
     original = protocol.face_batches
 
@@ -117,7 +116,7 @@ def test_bad_search_settings_are_refused():
         settings(screen=0)
 
 
-def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):  # noqa: F811
+def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):
     out = tmp_path / "roir"
     done = run_script(
         "evaluate.py",
@@ -152,11 +151,11 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the table and grids, logged offline
 
 
-def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_path: Path):  # noqa: F811
-    done = evaluate(tmp_path / "a", "task=roir", f"run={run_dir}", "eval.regions=[ears]")
+def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_path: Path):
+    done = run_evaluate(tmp_path / "a", "task=roir", f"run={run_dir}", "eval.regions=[ears]")
     assert done.returncode == 2 and "regions: eyes, nose, mouth" in done.stdout + done.stderr
     methods = "eval.methods=[panda,interfacegan]"
-    done = evaluate(tmp_path / "b", "task=roir", f"run={run_dir}", methods, "eval.calibration=4")
+    done = run_evaluate(tmp_path / "b", "task=roir", f"run={run_dir}", methods, "eval.calibration=4")
     assert done.returncode == 2
     assert "methods: panda, ganspace, sefa, lowrankgan, resefa, stylespace" in done.stdout + done.stderr
 
