@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,14 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from torch import nn
 
 from panda.config import instantiate
 from panda.data import FeatureDataModule, layer_features
 from panda.factorization import orthonormalize
 from panda.generators.base import FeatureGenerator
 from panda.generators.dcgan import DCGANFaces
+from panda.generators.stylegan2 import StyleGAN2
 from panda.model import PandA
 from panda.runs import Run
 
@@ -125,6 +129,32 @@ def dcgan() -> DCGANFaces:
 def run(dcgan: DCGANFaces) -> Run:
     A, P = made_up_factors()
     return Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
+
+
+@pytest.fixture(scope="session")
+def stylegan2_run() -> Run:
+    """Made-up factors at ``synthesis.b16.conv1`` of a tiny random StyleGAN2 (:data:`STYLEGAN2_ARCH`), whose layers
+    after the split read values computed before it (``ws``, the skip image)."""
+    torch.manual_seed(0)
+    gen = StyleGAN2(random_init=True, arch=STYLEGAN2_ARCH)
+    layer = "synthesis.b16.conv1"
+    shape = gen.check_layer(layer)
+    generator = torch.Generator().manual_seed(0)
+    A = orthonormalize(torch.randn(shape[0], 4, generator=generator))
+    P = torch.rand(shape[1] * shape[2], 3, generator=generator)
+    return Run(A=A, P=P, generator=gen, name="stylegan2_ffhq", layer=layer, feature_shape=shape)
+
+
+@contextmanager
+def forward_calls(modules: Sequence[nn.Module]) -> Iterator[list[nn.Module]]:
+    """The forward passes of ``modules`` run within the context: a list that gets the module of each."""
+    calls: list[nn.Module] = []
+    hooks = [module.register_forward_hook(lambda module, *_: calls.append(module)) for module in modules]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def run_script(

@@ -19,9 +19,9 @@ from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
 from panda.evaluation import evaluate as evaluate_task
 from panda.roir import protocol
-from panda.roir.baselines.base import Editor
+from panda.roir.baselines.base import Editor, repeat
 from panda.roir.masks import LandmarkDetector
-from panda.roir.protocol import Faces, Settings, choose, face_batches, inside_change
+from panda.roir.protocol import Faces, PandAEditor, Settings, choose, face_batches, inside_change
 from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script
 
 CONF = OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")
@@ -71,6 +71,17 @@ def test_choose_picks_the_local_direction_and_scales_it_to_the_target_change():
     choice = choose(PatternEditor(box), faces, "eyes", settings(inside_change=0.2, screen=3, chunk=7))
     assert choice.index == 0 and choice.calibration_roir == pytest.approx(0.0, abs=1e-6)
     assert abs(choice.scale) == pytest.approx(20.0, rel=1e-4)  # 0.01 * |scale| = 0.2 inside
+
+
+def test_a_repeated_prepared_batch_edits_as_the_repeated_latents_do(stylegan2_run):
+    """The search edits a prepared batch repeated once per direction: its resume state is repeated with it."""
+    editor = PandAEditor(stylegan2_run)
+    latents = stylegan2_run.latents(0, [0, 1])
+    directions, scales = torch.tensor([0, 1, 5, 11]), torch.tensor([20.0, -20.0, 10.0, 30.0])
+    edited = editor.images(repeat(editor.prepare(latents), 2), directions, scales)
+    expected = editor.images(editor.prepare(latents.repeat(2, 1)), directions, scales)
+    torch.testing.assert_close(edited, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(edited[:2], edited[2:])  # the second copy has other edits
 
 
 def test_calibration_and_test_samples_are_disjoint(dcgan):

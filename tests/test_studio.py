@@ -20,7 +20,7 @@ from panda.errors import ConfigError
 from panda.runs import Run
 from panda.studio.core import MAX_SAMPLE, Session, Settings, Studio, parse_sample, part_labels
 from panda.visualize import to_uint8
-from tests.conftest import LABELS, ROOT, run_script, write_run
+from tests.conftest import LABELS, ROOT, forward_calls, run_script, write_run
 
 
 def options(**changes: Any) -> dict[str, Any]:
@@ -103,12 +103,30 @@ def test_an_edit_update_resumes_from_the_cached_features(
     def no_features(*_args: Any) -> None:
         raise AssertionError("the features were computed again")
 
-    monkeypatch.setattr(studio.run.generator, "features", no_features)
-    monkeypatch.setattr(studio.run.generator, "forward", no_features)
+    for method in ("features", "features_and_state", "forward"):
+        monkeypatch.setattr(studio.run.generator, method, no_features)
     state = studio.set_strength(studio.choose_appearance(loaded, 5), 7.5)
     offset = editing.edit_offset(studio.run, [Edit(0, 5, 7.5)])
-    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.latents, offset)[0]
+    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.state, offset)[0]
     np.testing.assert_array_equal(studio.edited(state)[0], to_uint8(expected)[0])  # as task=edit computes it
+
+
+def test_a_stylegan2_edit_resumes_from_the_loaded_state_and_runs_nothing_before_the_layer(
+    stylegan2_run: Run, tmp_path: Path
+) -> None:
+    run, gen = stylegan2_run, stylegan2_run.generator
+    studio = Studio(run, Settings.from_config(options(), tmp_path), ["a", "b", "c"], seed=0)
+    loaded = studio.load(Session(), 2)
+    state = studio.set_strength(studio.choose_appearance(studio.choose_part(loaded, 1), 3), 6)
+    before = [gen.net.mapping, gen.net.synthesis.b4, gen.net.synthesis.b8]  # the modules before synthesis.b16.conv1
+    with forward_calls(before) as calls:
+        edited = studio.edited(state)[0]
+    assert calls == []
+    offset = editing.edit_offset(run, [Edit(1, 3, 6.0)]).to(loaded.sample.features)
+    with torch.inference_mode():  # as before: resumed from the latents, with a pass up to the layer
+        expected = gen.resume(loaded.sample.features + offset, run.layer, run.latents(0, [2]))
+    np.testing.assert_array_equal(edited, to_uint8(expected)[0])
+    assert (edited != loaded.sample.image).any()
 
 
 def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loaded: Session) -> None:
@@ -172,19 +190,19 @@ def test_edits_stack_and_unstack(studio: Studio, loaded: Session) -> None:
     two = studio.add(both)
     assert studio.drop(two, 0).stack == (Edit(3, 1, -2.0),)
     offset = editing.edit_offset(studio.run, two.edits)
-    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.latents, offset)[0]
+    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.state, offset)[0]
     np.testing.assert_array_equal(studio.edited(two)[0], to_uint8(expected)[0])
 
 
 def test_the_generator_runs_one_pass_at_a_time(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions share the generator, whose split passes hook its modules: every pass holds the studio's lock."""
     calls = []
-    for method in ("features", "resume"):
+    for method in ("features_and_state", "resume"):
         original = getattr(studio.run.generator, method)
 
-        def locked(*args: Any, original: Any = original) -> Any:
+        def locked(*args: Any, original: Any = original, **kwargs: Any) -> Any:
             calls.append(studio.generator_lock.locked())
-            return original(*args)
+            return original(*args, **kwargs)
 
         monkeypatch.setattr(studio.run.generator, method, locked)
     studio.live(studio.set_strength(studio.load(Session(), 1), 3))

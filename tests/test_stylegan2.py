@@ -123,13 +123,14 @@ def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
     metrics = train(cfg)
     assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"
 
-    # the run's factors edit StyleGAN2 images: resuming needs the same latents (w) after the layer
+    # the run's factors edit StyleGAN2 images: resuming reads the state (w, the skip image) of the same latents
     from panda.editing import Edit, edit_offset, edited_images
     from panda.runs import load_run
 
     run = load_run(tmp_path)
     latents = run.latents(0, [0, 1])
-    same, edited = edited_images(run, run.features(latents), latents, edit_offset(run, [Edit(0, 0, 50.0)]), (0.0, 1.0))
+    features, state = run.features_and_state(latents)
+    same, edited = edited_images(run, features, state, edit_offset(run, [Edit(0, 0, 50.0)]), (0.0, 1.0))
     with torch.inference_mode():
         assert torch.equal(same, run.generator(latents))
     assert (edited - same).abs().max() > 1e-3
