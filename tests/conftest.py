@@ -33,8 +33,20 @@ LAYER, SHAPE = "main.8", (128, 16, 16)
 
 # A training budget small enough for tests: a few steps on a handful of samples.
 TINY = ["experiment=debug"]
-# An in-process ``train(cfg)`` budget: two steps on a handful of samples, checkpoints but no pictures or logger.
+# An in-process ``train(cfg)`` budget: two steps on a handful of samples, no logger or callbacks.
 TWO_STEPS = [
+    "experiment=debug",
+    "rank.appearances=4",
+    "trainer=cpu",
+    "trainer.max_steps=2",
+    "data.batch_size=4",
+    "data.val_samples=8",
+    "data.init_samples=8",
+    "logger=none",
+    "callbacks={}",
+]
+# In-process runs that resume: a few steps with the default checkpoints, no pictures, no logger.
+STEPS = [
     "trainer=cpu",
     "trainer.max_steps=2",
     "trainer.val_check_interval=1",
@@ -178,10 +190,16 @@ def run_evaluate(out: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def compose_two_steps(output_dir: Path, *overrides: str) -> DictConfig:
-    """The ``train`` config with the :data:`TWO_STEPS` budget, writing into ``output_dir``, and ``overrides`` (which
+    """The ``train`` config with ``overrides`` and the :data:`TWO_STEPS` budget, writing into ``output_dir``."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*overrides, *TWO_STEPS, f"paths.output_dir={output_dir}"])
+
+
+def configured(output_dir: Path, *overrides: str) -> DictConfig:
+    """The ``train`` config with the :data:`STEPS` budget, writing into ``output_dir``, and ``overrides`` (which
     win)."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*TWO_STEPS, f"paths.output_dir={output_dir}", *overrides])
+        return compose("train", overrides=[*STEPS, f"paths.output_dir={output_dir}", *overrides])
 
 
 def panda_model(feature_shape: tuple[int, int, int], parts: int, appearances: int | None, *overrides: str) -> PandA:

@@ -12,12 +12,12 @@ from panda.config import check_overrides
 from panda.errors import ConfigError, DivergenceError
 from panda.evaluation import evaluate
 from panda.training import train
-from tests.conftest import ROOT, TINY, compose_two_steps, run_script
+from tests.conftest import ROOT, TINY, configured, run_script
 
 
 def test_divergence_stops_training_and_writes_no_non_finite_factors(tmp_path):
     with pytest.raises(DivergenceError) as error:
-        train(compose_two_steps(tmp_path, "model.solver.lr=1e9", "trainer.max_steps=20"))
+        train(configured(tmp_path, "model.solver.lr=1e9", "trainer.max_steps=20"))
     message = str(error.value)
     assert "training diverged at step" in message and "NaN or infinite" in message and "\n" not in message
     assert not (tmp_path / "factors.pt").exists() and not (tmp_path / "metrics.json").exists()
@@ -47,7 +47,7 @@ def test_divergence_is_one_line_and_a_non_zero_exit(tmp_path):
 )
 def test_an_empty_budget_is_refused(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message.replace("+", r"\+")):
-        train(compose_two_steps(tmp_path / "run", override))
+        train(configured(tmp_path / "run", override))
     assert not (tmp_path / "run").exists() or [p.name for p in (tmp_path / "run").iterdir()] == [".lock"]
 
 
@@ -82,7 +82,7 @@ def test_non_finite_or_empty_evaluation_settings_are_refused(run_dir, tmp_path, 
 
 def test_an_unknown_key_in_the_composed_config_is_refused_with_the_closest_one(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key rank\.part \(did you mean rank\.parts\?\)"):
-        train(compose_two_steps(tmp_path / "run", "+rank.part=16"))
+        train(configured(tmp_path / "run", "+rank.part=16"))
     assert not (tmp_path / "run").exists()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("evaluate", overrides=["+eval.scale=[1]", "run=x"])

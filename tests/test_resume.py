@@ -23,7 +23,7 @@ from panda.checkpoints import CONFIG_KEY, SafeCheckpointIO, differences
 from panda.errors import BusyError, ConfigError
 from panda.io import atomic_write, lock_directory
 from panda.training import train
-from tests.conftest import ROOT, TINY, compose_two_steps, run_script
+from tests.conftest import ROOT, TINY, configured, run_script
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -34,7 +34,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 def finished(tmp_path_factory) -> Path:
     """A finished run: factors.pt, metrics.json and its checkpoints."""
     path = tmp_path_factory.mktemp("finished")
-    train(compose_two_steps(path))
+    train(configured(path))
     return path
 
 
@@ -55,7 +55,7 @@ def copy(finished, tmp_path) -> Path:
 def test_a_finished_directory_refuses_other_settings_and_is_left_as_it_was(copy, overrides, named):
     before = snapshot(copy)
     with pytest.raises(ConfigError, match="belongs to a run with other settings") as error:
-        train(compose_two_steps(copy, *overrides))
+        train(configured(copy, *overrides))
     assert all(name in str(error.value) for name in named), str(error.value)
     assert "\n" not in str(error.value)
     assert snapshot(copy) == before  # no interrupted.ckpt, factors.pt untouched
@@ -63,7 +63,7 @@ def test_a_finished_directory_refuses_other_settings_and_is_left_as_it_was(copy,
 
 def test_the_same_settings_resume_the_directory_explicitly(copy, caplog):
     caplog.set_level(logging.INFO)
-    metrics = train(compose_two_steps(copy, "trainer.max_steps=3", "trainer.val_check_interval=3"))
+    metrics = train(configured(copy, "trainer.max_steps=3", "trainer.val_check_interval=3"))
     assert metrics["steps"] == 3
     assert any(f"resuming from {copy / 'checkpoints' / 'last.ckpt'} (step 2)" in r.getMessage() for r in caplog.records)
     stored = torch.load(copy / "checkpoints" / "last.ckpt", weights_only=True)
@@ -78,7 +78,7 @@ def test_the_newest_of_last_and_interrupted_is_resumed(copy, caplog):
     older = torch.load(checkpoints / "last.ckpt", weights_only=True)
     older["global_step"] = 1
     torch.save(older, checkpoints / "last.ckpt")
-    train(compose_two_steps(copy, "trainer.max_steps=3"))
+    train(configured(copy, "trainer.max_steps=3"))
     assert any("interrupted.ckpt (step 2)" in r.getMessage() for r in caplog.records)
     assert not (checkpoints / "interrupted.ckpt").exists()  # removed once the run ended normally
 
@@ -133,7 +133,7 @@ def test_a_damaged_checkpoint_is_one_line_and_writes_nothing(finished, tmp_path,
     ckpt = tmp_path / "damaged.ckpt"
     ckpt.write_bytes(damage((finished / "checkpoints" / "last.ckpt").read_bytes()))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")) as error:
-        train(compose_two_steps(tmp_path / "run", f"ckpt_path={ckpt}"))
+        train(configured(tmp_path / "run", f"ckpt_path={ckpt}"))
     assert "\n" not in str(error.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -141,7 +141,7 @@ def test_a_damaged_checkpoint_is_one_line_and_writes_nothing(finished, tmp_path,
 def test_a_checkpoint_of_other_settings_names_what_differs(finished, tmp_path):
     ckpt = finished / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError) as error:
-        train(compose_two_steps(tmp_path / "run", f"ckpt_path={ckpt}", "gen.layer=main.5", "rank.parts=6"))
+        train(configured(tmp_path / "run", f"ckpt_path={ckpt}", "gen.layer=main.5", "rank.parts=6"))
     message = str(error.value)
     assert "was saved by a run with other settings" in message
     assert "gen.layer=main.8 (now main.5)" in message and "rank.parts=8 (now 6)" in message
@@ -154,7 +154,7 @@ def test_a_checkpoint_without_a_stored_config_is_checked_by_its_shapes(finished,
     del checkpoint[CONFIG_KEY]  # as written before panda stored its config
     torch.save(checkpoint, ckpt)
     with pytest.raises(ConfigError) as error:
-        train(compose_two_steps(tmp_path / "run", f"ckpt_path={ckpt}", "rank.parts=6"))
+        train(configured(tmp_path / "run", f"ckpt_path={ckpt}", "rank.parts=6"))
     assert "was saved for other settings: parts=8 (now 6), P of shape [256, 8] (now [256, 6])" in str(error.value)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -210,10 +210,10 @@ def test_sigterm_saves_exits_143_and_says_how_to_resume(tmp_path):
 
 
 def test_resuming_keeps_the_logged_rows_before_the_checkpoint(tmp_path):
-    train(compose_two_steps(tmp_path, "logger=csv", "trainer.log_every_n_steps=1"))
+    train(configured(tmp_path, "logger=csv", "trainer.log_every_n_steps=1"))
     rows = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
     assert {r["step"] for r in rows} >= {"0", "1"}
-    train(compose_two_steps(tmp_path, "logger=csv", "trainer.log_every_n_steps=1", "trainer.max_steps=4"))
+    train(configured(tmp_path, "logger=csv", "trainer.log_every_n_steps=1", "trainer.max_steps=4"))
     resumed = list(csv.DictReader((tmp_path / "csv" / "metrics.csv").open()))
     kept = [r for r in rows if int(r["step"]) < 2]  # those logged before the step-2 checkpoint
     assert kept and resumed[: len(kept)] == kept
