@@ -74,6 +74,12 @@ def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor, precision
     # not inference mode: its tensors would need a copy to enter autograd (pgd)
     with torch.no_grad(), forward_precision(gen.device, precision):
         features = gen.features(latents.to(gen.device), layer)
+    return checked_features(gen, layer, features, precision)
+
+
+def checked_features(gen: FeatureGenerator, layer: str, features: Tensor, precision: str = "fp32") -> Tensor:
+    """``features`` of ``gen`` at ``layer`` (computed in ``precision``) as float32 if they are finite; a
+    :class:`FeatureError` otherwise."""
     bf16 = precision == "bf16"
     if bf16:
         features = features.float()

@@ -21,6 +21,7 @@ from torch import Tensor
 from panda.config import finite_number
 from panda.errors import ConfigError
 from panda.factorization import edit_delta
+from panda.generators.base import ResumeState
 from panda.resources import config_dir
 from panda.runs import Run
 
@@ -59,15 +60,15 @@ def edit_offset(run: Run, edits: Sequence[Edit]) -> Tensor:
 
 
 def edited_images(
-    run: Run, features: Tensor, latents: Tensor, offset: Tensor, scales: Sequence[float] = (1.0,)
+    run: Run, features: Tensor, state: ResumeState, offset: Tensor, scales: Sequence[float] = (1.0,)
 ) -> Tensor:
     """Images ``[len(scales), B, 3, H, W]`` resumed from ``features + t * offset`` for each ``t`` in ``scales``.
 
-    ``features`` ``[B, C, H, W]`` (of ``latents``) are computed once by the caller; only the generator after the
-    layer runs here, once per strength on the whole batch (so ``t = 0`` gives the original images
-    bit for bit, as the batch is the same as the unedited forward pass's).
+    ``features`` ``[B, C, H, W]`` and their ``state`` come from :meth:`Run.features_and_state`, once per batch
+    by the caller; only the generator after the layer runs here, once per strength on the whole batch (so
+    ``t = 0`` gives the original images bit for bit, as the batch is the same as the unedited forward pass's).
     """
-    return torch.stack([run.images(features + t * offset.to(features), latents) for t in scales])
+    return torch.stack([run.images(features + t * offset.to(features), state) for t in scales])
 
 
 def load_zoo(generator: str, zoo_dir: str | Path | None = None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from panda.data import Stream
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
 from panda.factors import save_labels
-from panda.generators.base import FeatureGenerator
+from panda.generators.base import FeatureGenerator, ResumeState
 from panda.generators.weights import cache_dir
 from panda.io import METRICS_FILE, atomic_write, save_json
 from panda.loggers import log_results_to_wandb
@@ -42,20 +42,20 @@ log = logging.getLogger(__name__)
 Task = Callable[[DictConfig, Run, Path], dict[str, Any]]
 
 
-def _sample_features(cfg: DictConfig, run: Run) -> tuple[list[int], torch.Tensor, torch.Tensor]:
-    """The requested sample indices, their latents and their features at the run's layer."""
+def _sample_features(cfg: DictConfig, run: Run) -> tuple[list[int], torch.Tensor, ResumeState]:
+    """The requested sample indices, their features at the run's layer and the state resuming from them."""
     samples = [int(i) for i in cfg.samples]
     if not samples or min(samples) < 0:
         raise ConfigError(f"samples={samples} must be a non-empty list of sample indices >= 0")
     latents = run.latents(cfg.seed, samples)
-    return samples, latents, run.features(latents)
+    return samples, *run.features_and_state(latents)
 
 
 def _before_after(
-    run: Run, features: torch.Tensor, latents: torch.Tensor, edits: list[editing.Edit], samples: list[int], path: Path
+    run: Run, features: torch.Tensor, state: ResumeState, edits: list[editing.Edit], samples: list[int], path: Path
 ) -> Path:
     offset = editing.edit_offset(run, edits)
-    before, after = editing.edited_images(run, features, latents, offset, scales=(0.0, 1.0))
+    before, after = editing.edited_images(run, features, state, offset, scales=(0.0, 1.0))
     titles = [f"sample {i}" for i in samples] + ["edited"] * len(samples)
     return image_grid(np.concatenate([to_uint8(before), to_uint8(after)]), path, columns=len(samples), titles=titles)
 
@@ -67,27 +67,27 @@ def edit(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         edits = editing.named_edit(run, settings.name, settings.zoo_dir)
     else:
         edits = editing.parse_edits(OmegaConf.to_container(settings.edits))
-    samples, latents, features = _sample_features(cfg, run)
+    samples, features, state = _sample_features(cfg, run)
     offset = editing.edit_offset(run, edits)
     scales = [finite_number(f"eval.scales[{i}]", t) for i, t in enumerate(settings.scales)]
     atlas_alpha = finite_number("eval.atlas_alpha", settings.atlas_alpha) if settings.atlas else None
-    frames = editing.edited_images(run, features, latents, offset, scales)  # [T, B, 3, H, W]
-    files = {"before_after": _before_after(run, features, latents, edits, samples, out / "edit_before_after.png")}
+    frames = editing.edited_images(run, features, state, offset, scales)  # [T, B, 3, H, W]
+    files = {"before_after": _before_after(run, features, state, edits, samples, out / "edit_before_after.png")}
     strip = np.concatenate([to_uint8(frames[:, b]) for b in range(len(samples))])
     titles = [f"x{t:g}" for t in scales] * len(samples)
     files["strip"] = image_grid(strip, out / "edit_strip.png", columns=len(scales), titles=titles)
     files["gif"] = save_gif([np.concatenate(list(to_uint8(f)), axis=1) for f in frames], out / "edit.gif")
     if settings.atlas:
-        files.update(_atlas(run, features, latents, atlas_alpha, out))
+        files.update(_atlas(run, features, state, atlas_alpha, out))
     return {"edits": [vars(e) for e in edits], "samples": samples, "scales": scales, "files": files}
 
 
-def _atlas(run: Run, features: torch.Tensor, latents: torch.Tensor, alpha: float, out: Path) -> dict[str, Path]:
+def _atlas(run: Run, features: torch.Tensor, state: ResumeState, alpha: float, out: Path) -> dict[str, Path]:
     """For each part: rows = appearances, columns = samples, each edited with ``alpha``."""
     files = {}
     for k in range(run.parts):
         offsets = [editing.edit_offset(run, [editing.Edit(k, j, alpha)]) for j in range(run.appearances)]
-        images = torch.cat([editing.edited_images(run, features, latents, o)[0] for o in offsets])
+        images = torch.cat([editing.edited_images(run, features, state, o)[0] for o in offsets])
         titles = [f"p{k} a{j}" for j in range(run.appearances) for _ in range(features.shape[0])]
         files[f"atlas_part{k}"] = image_grid(to_uint8(images), out / f"atlas_part{k}.png", features.shape[0], titles)
     return files
@@ -106,9 +106,9 @@ def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         log.info("background appearance %d (border coverage %.3f)", background, float(coverage[background]))
     else:
         background = run.check_index(settings.background, "appearance")
-    samples, latents, features = _sample_features(cfg, run)
+    samples, features, state = _sample_features(cfg, run)
     edits = editing.removal(part, background, alpha)
-    path = _before_after(run, features, latents, edits, samples, out / "remove_before_after.png")
+    path = _before_after(run, features, state, edits, samples, out / "remove_before_after.png")
     return {
         "part": part,
         "background": background,
@@ -124,8 +124,8 @@ def localize(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     settings = cfg.eval
     maps = localization.dataset_maps(run, cfg.seed, *_statistics(settings))
     threshold = localization.thresholds(maps)
-    samples, latents, features = _sample_features(cfg, run)
-    images = run.images(features, latents)
+    samples, features, state = _sample_features(cfg, run)
+    images = run.images(features, state)
     masks = localization.concept_masks(localization.appearance_maps(run, features), threshold, images.shape[-1])
     files = {}
     for j in range(run.appearances):
@@ -151,9 +151,9 @@ def _statistics(settings: DictConfig) -> tuple[int, int]:
 def refine(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     """Sample-specific parts ``P_i`` from the global ``P``: errors before/after, global vs refined parts."""
     settings = cfg.eval
-    samples, latents, features = _sample_features(cfg, run)
+    samples, features, state = _sample_features(cfg, run)
     refined, errors = refine_parts(flatten_features(features), run.A, run.P, settings.steps, settings.lr)
-    images = run.images(features, latents)
+    images = run.images(features, state)
     rows = [overlay(images, run.P, run.hw)]
     rows += [overlay(images[b : b + 1], refined[b], run.hw) for b in range(len(samples))]
     titles = [f"global P, {i}" for i in samples] + [f"refined P_{i}" for i in samples]
@@ -274,9 +274,8 @@ def name(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     naming = name_parts(run.generator, run.P, run.hw, settings, cfg.seed)
     files = {"table": atomic_write(out / "names.md", naming.table().encode())}
     files["parts"] = parts_figure(run.P, run.hw, out / "parts.png", naming.labels, naming.scores)
-    samples, latents, _ = _sample_features(cfg, run)
-    with torch.inference_mode():
-        images = run.generator(latents.to(run.generator.device)).cpu()
+    samples, features, state = _sample_features(cfg, run)
+    images = run.images(features, state)
     files["overlay"] = overlay_figure(images, run.P, run.hw, out / "overlay.png", naming.labels)
     if cfg.eval.store:
         files["factors"] = save_labels(cfg.run, naming.labels, naming.scores)

@@ -21,12 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from panda.config import instantiate, options
-from panda.data import Stream, batch_generator, layer_features
+from panda.data import Stream, batch_generator, checked_features, layer_features
 from panda.errors import ConfigError
 from panda.factorization import normalized_parts
 from panda.factors import load_factors
 from panda.generators.api import gen_config
-from panda.generators.base import FeatureGenerator
+from panda.generators.base import FeatureGenerator, ResumeState
 
 
 @dataclass
@@ -68,14 +68,19 @@ class Run:
         """Feature maps ``[B, C, H, W]`` of ``latents`` at the run's layer."""
         return layer_features(self.generator, self.layer, latents)
 
-    def images(self, features: Tensor, latents: Tensor) -> Tensor:
-        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` from (possibly edited) features at the run's layer.
+    def features_and_state(self, latents: Tensor) -> tuple[Tensor, ResumeState]:
+        """The feature maps of ``latents`` (as :meth:`features`) and the state :meth:`images` resumes from
+        (StyleGAN's ``ws`` and skip image): computed once per batch, so that every edit of it runs only
+        the generator after the layer."""
+        with torch.no_grad():  # as :meth:`features`: the features may enter autograd (refinement)
+            features, state = self.generator.features_and_state(latents.to(self.generator.device), self.layer)
+        return checked_features(self.generator, self.layer, features), state
 
-        ``latents`` are those the features came from: style-based generators need them after the layer.
-        """
-        device = self.generator.device
+    def images(self, features: Tensor, state: ResumeState) -> Tensor:
+        """Images ``[B, 3, H, W]`` in ``[-1, 1]`` from (possibly edited) features at the run's layer, resumed
+        from the ``state`` of the batch they came from (:meth:`features_and_state`)."""
         with torch.inference_mode():
-            return self.generator.resume(features.to(device), self.layer, latents.to(device)).cpu()
+            return self.generator.resume(features.to(self.generator.device), self.layer, state=state).cpu()
 
     def check_index(self, value: int | str, kind: str) -> int:
         """``value`` as a valid part (``kind='part'``) or appearance index; a part may also be given by its

@@ -1,23 +1,30 @@
-"""Shared fixtures: the real DCGAN face generator, a run with made-up factors, a script runner."""
+"""Shared fixtures and helpers: the real DCGAN face generator, runs with made-up factors, a script runner, a
+two-step training config, the tiny architectures of the other generators."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from torch import nn
 
 from panda.config import instantiate
 from panda.data import FeatureDataModule, layer_features
 from panda.factorization import orthonormalize
 from panda.generators.base import FeatureGenerator
 from panda.generators.dcgan import DCGANFaces
+from panda.generators.stylegan2 import StyleGAN2
 from panda.model import PandA
 from panda.runs import Run
 
@@ -38,15 +45,91 @@ TWO_STEPS = [
     "logger=none",
     "callbacks={}",
 ]
+# In-process runs that resume: a few steps with the default checkpoints, no pictures, no logger.
+STEPS = [
+    "trainer=cpu",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=1",
+    "trainer.enable_progress_bar=false",
+    "rank.appearances=4",
+    "data.batch_size=4",
+    "data.val_samples=8",
+    "data.init_samples=8",
+    "logger=none",
+    "~callbacks.artifacts",
+]
+# The gen node of a training config of the real DCGAN, as factors.pt stores it.
+DCGAN_GEN = {"name": "dcgan_faces", "net": {"_target_": "panda.generators.dcgan.DCGANFaces"}}
+# Part labels of the run of :func:`run_dir`.
+LABELS = ["chin", *(f"blob {k}" for k in range(1, 8))]
+
+# Tiny architectures (init kwargs) of the other generators, for random-weight networks.
+PROGAN_ARCH = {"resolution": 32, "z_dim": 16, "fmaps_base": 256, "fmaps_max": 16}
+STYLEGAN1_ARCH = {
+    "resolution": 128,  # 128 px: the last upsampling layer is the fused (transposed) one of fused_scale=auto
+    "z_dim": 16,
+    "w_dim": 16,
+    "mapping_layers": 2,
+    "mapping_fmaps": 16,
+    "fmaps_base": 512,
+    "fmaps_max": 16,
+}
+STYLEGAN2_ARCH = {
+    "z_dim": 16,
+    "c_dim": 0,
+    "w_dim": 16,
+    "img_resolution": 32,
+    "img_channels": 3,
+    "mapping_kwargs": {"num_layers": 2},
+    "synthesis_kwargs": {"channel_base": 128, "channel_max": 16, "num_fp16_res": 0, "conv_clamp": 256},
+}
+_STYLEGAN3 = {"z_dim": 16, "w_dim": 16, "img_resolution": 32, "img_channels": 3, "mapping_kwargs": {"num_layers": 2}}
+# config T (3x3 convolutions, separable filters) and config R (1x1, radial down filters, class-conditional)
+STYLEGAN3_ARCHS = {
+    "T": {**_STYLEGAN3, "c_dim": 0, "channel_base": 512, "channel_max": 16, "num_layers": 6,
+          "magnitude_ema_beta": 0.999},
+    "R": {**_STYLEGAN3, "c_dim": 4, "channel_base": 1024, "channel_max": 32, "num_layers": 6, "conv_kernel": 1,
+          "use_radial_filters": True, "conv_clamp": 0.5},
+}  # fmt: skip
 
 
 def made_up_factors(parts: int = 8, appearances: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal ``A`` ``[128, R_C]`` and ``P >= 0`` ``[256, R_S]``; part 0 is zero on the top half."""
+    """Orthonormal ``A`` ``[128, R_C]`` and ``P >= 0`` ``[256, R_S]``; part 0 is exactly the bottom half of the
+    16 x 16 grid (1 there, 0 above), the other parts are small and random."""
     generator = torch.Generator().manual_seed(seed)
     A = orthonormalize(torch.randn(SHAPE[0], appearances, generator=generator))
     P = torch.rand(SHAPE[1] * SHAPE[2], parts, generator=generator) * 0.1
-    P.view(16, 16, parts)[:8, :, 0] = 0
+    P.view(16, 16, parts)[:, :, 0] = 0
+    P.view(16, 16, parts)[8:, :, 0] = 1
     return A, P
+
+
+def write_run(
+    path: Path, labels: list[str] | None = None, gen: dict = DCGAN_GEN, generator: str = "dcgan_faces"
+) -> Path:
+    """A run directory holding :func:`made_up_factors` at :data:`LAYER` in the old format (no checksum) for
+    ``generator``, whose stored training config has ``gen`` as its gen node (and part ``labels`` if given)."""
+    A, P = made_up_factors()
+    record = {"A": A, "P": P, "generator": generator, "layer": LAYER, "feature_shape": list(SHAPE)}
+    record |= {"ranks": {"parts": 8, "appearances": 16}, "config": yaml.safe_dump({"gen": gen})}
+    if labels is not None:
+        record["labels"] = labels
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(record, path / "factors.pt")
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of the real DCGAN with :func:`made_up_factors` and :data:`LABELS`; shared, so read only
+    (a test that writes into its run takes :func:`run_copy`)."""
+    return write_run(tmp_path_factory.mktemp("run"), LABELS)
+
+
+@pytest.fixture
+def run_copy(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of :func:`run_dir` of the test's own."""
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +141,32 @@ def dcgan() -> DCGANFaces:
 def run(dcgan: DCGANFaces) -> Run:
     A, P = made_up_factors()
     return Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
+
+
+@pytest.fixture(scope="session")
+def stylegan2_run() -> Run:
+    """Made-up factors at ``synthesis.b16.conv1`` of a tiny random StyleGAN2 (:data:`STYLEGAN2_ARCH`), whose layers
+    after the split read values computed before it (``ws``, the skip image)."""
+    torch.manual_seed(0)
+    gen = StyleGAN2(random_init=True, arch=STYLEGAN2_ARCH)
+    layer = "synthesis.b16.conv1"
+    shape = gen.check_layer(layer)
+    generator = torch.Generator().manual_seed(0)
+    A = orthonormalize(torch.randn(shape[0], 4, generator=generator))
+    P = torch.rand(shape[1] * shape[2], 3, generator=generator)
+    return Run(A=A, P=P, generator=gen, name="stylegan2_ffhq", layer=layer, feature_shape=shape)
+
+
+@contextmanager
+def forward_calls(modules: Sequence[nn.Module]) -> Iterator[list[nn.Module]]:
+    """The forward passes of ``modules`` run within the context: a list that gets the module of each."""
+    calls: list[nn.Module] = []
+    hooks = [module.register_forward_hook(lambda module, *_: calls.append(module)) for module in modules]
+    try:
+        yield calls
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def run_script(
@@ -75,10 +184,22 @@ def run_script(
     )
 
 
+def run_evaluate(out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``evaluate.py`` on samples 0 and 1 with ``overrides``, writing into ``out``."""
+    return run_script("evaluate.py", f"hydra.run.dir={out}", "samples=[0,1]", *overrides)
+
+
 def compose_two_steps(output_dir: Path, *overrides: str) -> DictConfig:
     """The ``train`` config with ``overrides`` and the :data:`TWO_STEPS` budget, writing into ``output_dir``."""
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return compose("train", overrides=[*overrides, *TWO_STEPS, f"paths.output_dir={output_dir}"])
+
+
+def configured(output_dir: Path, *overrides: str) -> DictConfig:
+    """The ``train`` config with the :data:`STEPS` budget, writing into ``output_dir``, and ``overrides`` (which
+    win)."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*STEPS, f"paths.output_dir={output_dir}", *overrides])
 
 
 def panda_model(feature_shape: tuple[int, int, int], parts: int, appearances: int | None, *overrides: str) -> PandA:

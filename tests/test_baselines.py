@@ -18,10 +18,7 @@ from panda.roir.baselines import Baseline, GANSpace, LowRankGAN, ReSeFa, SeFa, S
 from panda.roir.baselines.ganspace import first_activation
 from panda.roir.baselines.jacobian import region_statistics
 from panda.roir.protocol import PandAEditor
-from tests.conftest import ROOT
-from tests.test_genforce import PROGAN, STYLEGAN
-from tests.test_stylegan2 import TINY
-from tests.test_stylegan3 import ARCHS
+from tests.conftest import PROGAN_ARCH, ROOT, STYLEGAN1_ARCH, STYLEGAN2_ARCH, STYLEGAN3_ARCHS
 
 OPTIONS = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml").baselines)
 
@@ -103,7 +100,7 @@ def test_lowrankgan_directions_change_the_region_most_within_the_background_null
 
 def test_jacobian_statistics_do_not_depend_on_the_chunk_size():
     torch.manual_seed(0)
-    gen = StyleGAN2(random_init=True, arch=TINY)
+    gen = StyleGAN2(random_init=True, arch=STYLEGAN2_ARCH)
     latents = gen.sample_latents(2, torch.Generator().manual_seed(0))
     masks = torch.zeros(2, 1, 32, 32)
     masks[..., 8:20, 8:20] = 1
@@ -137,7 +134,7 @@ def test_resefa_directions_maximise_the_region_to_background_ratio(dcgan, calibr
 def test_a_batch_of_different_edits_equals_each_edit_alone(dcgan, run, calibration):
     latents = calibration[0][:2]
     torch.manual_seed(0)
-    style = StyleGAN2(random_init=True, arch=TINY)
+    style = StyleGAN2(random_init=True, arch=STYLEGAN2_ARCH)
     style_latents = style.sample_latents(2, torch.Generator().manual_seed(0))
     masks = torch.ones(2, 1, 32, 32)
     cases = [(configured(SeFa, dcgan).fit(latents), latents, dcgan), (PandAEditor(run), latents, dcgan)]
@@ -157,7 +154,7 @@ def test_a_batch_of_different_edits_equals_each_edit_alone(dcgan, run, calibrati
 
 def test_stylespace_picks_style_channels_that_change_the_region(dcgan):
     torch.manual_seed(0)
-    gen = StyleGAN2(random_init=True, arch=TINY)
+    gen = StyleGAN2(random_init=True, arch=STYLEGAN2_ARCH)
     latents = gen.sample_latents(4, torch.Generator().manual_seed(0))
     masks = torch.zeros(4, 1, 32, 32)
     masks[..., :16, :16] = 1  # the top-left quarter
@@ -177,10 +174,10 @@ def test_stylespace_picks_style_channels_that_change_the_region(dcgan):
 def test_latent_baselines_edit_every_architecture(name):
     torch.manual_seed(0)
     gen = {
-        "progan": lambda: ProGAN(random_init=True, arch=PROGAN),
-        "stylegan1": lambda: StyleGAN1(random_init=True, arch=STYLEGAN),
-        "stylegan2": lambda: StyleGAN2(random_init=True, arch=TINY),
-        "stylegan3": lambda: StyleGAN3(random_init=True, arch=ARCHS["T"]),
+        "progan": lambda: ProGAN(random_init=True, arch=PROGAN_ARCH),
+        "stylegan1": lambda: StyleGAN1(random_init=True, arch=STYLEGAN1_ARCH),
+        "stylegan2": lambda: StyleGAN2(random_init=True, arch=STYLEGAN2_ARCH),
+        "stylegan3": lambda: StyleGAN3(random_init=True, arch=STYLEGAN3_ARCHS["T"]),
     }[name]()
     latents = gen.sample_latents(3, torch.Generator().manual_seed(0))
     with torch.inference_mode():

@@ -25,7 +25,6 @@ from panda.evaluation import evaluate
 from panda.factors import load_factors
 from panda.training import check_processes, train
 from tests.conftest import LAYER, ROOT, TWO_STEPS, run_script
-from tests.test_evaluate_cli import run_dir  # noqa: F401
 
 # TWO_STEPS on 2 processes of batch 2 (one process: batch 4); 10 validation samples leave rank 1 without a part
 # of the last validation batch
@@ -169,7 +168,7 @@ ROIR = [
 
 
 @pytest.mark.slow
-def test_roir_on_two_processes_writes_the_table_of_one_process(run_dir, tmp_path):  # noqa: F811
+def test_roir_on_two_processes_writes_the_table_of_one_process(run_dir, tmp_path):
     tables = {}
     for devices in (1, 2):
         out = tmp_path / str(devices)
@@ -187,6 +186,6 @@ def compose_evaluate(output_dir: Path, *overrides: str) -> DictConfig:
         return compose("evaluate", overrides=[*overrides, f"output_dir={output_dir}"])
 
 
-def test_more_evaluation_processes_than_cores_is_one_line(run_dir, tmp_path):  # noqa: F811
+def test_more_evaluation_processes_than_cores_is_one_line(run_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"eval.devices=64 is more than this machine has \(\d+ CPU cores"):
         evaluate(compose_evaluate(tmp_path, *ROIR, "eval.devices=64", f"run={run_dir}"))

@@ -10,19 +10,17 @@ from panda import editing
 from panda.editing import Edit
 from panda.errors import ConfigError
 from panda.runs import Run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, forward_calls
 
 
 def test_alpha_zero_reproduces_the_original_images_exactly(run: Run) -> None:
     latents = run.latents(0, [0, 1, 2])
     with torch.inference_mode():
         original = run.generator(latents)
-    features = run.features(latents)
+    features, state = run.features_and_state(latents)
     offset = editing.edit_offset(run, [Edit(part=1, appearance=3, alpha=0.0), Edit(part=2, appearance=0, alpha=0.0)])
-    same, edited = editing.edited_images(
-        run, features, latents, editing.edit_offset(run, [Edit(1, 3, 25.0)]), (0.0, 1.0)
-    )
-    assert torch.equal(editing.edited_images(run, features, latents, offset)[0], original)
+    same, edited = editing.edited_images(run, features, state, editing.edit_offset(run, [Edit(1, 3, 25.0)]), (0.0, 1.0))
+    assert torch.equal(editing.edited_images(run, features, state, offset)[0], original)
     assert torch.equal(same, original)
     assert (edited - original).abs().max() > 0.05
 
@@ -44,12 +42,27 @@ def test_several_triples_are_summed(run: Run) -> None:
 
 def test_edits_of_a_batch_match_edits_of_single_samples(run: Run) -> None:
     latents = run.latents(0, [4, 5])
-    features = run.features(latents)
     offset = editing.edit_offset(run, [Edit(2, 2, 15.0)])
-    batch = editing.edited_images(run, features, latents, offset, (0.5, 1.0))
-    single = editing.edited_images(run, features[1:], latents[1:], offset, (0.5, 1.0))
+    batch = editing.edited_images(run, *run.features_and_state(latents), offset, (0.5, 1.0))
+    single = editing.edited_images(run, *run.features_and_state(latents[1:]), offset, (0.5, 1.0))
     assert batch.shape == (2, 2, 3, 64, 64)
     torch.testing.assert_close(batch[:, 1:], single, atol=1e-5, rtol=0)
+
+
+def test_edits_of_a_stylegan2_run_resume_from_the_state_and_run_nothing_before_the_layer(stylegan2_run: Run) -> None:
+    run, gen = stylegan2_run, stylegan2_run.generator
+    before = [gen.net.mapping, gen.net.synthesis.b4, gen.net.synthesis.b8]  # the modules before synthesis.b16.conv1
+    latents = run.latents(0, [0, 1])
+    features, state = run.features_and_state(latents)
+    offset = editing.edit_offset(run, [Edit(1, 2, 5.0)])
+    with forward_calls(before) as calls:
+        images = editing.edited_images(run, features, state, offset, (0, 1))
+    assert calls == []
+    with torch.inference_mode(), forward_calls(before) as calls:  # as before: from the latents, a pass up to the layer
+        from_latents = torch.stack([gen.resume(features + t * offset, run.layer, latents) for t in (0, 1)])
+        assert calls
+        assert torch.equal(images[0], gen(latents))
+    assert torch.equal(images, from_latents) and not torch.equal(images[0], images[1])
 
 
 @pytest.mark.parametrize(("edit", "message"), [(Edit(8, 0, 1.0), "R_S=8"), (Edit(0, 16, 1.0), "R_C=16")])

@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 from PIL import Image
 
-from tests.conftest import LAYER, SHAPE, made_up_factors, run_script
-
-GEN_CONFIG = {"gen": {"name": "dcgan_faces", "net": {"_target_": "panda.generators.dcgan.DCGANFaces"}}}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("run")
-    A, P = made_up_factors()
-    record = {"A": A, "P": P, "generator": "dcgan_faces", "layer": LAYER, "feature_shape": list(SHAPE)}
-    record |= {"ranks": {"parts": 8, "appearances": 16}, "config": yaml.safe_dump(GEN_CONFIG)}
-    torch.save(record, path / "factors.pt")
-    return path
-
-
-def evaluate(out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_script("evaluate.py", f"hydra.run.dir={out}", "samples=[0,1]", *overrides)
+from tests.conftest import run_evaluate, run_script
 
 
 def test_edit_writes_grids_and_a_gif_over_the_strengths(run_dir: Path, tmp_path: Path) -> None:
-    done = evaluate(tmp_path, "task=edit", f"run={run_dir}", "eval.scales=[0,1,2]")
+    done = run_evaluate(tmp_path, "task=edit", f"run={run_dir}", "eval.scales=[0,1,2]")
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "evaluate.json").read_text())
     assert result["edits"] == [{"part": 0, "appearance": 1, "alpha": 10.0}]
@@ -42,7 +23,7 @@ def test_edit_writes_grids_and_a_gif_over_the_strengths(run_dir: Path, tmp_path:
 
 
 def test_remove_detects_the_background(run_dir: Path, tmp_path: Path) -> None:
-    done = evaluate(tmp_path / "rm", "task=remove", f"run={run_dir}", "eval.statistics=12", "eval.part=3")
+    done = run_evaluate(tmp_path / "rm", "task=remove", f"run={run_dir}", "eval.statistics=12", "eval.part=3")
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "rm" / "evaluate.json").read_text())
     assert result["background"] == max(range(16), key=lambda j: result["border_coverage"][j])
@@ -50,14 +31,14 @@ def test_remove_detects_the_background(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_localize_writes_one_mask_figure_per_appearance(run_dir: Path, tmp_path: Path) -> None:
-    done = evaluate(tmp_path / "loc", "task=localize", f"run={run_dir}", "eval.statistics=12")
+    done = run_evaluate(tmp_path / "loc", "task=localize", f"run={run_dir}", "eval.statistics=12")
     assert done.returncode == 0, done.stderr
     assert len(json.loads((tmp_path / "loc" / "evaluate.json").read_text())["thresholds"]) == 16
     assert len(list((tmp_path / "loc").glob("localize_appearance*.png"))) == 16
 
 
 def test_refine_lowers_each_samples_error(run_dir: Path, tmp_path: Path) -> None:
-    done = evaluate(tmp_path, "task=refine", f"run={run_dir}", "eval.steps=10")
+    done = run_evaluate(tmp_path, "task=refine", f"run={run_dir}", "eval.steps=10")
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "evaluate.json").read_text())
     assert all(a < b for a, b in zip(result["error_after"], result["error_before"], strict=True))
@@ -78,14 +59,14 @@ def test_refine_lowers_each_samples_error(run_dir: Path, tmp_path: Path) -> None
     ],
 )
 def test_bad_input_is_one_clear_line(run_dir: Path, tmp_path: Path, overrides: list[str], message: str) -> None:
-    done = evaluate(tmp_path, f"run={run_dir}", *overrides)
+    done = run_evaluate(tmp_path, f"run={run_dir}", *overrides)
     assert done.returncode == 2
     output = done.stdout + done.stderr
     assert message in output and "Traceback" not in output
 
 
 def test_missing_run_directory_is_reported(tmp_path: Path) -> None:
-    done = evaluate(tmp_path, "task=localize", f"run={tmp_path / 'nowhere'}")
+    done = run_evaluate(tmp_path, "task=localize", f"run={tmp_path / 'nowhere'}")
     assert done.returncode == 2
     output = done.stdout + done.stderr
     assert "nowhere does not exist" in output and "Traceback" not in output

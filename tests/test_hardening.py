@@ -12,9 +12,7 @@ from panda.config import check_overrides
 from panda.errors import ConfigError, DivergenceError
 from panda.evaluation import evaluate
 from panda.training import train
-from tests.conftest import ROOT, TINY, run_script
-from tests.test_evaluate_cli import run_dir  # noqa: F401 (a fixture: made-up factors of the real DCGAN)
-from tests.test_resume import configured
+from tests.conftest import ROOT, TINY, configured, run_script
 
 
 def test_divergence_stops_training_and_writes_no_non_finite_factors(tmp_path):
@@ -75,7 +73,7 @@ def evaluated(run: Path, out: Path, *overrides: str) -> dict:
         (["task=localize", "eval.batch_size=0"], "eval.batch_size=0 must be an integer >= 1"),
     ],
 )
-def test_non_finite_or_empty_evaluation_settings_are_refused(run_dir, tmp_path, overrides, message):  # noqa: F811
+def test_non_finite_or_empty_evaluation_settings_are_refused(run_dir, tmp_path, overrides, message):
     with pytest.raises(ConfigError) as error:
         evaluated(run_dir, tmp_path, *overrides)
     assert message in str(error.value)

@@ -27,8 +27,7 @@ from panda.naming import (
 )
 from panda.roir import masks
 from panda.training import train
-from tests.conftest import LAYER, ROOT, SHAPE, compose_two_steps, made_up_factors
-from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
+from tests.conftest import LAYER, ROOT, SHAPE, compose_two_steps, made_up_factors, run_evaluate
 
 
 def face_landmarks() -> np.ndarray:
@@ -145,8 +144,9 @@ def test_name_parts_without_faces_says_so(dcgan, monkeypatch):
         name_parts(dcgan, made_up_factors()[1], SHAPE[1:], settings(), seed=0)
 
 
-def test_task_name_stores_the_labels_and_draws_them(run_dir: Path, tmp_path: Path):  # noqa: F811
-    done = evaluate(tmp_path / "name", "task=name", f"run={run_dir}", "naming.samples=6")
+def test_task_name_stores_the_labels_and_draws_them(run_copy: Path, tmp_path: Path):
+    run_dir = run_copy
+    done = run_evaluate(tmp_path / "name", "task=name", f"run={run_dir}", "naming.samples=6")
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "name" / "evaluate.json").read_text())
     factors = load_factors(run_dir)

@@ -19,33 +19,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 from panda.checkpoints import CONFIG_KEY, SafeCheckpointIO, differences
 from panda.errors import BusyError, ConfigError
 from panda.io import atomic_write, lock_directory
 from panda.training import train
-from tests.conftest import ROOT, TINY, run_script
-
-# In-process runs: a few steps with the default checkpoints, no pictures, no logger.
-STEPS = [
-    "trainer=cpu",
-    "trainer.max_steps=2",
-    "trainer.val_check_interval=1",
-    "trainer.enable_progress_bar=false",
-    "rank.appearances=4",
-    "data.batch_size=4",
-    "data.val_samples=8",
-    "data.init_samples=8",
-    "logger=none",
-    "~callbacks.artifacts",
-]
-
-
-def configured(output_dir: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*STEPS, f"paths.output_dir={output_dir}", *overrides])
+from tests.conftest import ROOT, TINY, configured, run_script
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -204,8 +183,7 @@ def test_the_lock_dies_with_its_process(tmp_path):
 
 # ----- SIGTERM -------------------------------------------------------------------------------------------
 def test_sigterm_saves_exits_143_and_says_how_to_resume(tmp_path):
-    args = [a for a in TINY if not a.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
-    args += ["trainer.max_steps=100000", "trainer.val_check_interval=1", "ckpt_path=null"]
+    args = [*TINY, "trainer.max_steps=100000", "trainer.val_check_interval=1", "ckpt_path=null"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
     command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path}"]
     with subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:

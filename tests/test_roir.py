@@ -24,11 +24,10 @@ from panda.errors import ConfigError
 from panda.evaluation import evaluate as evaluate_task
 from panda.factors import save_labels
 from panda.roir import protocol
-from panda.roir.baselines.base import Editor
+from panda.roir.baselines.base import Editor, repeat
 from panda.roir.masks import LandmarkDetector
-from panda.roir.protocol import Faces, Settings, Worst, choose, face_batches, inside_change, table
-from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_script
-from tests.test_evaluate_cli import evaluate, run_dir  # noqa: F401  (the fixture)
+from panda.roir.protocol import Faces, PandAEditor, Settings, Worst, choose, face_batches, inside_change, table
+from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script
 
 CONF = OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")
 
@@ -79,6 +78,17 @@ def test_choose_picks_the_local_direction_and_scales_it_to_the_target_change():
     assert abs(choice.scale) == pytest.approx(20.0, rel=1e-4)  # 0.01 * |scale| = 0.2 inside
 
 
+def test_a_repeated_prepared_batch_edits_as_the_repeated_latents_do(stylegan2_run):
+    """The search edits a prepared batch repeated once per direction: its resume state is repeated with it."""
+    editor = PandAEditor(stylegan2_run)
+    latents = stylegan2_run.latents(0, [0, 1])
+    directions, scales = torch.tensor([0, 1, 5, 11]), torch.tensor([20.0, -20.0, 10.0, 30.0])
+    edited = editor.images(repeat(editor.prepare(latents), 2), directions, scales)
+    expected = editor.images(editor.prepare(latents.repeat(2, 1)), directions, scales)
+    torch.testing.assert_close(edited, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(edited[:2], edited[2:])  # the second copy has other edits
+
+
 def test_calibration_and_test_samples_are_disjoint(dcgan):
     detector = LandmarkDetector(CONF.upscale)
     calibration = next(face_batches(dcgan, detector, 0, Stream.CALIBRATION, 8, 8))
@@ -88,7 +98,7 @@ def test_calibration_and_test_samples_are_disjoint(dcgan):
     assert torch.cdist(calibration.latents, test.latents).min() > 1.0  # no test sample is a calibration sample
 
 
-def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(run_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(run_dir, tmp_path, monkeypatch):
     streams: list[int] = []
     original = protocol.face_batches
 
@@ -147,7 +157,7 @@ def test_bad_search_settings_are_refused():
         settings(screen=0)
 
 
-def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):  # noqa: F811
+def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path: Path):
     out = tmp_path / "roir"
     done = run_script(
         "evaluate.py",
@@ -188,14 +198,14 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the table and grids, logged offline
 
 
-def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_path: Path):  # noqa: F811
-    done = evaluate(tmp_path / "a", "task=roir", f"run={run_dir}", "eval.regions=[ears]")
+def test_evaluate_roir_rejects_unknown_methods_and_regions(run_dir: Path, tmp_path: Path):
+    done = run_evaluate(tmp_path / "a", "task=roir", f"run={run_dir}", "eval.regions=[ears]")
     assert done.returncode == 2 and "regions: eyes, nose, mouth" in done.stdout + done.stderr
     methods = "eval.methods=[panda,interfacegan]"
-    done = evaluate(tmp_path / "b", "task=roir", f"run={run_dir}", methods, "eval.calibration=4")
+    done = run_evaluate(tmp_path / "b", "task=roir", f"run={run_dir}", methods, "eval.calibration=4")
     assert done.returncode == 2
     assert "methods: panda, ganspace, sefa, lowrankgan, resefa, stylespace" in done.stdout + done.stderr
-    done = evaluate(tmp_path / "c", "task=roir", f"run={run_dir}", "eval.above=five")
+    done = run_evaluate(tmp_path / "c", "task=roir", f"run={run_dir}", "eval.above=five")
     assert done.returncode == 2 and "eval.above='five' must be a finite number" in done.stdout + done.stderr
 
 
@@ -270,7 +280,7 @@ def test_a_training_run_does_not_load_the_benchmark(tmp_path: Path):
     assert [m for m in modules if m == "dlib" or m.startswith("panda.roir")] == []
 
 
-def test_panda_named_searches_only_the_parts_named_after_the_region(run_dir, tmp_path, caplog):  # noqa: F811
+def test_panda_named_searches_only_the_parts_named_after_the_region(run_dir, tmp_path, caplog):
     labelled = tmp_path / "run"
     labelled.mkdir()
     shutil.copy(run_dir / "factors.pt", labelled / "factors.pt")

@@ -13,17 +13,7 @@ import yaml
 from panda.errors import ConfigError
 from panda.generators.dcgan import DCGANFaces
 from panda.runs import load_run
-from tests.conftest import LAYER, SHAPE, made_up_factors, run_script
-
-
-def write_factors(path: Path, gen: dict, generator: str = "dcgan_faces") -> Path:
-    """A ``factors.pt`` (old format, no checksum) whose stored training config has ``gen`` as its gen node."""
-    A, P = made_up_factors()
-    record = {"A": A, "P": P, "generator": generator, "layer": LAYER, "feature_shape": list(SHAPE)}
-    record |= {"ranks": {"parts": 8, "appearances": 16}, "config": yaml.safe_dump({"gen": gen})}
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save(record, path / "factors.pt")
-    return path
+from tests.conftest import SHAPE, run_script, write_run
 
 
 class _Listener(BaseHTTPRequestHandler):
@@ -76,7 +66,7 @@ def test_a_crafted_factors_file_is_refused_and_does_nothing(tmp_path, listener, 
     monkeypatch.setenv("PANDA_CACHE", str(tmp_path / "cache"))
     target = tmp_path / "victim.txt"
     gen, generator = attack(kind, target, listener)
-    run_dir = write_factors(tmp_path / "run", gen, generator)
+    run_dir = write_run(tmp_path / "run", gen=gen, generator=generator)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     with pytest.raises(ConfigError) as error:
         load_run(run_dir)
@@ -89,7 +79,7 @@ def test_a_crafted_factors_file_is_refused_and_does_nothing(tmp_path, listener, 
 def test_a_crafted_factors_file_is_one_line_from_the_command_line(tmp_path, listener):
     target = tmp_path / "victim.txt"
     gen, generator = attack("write_text", target, listener)
-    run_dir = write_factors(tmp_path / "run", gen, generator)
+    run_dir = write_run(tmp_path / "run", gen=gen, generator=generator)
     done = run_script("evaluate.py", f"hydra.run.dir={tmp_path / 'out'}", "task=refine", f"run={run_dir}")
     assert done.returncode == 2
     output = done.stdout + done.stderr
@@ -108,13 +98,13 @@ def test_a_crafted_factors_file_is_one_line_from_the_command_line(tmp_path, list
 )
 def test_a_stored_generator_config_takes_only_plain_values_of_known_keys(tmp_path, gen, message):
     with pytest.raises(ConfigError) as error:
-        load_run(write_factors(tmp_path, gen, generator="biggan" if gen["name"] == "biggan" else "dcgan_faces"))
+        load_run(write_run(tmp_path, gen=gen, generator="biggan" if gen["name"] == "biggan" else "dcgan_faces"))
     assert message in str(error.value)
 
 
 def test_the_generator_is_rebuilt_from_the_projects_config_and_the_stored_values(tmp_path, dcgan):
     stored = {"name": "dcgan_faces", "random_init": True, "net": {"_target_": "panda.generators.dcgan.DCGANFaces"}}
-    run = load_run(write_factors(tmp_path, stored))
+    run = load_run(write_run(tmp_path, gen=stored))
     assert isinstance(run.generator, DCGANFaces) and run.feature_shape == SHAPE
     pretrained, rebuilt = dcgan.state_dict(), run.generator.state_dict()
     assert not all(torch.equal(pretrained[k], rebuilt[k]) for k in pretrained)  # random_init=true was taken

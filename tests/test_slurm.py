@@ -23,7 +23,6 @@ CLUSTER_DIR = Path(os.environ.get("PANDA_SLURM_DIR", "/tmp/panda-slurm"))
 TOOLS = ["slurmctld", "slurmd", "slurmdbd", "sbatch", "munged", "mariadbd", "mysql_install_db"]
 # jobs small enough for the local node (its CPUs are this machine's)
 LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
-BUDGET = [o for o in TINY if not o.startswith("trainer.max_steps")]  # TINY for tests that set max_steps
 ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "DEADLINE"}
 
 
@@ -121,7 +120,7 @@ def test_sweep_runs_as_slurm_jobs(slurm_env, tmp_path):
 
 def test_cancelled_job_is_reported_and_the_sweep_ends(slurm_env, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    process = start_sweep(sweep_dir, slurm_env, *BUDGET, *LAUNCHER, "trainer.max_steps=4,100000")
+    process = start_sweep(sweep_dir, slurm_env, *TINY, *LAUNCHER, "trainer.max_steps=4,100000")
 
     def second_job_running() -> str | None:
         queue = slurm(slurm_env, "squeue", "-h", "-o", "%i %T").split("\n")
@@ -142,7 +141,7 @@ def test_cancelled_job_is_reported_and_the_sweep_ends(slurm_env, tmp_path):
 
 def test_requeued_job_resumes_from_its_checkpoint(slurm_env, tmp_path):
     # trains for 10 s (training time survives the requeue), checkpointing every 2 steps
-    overrides = [*BUDGET, *LAUNCHER, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:10"]
+    overrides = [*TINY, *LAUNCHER, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:10"]
     sweep_dir = tmp_path / "sweep"
     process = start_sweep(sweep_dir, slurm_env, *overrides)
     try:

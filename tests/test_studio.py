@@ -20,30 +20,7 @@ from panda.errors import ConfigError
 from panda.runs import Run
 from panda.studio.core import MAX_SAMPLE, Session, Settings, Studio, parse_sample, part_labels
 from panda.visualize import to_uint8
-from tests.conftest import LAYER, ROOT, SHAPE, made_up_factors, run_script
-
-GEN_CONFIG = {"gen": {"name": "dcgan_faces", "net": {"_target_": "panda.generators.dcgan.DCGANFaces"}}}
-LABELS = ["chin", *(f"blob {k}" for k in range(1, 8))]
-
-
-def studio_factors() -> tuple[torch.Tensor, torch.Tensor]:
-    """Made-up factors whose part 0 is exactly the bottom half of the 16 x 16 grid (1 there, 0 above)."""
-    A, P = made_up_factors()
-    P.view(16, 16, 8)[:, :, 0] = 0
-    P.view(16, 16, 8)[8:, :, 0] = 1
-    return A, P
-
-
-def write_run(path: Path, labels: list[str] | None = LABELS) -> Path:
-    """A run directory holding :func:`studio_factors` for the real DCGAN (with part ``labels`` if given)."""
-    A, P = studio_factors()
-    record = {"A": A, "P": P, "generator": "dcgan_faces", "layer": LAYER, "feature_shape": list(SHAPE)}
-    record |= {"ranks": {"parts": 8, "appearances": 16}, "config": yaml.safe_dump(GEN_CONFIG)}
-    if labels is not None:
-        record["labels"] = labels
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save(record, path / "factors.pt")
-    return path
+from tests.conftest import LABELS, ROOT, forward_calls, run_script, write_run
 
 
 def options(**changes: Any) -> dict[str, Any]:
@@ -53,15 +30,9 @@ def options(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    return write_run(tmp_path / "run")
-
-
-@pytest.fixture
-def studio(dcgan: Any, run_dir: Path) -> Studio:
-    A, P = studio_factors()
-    run = Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
-    return Studio(run, Settings.from_config(options(), run_dir), part_labels(run_dir, 8), seed=0)
+def studio(run: Run, run_copy: Path) -> Studio:
+    """The studio on :func:`tests.conftest.run` (part 0: the bottom half), saving into a run of the test's own."""
+    return Studio(run, Settings.from_config(options(), run_copy), part_labels(run_copy, 8), seed=0)
 
 
 @pytest.fixture
@@ -109,10 +80,10 @@ def test_bad_settings_are_refused(run_dir: Path, changes: dict[str, Any], messag
 
 
 def test_part_labels_come_from_the_factors_or_default(tmp_path: Path) -> None:
-    assert part_labels(write_run(tmp_path / "a"), 8) == LABELS
-    assert part_labels(write_run(tmp_path / "b", labels=None), 8)[:2] == ["part 0", "part 1"]
+    assert part_labels(write_run(tmp_path / "a", LABELS), 8) == LABELS
+    assert part_labels(write_run(tmp_path / "b"), 8)[:2] == ["part 0", "part 1"]
     with pytest.raises(ConfigError, match="must be a list of 8 strings"):
-        part_labels(write_run(tmp_path / "c", labels=["one", "two"]), 8)
+        part_labels(write_run(tmp_path / "c", ["one", "two"]), 8)
 
 
 def test_a_loaded_sample_is_the_numbered_sample(studio: Studio, loaded: Session) -> None:
@@ -132,12 +103,30 @@ def test_an_edit_update_resumes_from_the_cached_features(
     def no_features(*_args: Any) -> None:
         raise AssertionError("the features were computed again")
 
-    monkeypatch.setattr(studio.run.generator, "features", no_features)
-    monkeypatch.setattr(studio.run.generator, "forward", no_features)
+    for method in ("features", "features_and_state", "forward"):
+        monkeypatch.setattr(studio.run.generator, method, no_features)
     state = studio.set_strength(studio.choose_appearance(loaded, 5), 7.5)
     offset = editing.edit_offset(studio.run, [Edit(0, 5, 7.5)])
-    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.latents, offset)[0]
+    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.state, offset)[0]
     np.testing.assert_array_equal(studio.edited(state)[0], to_uint8(expected)[0])  # as task=edit computes it
+
+
+def test_a_stylegan2_edit_resumes_from_the_loaded_state_and_runs_nothing_before_the_layer(
+    stylegan2_run: Run, tmp_path: Path
+) -> None:
+    run, gen = stylegan2_run, stylegan2_run.generator
+    studio = Studio(run, Settings.from_config(options(), tmp_path), ["a", "b", "c"], seed=0)
+    loaded = studio.load(Session(), 2)
+    state = studio.set_strength(studio.choose_appearance(studio.choose_part(loaded, 1), 3), 6)
+    before = [gen.net.mapping, gen.net.synthesis.b4, gen.net.synthesis.b8]  # the modules before synthesis.b16.conv1
+    with forward_calls(before) as calls:
+        edited = studio.edited(state)[0]
+    assert calls == []
+    offset = editing.edit_offset(run, [Edit(1, 3, 6.0)]).to(loaded.sample.features)
+    with torch.inference_mode():  # as before: resumed from the latents, with a pass up to the layer
+        expected = gen.resume(loaded.sample.features + offset, run.layer, run.latents(0, [2]))
+    np.testing.assert_array_equal(edited, to_uint8(expected)[0])
+    assert (edited != loaded.sample.image).any()
 
 
 def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loaded: Session) -> None:
@@ -148,9 +137,7 @@ def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loa
     assert change[:24].max() == 0 and change[40:].mean() > 10  # part 0 is zero on the top half
 
 
-def test_large_images_are_shrunk_to_the_display_size(dcgan: Any, run_dir: Path) -> None:
-    A, P = studio_factors()
-    run = Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
+def test_large_images_are_shrunk_to_the_display_size(run: Run, run_dir: Path) -> None:
     studio = Studio(run, Settings.from_config(options(display=32), run_dir), LABELS, seed=0)
     state = studio.set_strength(studio.load(Session(), 3), 5)
     assert studio.live(state).shape == studio.original(state).shape == studio.parts(state).shape == (32, 32, 3)
@@ -203,19 +190,19 @@ def test_edits_stack_and_unstack(studio: Studio, loaded: Session) -> None:
     two = studio.add(both)
     assert studio.drop(two, 0).stack == (Edit(3, 1, -2.0),)
     offset = editing.edit_offset(studio.run, two.edits)
-    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.latents, offset)[0]
+    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.state, offset)[0]
     np.testing.assert_array_equal(studio.edited(two)[0], to_uint8(expected)[0])
 
 
 def test_the_generator_runs_one_pass_at_a_time(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions share the generator, whose split passes hook its modules: every pass holds the studio's lock."""
     calls = []
-    for method in ("features", "resume"):
+    for method in ("features_and_state", "resume"):
         original = getattr(studio.run.generator, method)
 
-        def locked(*args: Any, original: Any = original) -> Any:
+        def locked(*args: Any, original: Any = original, **kwargs: Any) -> Any:
             calls.append(studio.generator_lock.locked())
-            return original(*args)
+            return original(*args, **kwargs)
 
         monkeypatch.setattr(studio.run.generator, method, locked)
     studio.live(studio.set_strength(studio.load(Session(), 1), 3))
@@ -279,7 +266,7 @@ def test_bad_edit_names_are_refused(studio: Studio, loaded: Session, name: str, 
         studio.save(studio.set_strength(loaded, 1), name, overwrite=False)
 
 
-def test_save_refuses_what_it_should_not_write(studio: Studio, loaded: Session, run_dir: Path) -> None:
+def test_save_refuses_what_it_should_not_write(studio: Studio, loaded: Session, run_copy: Path) -> None:
     with pytest.raises(ConfigError, match="nothing to save"):
         studio.save(loaded, "none", overwrite=False)
     edit = studio.set_strength(loaded, 1)
@@ -293,10 +280,10 @@ def test_save_refuses_what_it_should_not_write(studio: Studio, loaded: Session, 
     zoo.write_text(zoo.read_text().replace("parts: 8", "parts: 16"))
     with pytest.raises(ConfigError, match="another layer or ranks"):
         studio.save(edit, "mine2", overwrite=False)
-    shutil.rmtree(run_dir)
+    shutil.rmtree(run_copy)
     with pytest.raises(ConfigError, match="has disappeared"):
         studio.save(edit, "mine3", overwrite=False)
-    assert not run_dir.exists()  # not recreated
+    assert not run_copy.exists()  # not recreated
     assert (studio.live(edit) != studio.original(edit)).any()  # editing goes on from memory
 
 

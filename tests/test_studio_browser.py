@@ -24,7 +24,6 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT
-from tests.test_studio import write_run
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -39,10 +38,10 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Iterator[str]:
-    """The URL of the studio on a run with :func:`tests.test_studio.studio_factors`; stopped afterwards."""
+def app(run_copy: Path, tmp_path: Path) -> Iterator[str]:
+    """The URL of the studio on a copy of :func:`tests.conftest.run_dir`; stopped afterwards."""
     port = free_port()
-    command = [sys.executable, str(ROOT / "evaluate.py"), "task=studio", f"run={write_run(tmp_path / 'run')}"]
+    command = [sys.executable, str(ROOT / "evaluate.py"), "task=studio", f"run={run_copy}"]
     command += [f"eval.port={port}", "eval.statistics=24", "eval.batch_size=12", f"hydra.run.dir={tmp_path / 'out'}"]
     log = (tmp_path / "app.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

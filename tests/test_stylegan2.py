@@ -6,30 +6,25 @@ import torch
 from panda.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2, StyleGAN2Net
-from tests.conftest import assert_bf16_features_close, assert_resumes_after_the_layer, compose_two_steps
+from tests.conftest import (
+    STYLEGAN2_ARCH,
+    assert_bf16_features_close,
+    assert_resumes_after_the_layer,
+    compose_two_steps,
+)
 from tests.official_format import write_stylegan_pickle
-
-TINY = {
-    "z_dim": 16,
-    "c_dim": 0,
-    "w_dim": 16,
-    "img_resolution": 32,
-    "img_channels": 3,
-    "mapping_kwargs": {"num_layers": 2},
-    "synthesis_kwargs": {"channel_base": 128, "channel_max": 16, "num_fp16_res": 0, "conv_clamp": 256},
-}
 
 
 @pytest.fixture(scope="module")
 def tiny_pickle(tmp_path_factory):
     torch.manual_seed(0)
-    net = StyleGAN2Net(**TINY)
+    net = StyleGAN2Net(**STYLEGAN2_ARCH)
     with torch.no_grad():
         for name, param in net.named_parameters():
             if name.endswith(("bias", "noise_strength")):
                 param.normal_(0, 0.1)
         net.mapping.w_avg.normal_()
-    return write_stylegan_pickle(tmp_path_factory.mktemp("sg2") / "tiny.pkl", net, TINY), net
+    return write_stylegan_pickle(tmp_path_factory.mktemp("sg2") / "tiny.pkl", net, STYLEGAN2_ARCH), net
 
 
 def test_pickle_round_trip(tiny_pickle):
@@ -95,7 +90,7 @@ def test_layers_and_errors(tiny_pickle):
 
 
 def test_random_init_and_missing_weights(tmp_path):
-    gen = StyleGAN2(random_init=True, arch=TINY)
+    gen = StyleGAN2(random_init=True, arch=STYLEGAN2_ARCH)
     assert gen(gen.sample_latents(1, torch.Generator())).shape == (1, 3, 32, 32)
     with pytest.raises(WeightsError, match="not found"):
         StyleGAN2(weights=str(tmp_path / "missing.pkl"))
@@ -128,13 +123,14 @@ def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
     metrics = train(cfg)
     assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"
 
-    # the run's factors edit StyleGAN2 images: resuming needs the same latents (w) after the layer
+    # the run's factors edit StyleGAN2 images: resuming reads the state (w, the skip image) of the same latents
     from panda.editing import Edit, edit_offset, edited_images
     from panda.runs import load_run
 
     run = load_run(tmp_path)
     latents = run.latents(0, [0, 1])
-    same, edited = edited_images(run, run.features(latents), latents, edit_offset(run, [Edit(0, 0, 50.0)]), (0.0, 1.0))
+    features, state = run.features_and_state(latents)
+    same, edited = edited_images(run, features, state, edit_offset(run, [Edit(0, 0, 50.0)]), (0.0, 1.0))
     with torch.inference_mode():
         assert torch.equal(same, run.generator(latents))
     assert (edited - same).abs().max() > 1e-3

@@ -5,16 +5,8 @@ from panda.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2Net
 from panda.generators.stylegan3 import StyleGAN3, StyleGAN3Net, lowpass_filter
-from tests.conftest import assert_resumes_after_the_layer, compose_two_steps
+from tests.conftest import STYLEGAN2_ARCH, STYLEGAN3_ARCHS, assert_resumes_after_the_layer, compose_two_steps
 from tests.official_format import stylegan3_attributes, write_stylegan_pickle
-
-BASE = {"z_dim": 16, "w_dim": 16, "img_resolution": 32, "img_channels": 3, "mapping_kwargs": {"num_layers": 2}}
-# config T (3x3 convolutions, separable filters) and config R (1x1, radial down filters, class-conditional)
-ARCHS = {
-    "T": {**BASE, "c_dim": 0, "channel_base": 512, "channel_max": 16, "num_layers": 6, "magnitude_ema_beta": 0.999},
-    "R": {**BASE, "c_dim": 4, "channel_base": 1024, "channel_max": 32, "num_layers": 6, "conv_kernel": 1,
-          "use_radial_filters": True, "conv_clamp": 0.5},
-}  # fmt: skip
 
 
 def random_net(arch: dict) -> StyleGAN3Net:
@@ -35,7 +27,7 @@ def random_net(arch: dict) -> StyleGAN3Net:
 
 @pytest.fixture(scope="module", params=["T", "R"])
 def tiny(request, tmp_path_factory):
-    arch = ARCHS[request.param]
+    arch = STYLEGAN3_ARCHS[request.param]
     net = random_net(arch)
     path = tmp_path_factory.mktemp("sg3") / f"tiny_{request.param}.pkl"
     write_stylegan_pickle(path, net, arch, stylegan3_attributes)
@@ -103,7 +95,7 @@ def test_truncation(tiny):
 
 
 def test_random_init_and_weights_errors(tmp_path):
-    gen = StyleGAN3(random_init=True, arch=ARCHS["T"])
+    gen = StyleGAN3(random_init=True, arch=STYLEGAN3_ARCHS["T"])
     assert gen(gen.sample_latents(2, torch.Generator())).shape == (2, 3, 32, 32)
     assert list(gen.net.synthesis.layer_names) == [
         "L0_36_16", "L1_36_16", "L2_52_16", "L3_52_16", "L4_52_16", "L5_32_16", "L6_32_3"
@@ -114,12 +106,12 @@ def test_random_init_and_weights_errors(tmp_path):
         StyleGAN3(weights=str(tmp_path / "missing.pkl"))
     with pytest.raises(WeightsError, match=r"gen\.weights"):
         StyleGAN3()
-    sg2 = {**BASE, "c_dim": 0, "synthesis_kwargs": {"channel_base": 128, "channel_max": 16, "num_fp16_res": 0}}
+    sg2 = {**STYLEGAN2_ARCH, "synthesis_kwargs": {"channel_base": 128, "channel_max": 16, "num_fp16_res": 0}}
     path = write_stylegan_pickle(tmp_path / "sg2.pkl", StyleGAN2Net(**sg2), sg2)
     with pytest.raises(WeightsError, match="does not hold a stylegan3 generator"):
         StyleGAN3(weights=str(path))
     with pytest.raises(ConfigError, match="class_index"):
-        StyleGAN3(random_init=True, arch=ARCHS["R"])
+        StyleGAN3(random_init=True, arch=STYLEGAN3_ARCHS["R"])
 
 
 def test_lowpass_filters():
@@ -141,7 +133,7 @@ def test_lowpass_filters():
 def test_train_on_tiny_pickle(tmp_path):
     from panda.training import train
 
-    arch = ARCHS["T"]
+    arch = STYLEGAN3_ARCHS["T"]
     path = write_stylegan_pickle(tmp_path / "tiny.pkl", random_net(arch), arch, stylegan3_attributes)
     layer = "synthesis.L3_52_16"
     cfg = compose_two_steps(tmp_path / "run", "gen=stylegan3_ffhq", f"gen.weights={path}", f"gen.layer={layer}")

@@ -30,15 +30,16 @@ def train(tmp_path, *overrides: str, env=None):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("run")
+def trained_run_dir(tmp_path_factory):
+    """The debug run of train.py at main.5 with R_S = 6 and R_C = 32."""
+    path = tmp_path_factory.mktemp("trained")
     result = train(path, "gen.layer=main.5", "rank.parts=6", "rank.appearances=32")
     assert result.returncode == 0, result.stderr[-3000:]
     return path
 
 
-def test_factors_file_loads_without_panda(run_dir):
-    factors = torch.load(run_dir / "factors.pt", map_location="cpu", weights_only=True)
+def test_factors_file_loads_without_panda(trained_run_dir):
+    factors = torch.load(trained_run_dir / "factors.pt", map_location="cpu", weights_only=True)
     assert factors["A"].shape == (256, 32)
     assert factors["P"].shape == (64, 6)
     assert (factors["P"] >= 0).all()
@@ -51,25 +52,25 @@ def test_factors_file_loads_without_panda(run_dir):
     assert config["rank"]["parts"] == 6
 
 
-def test_run_directory_has_pictures_metrics_and_a_checkpoint(run_dir):
+def test_run_directory_has_pictures_metrics_and_a_checkpoint(trained_run_dir):
     for name in ["parts.png", "overlay.png", "error_curve.png"]:
-        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert (trained_run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    metrics = json.loads((trained_run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4
     assert 0 < metrics["val_rel_error"] < 1
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    assert (trained_run_dir / "checkpoints" / "last.ckpt").is_file()
+    rows = list(csv.DictReader((trained_run_dir / "csv" / "metrics.csv").open()))
     assert any(row.get("val/rel_error") for row in rows)
 
 
-def test_resume_from_checkpoint_continues_the_run(run_dir, tmp_path):
+def test_resume_from_checkpoint_continues_the_run(trained_run_dir, tmp_path):
     result = train(
         tmp_path,
         "gen.layer=main.5",
         "rank.parts=6",
         "rank.appearances=32",
         "trainer.max_steps=6",
-        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"ckpt_path={trained_run_dir / 'checkpoints' / 'last.ckpt'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restored all states from the checkpoint" in result.stdout + result.stderr

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from panda.data import batch_generator
 from panda.errors import ConfigError
 from panda.factorization import edit_delta
-from panda.generators.base import FeatureGenerator
+from panda.generators.base import FeatureGenerator, ResumeState
 from panda.roir.baselines import BASELINES, StyleSpace
 from panda.roir.baselines.base import Editor, repeat
 from panda.roir.masks import LandmarkDetector, detect, roi_masks
@@ -70,13 +70,13 @@ class PandAEditor(Editor):
         named = f" ({self.run.labels[part]})" if self.run.labels else ""
         return f"part {part}{named}, appearance {k % self.run.appearances}"
 
-    def prepare(self, latents: Tensor) -> tuple[Tensor, Tensor]:
-        return latents, self.run.features(latents)
+    def prepare(self, latents: Tensor) -> tuple[Tensor, ResumeState]:
+        return self.run.features_and_state(latents)
 
-    def images(self, prepared: tuple[Tensor, Tensor], directions: Tensor, scales: Tensor) -> Tensor:
-        latents, features = prepared
+    def images(self, prepared: tuple[Tensor, ResumeState], directions: Tensor, scales: Tensor) -> Tensor:
+        features, state = prepared
         offsets = scales[:, None, None, None].to(features) * self.deltas[directions].to(features)
-        return self.run.images(features + offsets, latents)
+        return self.run.images(features + offsets, state)
 
 
 def inside_change(original: Tensor, edited: Tensor, mask: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from panda.editing import Edit
 from panda.errors import ConfigError
 from panda.factorization import flatten_features
 from panda.factors import load_factors
+from panda.generators.base import ResumeState
 from panda.io import atomic_write
 from panda.refinement import refine_parts
 from panda.runs import Run
@@ -141,6 +142,7 @@ class Sample:
     index: int
     latents: Tensor  # [1, ...]
     features: Tensor  # [1, C, H, W] at the run's layer, on the generator's device
+    state: ResumeState  # what resuming from the features reads (StyleGAN's ws and skip image)
     image: np.ndarray  # [H, W, 3] uint8, unedited
     maps: Tensor  # [1, R_C, H, W] localisation maps A^T Z of the appearances
 
@@ -184,10 +186,10 @@ class Studio:
         index = parse_sample(sample)
         latents = self.run.latents(self.seed, [index])
         with self.generator_lock:
-            features = self.run.features(latents)
-            image = to_uint8(self.run.images(features, latents))[0]
+            features, state = self.run.features_and_state(latents)
+            image = to_uint8(self.run.images(features, state))[0]
         maps = localization.appearance_maps(self.run, features)
-        return replace(session, sample=Sample(index, latents, features, image, maps))
+        return replace(session, sample=Sample(index, latents, features, state, image, maps))
 
     def choose_part(self, session: Session, part: object) -> Session:
         return replace(session, part=self.run.check_index(_whole(part), "part"))
@@ -238,7 +240,7 @@ class Studio:
             return np.stack([sample.image] * len(scales))
         offset = editing.edit_offset(self.run, session.edits)
         with self.generator_lock:
-            frames = editing.edited_images(self.run, sample.features, sample.latents, offset, scales)
+            frames = editing.edited_images(self.run, sample.features, sample.state, offset, scales)
         return to_uint8(frames[:, 0])
 
     def live(self, session: Session) -> np.ndarray:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from panda.errors import ConfigError
-from panda.generators.base import FeatureGenerator
+from panda.generators.base import FeatureGenerator, ResumeState
 
 
 class Editor(ABC):
@@ -36,8 +37,8 @@ class Editor(ABC):
         return f"direction {k}"
 
     def prepare(self, latents: Tensor) -> Any:
-        """What :meth:`images` needs of a batch (a tensor or a tuple of tensors with the batch first),
-        computed once for every direction and scale."""
+        """What :meth:`images` needs of a batch (a tensor, a resume state or a tuple of them, the batch
+        first), computed once for every direction and scale."""
         return latents
 
     @abstractmethod
@@ -47,9 +48,12 @@ class Editor(ABC):
 
 
 def repeat(prepared: Any, times: int) -> Any:
-    """A prepared batch (tensor or tuple of tensors) repeated ``times`` along the batch axis."""
+    """A prepared batch (a tensor, a resume state, or a tuple of them) repeated ``times`` along the batch axis."""
     if isinstance(prepared, tuple):
         return tuple(repeat(x, times) for x in prepared)
+    if isinstance(prepared, ResumeState):
+        values = {name: None if value is None else repeat(value, times) for name, value in prepared.values.items()}
+        return replace(prepared, values=values)
     return prepared.repeat(times, *([1] * (prepared.dim() - 1)))
 
 
