@@ -29,10 +29,12 @@ from PIL import Image
 from panda.factorization import orthonormalize
 from panda.generators import load_generator
 from panda.generators.base import FeatureGenerator
+from panda.io import atomic_write
 from panda.runs import Run
 from panda.studio.core import Session, Settings, Studio
 
 ROOT = Path(__file__).resolve().parents[1]
+READING = "\n## Reading\n"  # the hand-written part of the results file, kept when the table is rewritten
 STYLEGAN2 = "stylegan2_ffhq"
 
 
@@ -144,12 +146,12 @@ def main() -> None:
         "new strength to the shown image encoded as PNG; made-up factors at each generator's default layer.\n\n"
         f"{table(rows)}\n\n{args.updates} timed updates per row (after 2 warm-up ones); threads: torch's CPU threads; "
         f"load: the machine's 1-minute load average when the row started; {machine}. "
-        "'full forward' is the median of 3 unedited forward passes of the whole generator; an update that costs "
-        "about as much re-runs the layers before the edited one (StyleGAN's resume replays the whole forward from "
-        "the latents).\n"
+        "'full forward' is the median of 3 unedited forward passes of the whole generator; an update runs only "
+        "the layers after the edited one, so 'update p50 / full forward' is about the share of the forward that "
+        "follows the layer.\n"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    previous = args.out.read_text().partition(READING)[2] if args.out.is_file() else ""  # the hand-written reading
+    atomic_write(args.out, (text + (f"{READING}{previous}" if previous else "")).encode())
     print(text)
 
 
