@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panda.errors import ConfigError
-from panda.generators.base import FeatureGenerator, ResumeState
+from panda.generators.base import FeatureGenerator, ResumeState, build_or_load
 from panda.generators.pickles import load_network
 
 NOISE_MODES = ("const", "none")
@@ -110,3 +110,32 @@ class StyleGANGenerator(FeatureGenerator):
 
     def _is_torgb(self, affine: str) -> bool:
         return bool(getattr(self.net.get_submodule(affine.removesuffix(".affine")), "is_torgb", False))
+
+
+class OfficialStyleGAN(StyleGANGenerator):
+    """A StyleGAN2-ADA or StyleGAN3 generator (:attr:`network`) split at named synthesis layers.
+
+    Args:
+        weights: path or URL of an official pickle (``G_ema`` is used).
+        random_init: build ``arch`` with random weights instead (smoke runs).
+        arch: the official ``_init_kwargs`` (used with ``random_init``).
+        truncation_psi: truncation towards ``w_avg`` (1: none).
+        truncation_cutoff: apply truncation to the first this many ws only (null: all).
+        class_index: the class of a conditional model (``c_dim > 0``).
+        noise_mode: ``const`` (the stored noise) or ``none``; StyleGAN3 has no noise inputs.
+    """
+
+    network: type[nn.Module]  # the project's code of the official network
+
+    def __init__(
+        self,
+        weights: str | None = None,
+        random_init: bool = False,
+        arch: dict[str, Any] | None = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        class_index: int | None = None,
+        noise_mode: str | None = None,
+    ) -> None:
+        net = build_or_load(self.name, self.network, weights, random_init, arch, read_official, OFFICIAL)
+        super().__init__(net, truncation_psi, truncation_cutoff, class_index, noise_mode)

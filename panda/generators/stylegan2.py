@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panda.errors import WeightsError
-from panda.generators.base import build_or_load
-from panda.generators.stylegan import OFFICIAL, StyleGANGenerator, read_official
+from panda.generators.stylegan import OfficialStyleGAN
 
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -284,33 +283,11 @@ class StyleGAN2Net(nn.Module):
         return self.synthesis(self.mapping(z, c, psi, cutoff))
 
 
-class StyleGAN2(StyleGANGenerator):
-    """A StyleGAN2 generator split at named synthesis layers (``gen=stylegan2_ffhq`` ...).
-
-    Args:
-        weights: path or URL of an official StyleGAN2-ADA pickle (``G_ema`` is used).
-        random_init: build ``arch`` with random weights instead (smoke runs).
-        arch: the official ``_init_kwargs`` (used with ``random_init``).
-        truncation_psi: truncation towards ``w_avg`` (1: none).
-        truncation_cutoff: apply truncation to the first this many ws only (null: all).
-        noise_mode: ``const`` (the stored noise) or ``none``.
-        class_index: the class of a conditional model (``c_dim > 0``).
-    """
+class StyleGAN2(OfficialStyleGAN):
+    """StyleGAN2-ADA (``gen=stylegan2_ffhq`` ...), from NVIDIA's pickle: :class:`OfficialStyleGAN`'s arguments."""
 
     name = "stylegan2"
-
-    def __init__(
-        self,
-        weights: str | None = None,
-        random_init: bool = False,
-        arch: dict[str, Any] | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        noise_mode: str = "const",
-        class_index: int | None = None,
-    ) -> None:
-        net = build_or_load(self.name, StyleGAN2Net, weights, random_init, arch, read_official, OFFICIAL)
-        super().__init__(net, truncation_psi, truncation_cutoff, class_index, noise_mode)
+    network = StyleGAN2Net
 
     def _captures(self, layer: str) -> dict[str, tuple[str, int | None]]:
         """The image entering the layer's block, and for ``torgb`` the block's ``conv1`` output, which passes on."""

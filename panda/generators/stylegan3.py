@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from panda.errors import WeightsError
-from panda.generators.base import build_or_load
-from panda.generators.stylegan import OFFICIAL, StyleGANGenerator, read_official
+from panda.generators.stylegan import OfficialStyleGAN
 from panda.generators.stylegan2 import LRELU_GAIN, FullyConnectedLayer, MappingNetwork
 
 
@@ -304,28 +303,8 @@ class StyleGAN3Net(nn.Module):
         return self.synthesis(self.mapping(z, c, psi, cutoff))
 
 
-class StyleGAN3(StyleGANGenerator):
-    """A StyleGAN3 generator split at named synthesis layers (``gen=stylegan3_ffhq`` ...).
-
-    Args:
-        weights: path or URL of an official StyleGAN3 pickle (``G_ema`` is used).
-        random_init: build ``arch`` with random weights instead (smoke runs).
-        arch: the official ``_init_kwargs`` (used with ``random_init``).
-        truncation_psi: truncation towards ``w_avg`` (1: none).
-        truncation_cutoff: apply truncation to the first this many ws only (null: all).
-        class_index: the class of a conditional model (``c_dim > 0``).
-    """
+class StyleGAN3(OfficialStyleGAN):
+    """StyleGAN3 (``gen=stylegan3_ffhq`` ...), from NVIDIA's pickle: :class:`OfficialStyleGAN`'s arguments, no noise."""
 
     name = "stylegan3"
-
-    def __init__(
-        self,
-        weights: str | None = None,
-        random_init: bool = False,
-        arch: dict[str, Any] | None = None,
-        truncation_psi: float = 1.0,
-        truncation_cutoff: int | None = None,
-        class_index: int | None = None,
-    ) -> None:
-        net = build_or_load(self.name, StyleGAN3Net, weights, random_init, arch, read_official, OFFICIAL)
-        super().__init__(net, truncation_psi, truncation_cutoff, class_index)
+    network = StyleGAN3Net
