@@ -5,6 +5,7 @@ Skipped where SLURM, munge or MariaDB are not installed or the user is not root,
 """
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
 
+from panda.factors import load_factors
+from panda.training import train
 from tests.conftest import ROOT, TINY, run_script
 
 pytestmark = pytest.mark.slurm
@@ -175,3 +180,31 @@ def test_a_request_the_cluster_cannot_meet_is_refused_with_its_message(slurm_env
     assert message in line
     assert "Traceback" not in output
     assert not (tmp_path / "summary.csv").exists()
+
+
+def test_a_two_task_ddp_job_trains_the_factors_of_one_process(slurm_env, tmp_path):
+    """``trainer=ddp`` as a SLURM job of 2 tasks (``tasks_per_node`` follows ``trainer.devices``): Lightning takes the
+    ranks from SLURM, and the factors equal one process's with the global batch."""
+    stats = [
+        "model/solver=stats",
+        "rank.appearances=16",
+        "model.solver.parts_steps=2",
+        "model.solver.appearance_steps=2",
+    ]
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=8"]
+    result = sweep(tmp_path / "sweep", slurm_env, *stats, *ddp, "hydra.launcher.mem_gb=2")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    (row,) = rows(tmp_path / "sweep")
+    assert row["status"] == "completed", row["error"]
+    log = (tmp_path / "sweep" / "0" / "train.log").read_text()
+    assert "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in log
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, *stats, "data.batch_size=16", f"paths.output_dir={tmp_path / 'one'}"])
+    one = train(cfg)
+    two = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
+    assert two["samples"] == one["samples"] == 64
+    assert two["val_rel_error"] == pytest.approx(one["val_rel_error"], rel=1e-4)
+    mine, reference = (load_factors(path) for path in (tmp_path / "sweep" / "0", tmp_path / "one"))
+    for key in ("A", "P"):  # the statistics' sums run in another order: float rounding, amplified by the solves
+        difference = (mine[key] - reference[key]).abs().max() / reference[key].abs().max()
+        assert difference < 1e-2, (key, float(difference))
