@@ -123,7 +123,6 @@ def test_too_many_devices_stops_train_before_anything_is_written(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
-@pytest.mark.slow
 def test_a_killed_two_process_run_resumes_to_the_uninterrupted_factors(tmp_path):
     overrides = [*STATS, "trainer.max_steps=8", "callbacks=default", "callbacks.artifacts.num_images=2"]
     overrides += ["model.solver.parts_steps=3"]  # passes that straddle the checkpoints (every 2 steps)
@@ -167,7 +166,6 @@ ROIR = [
 ]
 
 
-@pytest.mark.slow
 def test_roir_on_two_processes_writes_the_table_of_one_process(run_dir, tmp_path):
     tables = {}
     for devices in (1, 2):
