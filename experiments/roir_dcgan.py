@@ -1,15 +1,16 @@
-"""Issue 4 experiment: the paper's Table 1 (ROIR of PandA against the baselines) on the default DCGAN faces.
+"""The paper's Table 1 (ROIR of PandA against the baselines) on the default DCGAN faces.
 
-Trains the default (``python train.py``: DCGAN faces, ``main.8``, R_S = 8, R_C = 16, 600 steps), then
-runs ``python evaluate.py task=roir`` on it (eyes, nose and mouth; directions chosen and scaled on
-calibration faces, ROIR measured on the faces of a disjoint test set), and writes
-``experiments/results/roir_dcgan.{md,csv}``, a bar chart ``roir_dcgan.png``, the mouth edits
-``roir_dcgan_mouth.png`` and each method's worst mouth edits ``roir_dcgan_mouth_worst.png``. The
-training and evaluation run directories are under ``outputs/roir_dcgan/``.
+Trains the default (``python train.py``: DCGAN faces, ``main.8``, R_S = 48, R_C = 32, the statistics solver,
+240 steps), then runs ``python evaluate.py task=roir`` on it (eyes, nose and mouth; directions chosen and
+scaled on calibration faces, ROIR measured on the faces of a disjoint test set) with a fresh landmark cache
+(so dlib's time is counted), and writes ``experiments/results/roir_dcgan.{md,csv}``, a bar chart
+``roir_dcgan.png``, the mouth edits ``roir_dcgan_mouth.png`` and each method's worst mouth edits
+``roir_dcgan_mouth_worst.png``; a ``## Reading`` section already in the ``.md`` is kept. The training and
+evaluation run directories are under ``outputs/roir_dcgan/``.
 
     python experiments/roir_dcgan.py                    # 10,000 test samples
     python experiments/roir_dcgan.py --test-samples 1000 --run outputs/roir_dcgan/train   # reuse a trained run
-    python experiments/roir_dcgan.py --name roir_dcgan_parts16 --train rank.parts=16 --eval "eval.methods=[panda]"
+    python experiments/roir_dcgan.py --name roir_dcgan_parts8 --train rank.parts=8 --eval "eval.methods=[panda]"
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,10 +45,13 @@ PAPER = """| method | eyes | nose | open mouth | smile |
 """
 
 
-def script(name: str, *overrides: str) -> float:
-    """Run ``python <name> overrides...`` from the project root; its wall time in seconds."""
+READING = "\n## Reading\n"  # the hand-written part of the results file, kept when the tables are rewritten
+
+
+def script(name: str, *overrides: str, env: dict[str, str] | None = None) -> float:
+    """Run ``python <name> overrides...`` from the project root (with ``env`` added); its wall time in seconds."""
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     subprocess.run([sys.executable, str(ROOT / name), *overrides], check=True, cwd=ROOT, env=env)
     return time.perf_counter() - start
 
@@ -93,7 +98,8 @@ def main() -> None:
     overrides = [f"run={run}", f"hydra.run.dir={evaluation}", *args.eval]
     if args.test_samples is not None:
         overrides.append(f"eval.test_samples={args.test_samples}")
-    eval_seconds = script("evaluate.py", "task=roir", *overrides)
+    with tempfile.TemporaryDirectory() as cache:  # no landmarks cached by earlier evaluations
+        eval_seconds = script("evaluate.py", "task=roir", *overrides, env={"PANDA_CACHE": cache})
 
     rows = list(csv.DictReader((evaluation / "roir.csv").open()))
     test_samples = json.loads((evaluation / "evaluate.json").read_text())["test_samples"]
@@ -108,12 +114,16 @@ def main() -> None:
         for row in rows
     )
     timing = f"training {train_seconds:.0f} s, " if train_seconds is not None else ""
+    trained = json.loads((run / "metrics.json").read_text())
+    appearances = trained["appearances"] or "C"
+    setting = f"layer `{trained['layer']}`, R_S = {trained['parts']}, R_C = {appearances}, {trained['solver']}"
     command = " ".join(["python experiments/roir_dcgan.py", *sys.argv[1:]])
     report = f"""# ROIR on the DCGAN faces
 
-Produced by `{command}` ({timing}evaluation {eval_seconds:.0f} s on {os.cpu_count()} CPU cores,
-{platform.processor() or platform.machine()}). PandA: `python train.py {" ".join(args.train)}` (the default: layer
-`main.8`, R_S = 8, R_C = 16, 600 steps; overrides as shown). Regions from dlib's 68 landmarks, dilated by 1 px.
+Produced by `{command}` ({timing}evaluation {eval_seconds:.0f} s with dlib's landmarks computed afresh, on
+{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f} at
+the end). PandA: `python train.py {" ".join(args.train)}` ({setting}, {trained["steps"]} steps).
+Regions from dlib's 68 landmarks, dilated by 1 px.
 Each method's direction and scale per region were chosen on calibration faces so that every edit changes the
 region by the same RMS amount (0.1 per pixel and channel, images in [-1, 1]); ROIR = ||change outside|| /
 ||change inside|| on the faces found among {test_samples} test samples (a disjoint stream). Lower is better.
@@ -138,7 +148,9 @@ over the regions for the region-conditioned ones). Choosing among directions is 
 
 ![each method's test faces with the highest mouth ROIR]({name}_mouth_worst.png)
 """
-    atomic_write(args.out / f"{name}.md", report.encode())
+    path = args.out / f"{name}.md"
+    previous = path.read_text().partition(READING)[2] if path.is_file() else ""
+    atomic_write(path, (report + (f"{READING}{previous}" if previous else "")).encode())
     print(report)
 
 

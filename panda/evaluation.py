@@ -195,9 +195,11 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     )
     choices = {}
     for method, by_region in editors.items():
-        for region in by_region:
-            choices[method, region] = protocol.choose(by_region[region], calibration, region, choosing)
-            log.info("%s / %s: %s x %.3g", method, region, choices[method, region].label, choices[method, region].scale)
+        for editor in protocol.unique(by_region):  # an editor shared by regions chooses for all of them at once
+            shared = [region for region, e in by_region.items() if e is editor]
+            for region, choice in protocol.choose(editor, calibration, shared, choosing).items():
+                choices[method, region] = choice
+                log.info("%s / %s: %s x %.3g", method, region, choice.label, choice.scale)
     if fabric is not None:  # every process measures rank 0's choices
         choices = fabric.broadcast(choices)
     results, skipped, examples = protocol.measure(

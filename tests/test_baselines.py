@@ -85,7 +85,7 @@ def test_ganspace_regresses_principal_components_of_activations_back_to_z(dcgan)
 def test_lowrankgan_directions_change_the_region_most_within_the_background_null_space(dcgan, calibration):
     latents, masks = calibration[0][:3], calibration[1][:3]
     method = configured(LowRankGAN, dcgan, background_rank=10).fit(latents, masks)
-    region, background = (m.float() for m in region_statistics(dcgan, latents, masks, **jacobian(LowRankGAN)))
+    region, background = (m.float() for m in region_statistics(dcgan, latents, [masks], **jacobian(LowRankGAN))[0])
     leading = torch.linalg.eigh(background)[1][:, -10:]
     v = method.directions
     assert v.shape == (90, 100)  # D - background_rank orthonormal directions
@@ -104,8 +104,8 @@ def test_jacobian_statistics_do_not_depend_on_the_chunk_size():
     latents = gen.sample_latents(2, torch.Generator().manual_seed(0))
     masks = torch.zeros(2, 1, 32, 32)
     masks[..., 8:20, 8:20] = 1
-    one = region_statistics(gen, latents, masks, resolution=16, chunk=1)
-    all_at_once = region_statistics(gen, latents, masks, resolution=16, chunk=16)
+    one = region_statistics(gen, latents, [masks], resolution=16, chunk=1)[0]
+    all_at_once = region_statistics(gen, latents, [masks], resolution=16, chunk=16)[0]
     for a, b in zip(one, all_at_once, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))  # float32 round-off
     for cls in (LowRankGAN, ReSeFa):  # the Jacobian methods edit w of a style-based generator
@@ -117,7 +117,7 @@ def test_jacobian_statistics_do_not_depend_on_the_chunk_size():
 def test_resefa_directions_maximise_the_region_to_background_ratio(dcgan, calibration):
     latents, masks = calibration[0][:3], calibration[1][:3]
     method = configured(ReSeFa, dcgan, eps=0.01).fit(latents, masks)
-    region, background = (m.float() for m in region_statistics(dcgan, latents, masks, **jacobian(ReSeFa)))
+    region, background = (m.float() for m in region_statistics(dcgan, latents, [masks], **jacobian(ReSeFa))[0])
     background = background + 0.01 * background.trace() / 100 * torch.eye(100)
 
     def ratio(v: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,10 @@ from panda.roir.masks import LandmarkDetector
 from panda.roir.protocol import Faces, PandAEditor, Settings, Worst, choose, face_batches, inside_change, table
 from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script
 
-CONF = OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")
+CONF = OmegaConf.merge(  # conf/eval/roir.yaml reads dlib's settings from conf/naming/default.yaml
+    {"naming": OmegaConf.load(ROOT / "conf" / "naming" / "default.yaml")},
+    {"eval": OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")},
+).eval
 
 
 def settings(**options: Any) -> Settings:
@@ -73,7 +76,7 @@ def test_choose_picks_the_local_direction_and_scales_it_to_the_target_change():
     images = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     faces = Faces(images, images, [None] * 6)
     faces.masks = lambda region, dilation: mask.expand(6, 1, 16, 16)  # a known region instead of landmarks
-    choice = choose(PatternEditor(box), faces, "eyes", settings(inside_change=0.2, screen=3, chunk=7))
+    choice = choose(PatternEditor(box), faces, ["eyes"], settings(inside_change=0.2, screen=3, chunk=7))["eyes"]
     assert choice.index == 0 and choice.calibration_roir == pytest.approx(0.0, abs=1e-6)
     assert abs(choice.scale) == pytest.approx(20.0, rel=1e-4)  # 0.01 * |scale| = 0.2 inside
 
@@ -319,3 +322,23 @@ def test_panda_named_is_skipped_for_a_run_whose_parts_are_not_named(run, caplog)
     editor = protocol.PandAEditor(named, 5.0, [0, 2], protocol.NAMED)
     assert editor.count == 2 * run.appearances and editor.label(run.appearances + 1) == "part 2 (eyes), appearance 1"
     assert protocol.direction_seconds({"eyes": editor, "mouth": protocol.PandAEditor(named, 5.0, [1])}) == 5.0
+
+
+def test_an_edit_panda_and_panda_named_share_is_made_once_and_measured_for_both(run, monkeypatch):
+    everything, first_part = protocol.PandAEditor(run), protocol.PandAEditor(run, parts=[0], name=protocol.NAMED)
+    assert everything.edit(5) == first_part.edit(5) == (id(run), (0, 5))
+    assert everything.edit(run.appearances) != first_part.edit(5)
+    original, made = protocol.PandAEditor.images, []
+
+    def counting(self, *args):
+        made.append(self.name)
+        return original(self, *args)
+
+    monkeypatch.setattr(protocol.PandAEditor, "images", counting)
+    choices = {(name, "mouth"): protocol.Choice(name, "mouth", 5, "", 2.0, 1.0) for name in ("panda", protocol.NAMED)}
+    editors = {"panda": {"mouth": everything}, protocol.NAMED: {"mouth": first_part}}
+    detector = LandmarkDetector(CONF.upscale, min_face=CONF.min_face)
+    results, _, _ = protocol.measure(run.generator, detector, editors, choices, 0, Stream.TEST, 8, 8, 1, 5.0, 0)
+    assert made == ["panda"]  # one batch, one edit
+    panda, named = (results[key].row(0) for key in choices)
+    assert panda["images"] > 0 and panda.pop("method") != named.pop("method") and panda == named

@@ -60,7 +60,7 @@ class ROIRMonitor(pl.Callback):
             return
         self.measured_step = trainer.global_step
         editor = PandAEditor(trained_run(trainer, pl_module))
-        choices = {region: choose(editor, self.faces, region, self.settings) for region in self.regions}
+        choices = choose(editor, self.faces, self.regions, self.settings)
         metrics = {f"roir/{region}": choice.calibration_roir for region, choice in choices.items()}
         for region, choice in choices.items():
             log.info("step %d: ROIR %s %.3f (%s)", trainer.global_step, region, choice.calibration_roir, choice.label)
@@ -132,7 +132,7 @@ class FinalROIR(AfterFit):
         detector = LandmarkDetector(self.upscale, min_face=self.min_face)
         faces = face_set(data.generator, detector, data.seed, Stream.CALIBRATION, self.calibration, self.batch_size)
         editor = PandAEditor(trained_run(trainer, model))
-        choices = {(editor.name, region): choose(editor, faces, region, self.settings) for region in self.regions}
+        choices = {(editor.name, r): c for r, c in choose(editor, faces, self.regions, self.settings).items()}
         log.info("ROIR: measuring each region's edit on the faces among %d test samples", self.test_samples)
         results, skipped, _ = measure(
             data.generator,

@@ -3,10 +3,10 @@
 For each region (eyes, nose, mouth) and each method (PandA and the baselines of :mod:`panda.roir.baselines`):
 
 1. **Calibration** on faces of the ``Stream.CALIBRATION`` stream: every candidate direction (PandA: each
-   part x appearance; a baseline: its ranked directions; both signs) is scaled so that the mean RMS
-   change inside the ROI (:func:`inside_change`) equals ``inside_change``. Each candidate is first
-   screened on ``screen`` faces; the ``finalists`` with the lowest ROIR are re-scaled on the whole
-   calibration set, and the lowest calibration ROIR wins.
+   part x appearance; a baseline: its ranked directions; both signs) is screened on ``screen`` faces by
+   its ROIR at unit scale (one set of edits serves every region); the ``finalists`` with the lowest are
+   scaled on the whole calibration set so that the mean RMS change inside the ROI (:func:`inside_change`)
+   equals ``inside_change``, and the lowest calibration ROIR at that change wins.
 2. **Test** on faces of the disjoint ``Stream.TEST`` stream: ROIR of the chosen edit at its calibrated
    scale, as mean +- std, median and quartiles, the faces above a threshold and the worst faces,
    with the number of images measured and skipped (no face found).
@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,9 @@ class PandAEditor(Editor):
         part = self.parts[k // self.run.appearances]
         named = f" ({self.run.labels[part]})" if self.run.labels else ""
         return f"part {part}{named}, appearance {k % self.run.appearances}"
+
+    def edit(self, k: int) -> tuple[Hashable, Hashable]:
+        return id(self.run), (self.parts[k // self.run.appearances], k % self.run.appearances)
 
     def prepare(self, latents: Tensor) -> tuple[Tensor, ResumeState]:
         return self.run.features_and_state(latents)
@@ -197,47 +201,63 @@ def _edit_each(
         yield from edited.split(faces)
 
 
-def _rescale(
+def _measure(
     editor: Editor,
     prepared: Any,
     originals: Tensor,
-    masks: Tensor,
-    candidates: list[tuple[int, float]],
-    settings: Settings,
-    steps: int,
-) -> list[tuple[int, float, float]]:
-    """``(direction, scale, ROIR)`` of each candidate after ``steps`` rescalings by ``target / change``
-    (changes are close to linear in the scale); directions that leave the region unchanged are dropped."""
-    n = len(originals)
-    for _ in range(steps):
-        images = _edit_each(editor, prepared, n, [k for k, _ in candidates], [s for _, s in candidates], settings.chunk)
-        changes = [float(inside_change(originals, edited, masks).mean()) for edited in images]
-        candidates = [
-            (k, s * settings.inside_change / c) for (k, s), c in zip(candidates, changes, strict=True) if c > 0
-        ]
-    images = _edit_each(editor, prepared, n, [k for k, _ in candidates], [s for _, s in candidates], settings.chunk)
-    ratios = [float(roir(originals, edited, masks).nanmean()) for edited in images]
-    return [(k, s, r) for (k, s), r in zip(candidates, ratios, strict=True) if np.isfinite(r)]
+    masks: Mapping[str, Tensor],
+    candidates: Sequence[tuple[int, float]],
+    chunk: int,
+) -> dict[str, list[tuple[float, float]]]:
+    """The mean inside change and the mean ROIR of each candidate ``(direction, scale)`` in each region of
+    ``masks``, from one set of edited images."""
+    measured: dict[str, list[tuple[float, float]]] = {region: [] for region in masks}
+    ks, ss = [k for k, _ in candidates], [s for _, s in candidates]
+    for edited in _edit_each(editor, prepared, len(originals), ks, ss, chunk):
+        for region, mask in masks.items():
+            change = float(inside_change(originals, edited, mask).mean())
+            measured[region].append((change, float(roir(originals, edited, mask).nanmean())))
+    return measured
 
 
-def choose(editor: Editor, faces: Faces, region: str, settings: Settings) -> Choice:
-    """The candidate of ``editor`` with the lowest ROIR on ``faces`` at the target inside change."""
-    masks = faces.masks(region, settings.dilation)
+def choose(editor: Editor, faces: Faces, regions: Sequence[str], settings: Settings) -> dict[str, Choice]:
+    """For each region, the candidate of ``editor`` with the lowest ROIR on ``faces`` at the target inside change.
+
+    Screening edits the first ``settings.screen`` faces once with every candidate at unit scale, for all the
+    regions; each region's ``finalists`` with the lowest ROIR there are rescaled to the target change on all
+    ``faces`` (``iterations`` times) and compared at it.
+    """
     count = min(editor.count, settings.candidates) if editor.ranked else editor.count
     candidates = [(k, sign) for k in range(count) for sign in (1.0, -1.0)]
     screen = slice(0, settings.screen)
+    masks = {region: faces.masks(region, settings.dilation) for region in regions}
     prepared = editor.prepare(faces.latents[screen])
-    screened = _rescale(editor, prepared, faces.originals[screen], masks[screen], candidates, settings, 1)
-    if not screened:
-        raise ConfigError(f"no direction of '{editor.name}' changes the {region} region")
-    finalists = [(k, s) for k, s, _ in sorted(screened, key=lambda item: item[2])[: settings.finalists]]
-    final = _rescale(
-        editor, editor.prepare(faces.latents), faces.originals, masks, finalists, settings, settings.iterations
+    unit = _measure(
+        editor, prepared, faces.originals[screen], {r: m[screen] for r, m in masks.items()}, candidates, settings.chunk
     )
-    if not final:
-        raise ConfigError(f"no direction of '{editor.name}' changes the {region} region on the calibration set")
-    k, scale, ratio = min(final, key=lambda item: item[2])
-    return Choice(editor.name, region, k, editor.label(k), scale, ratio)
+    everyone = editor.prepare(faces.latents)
+    choices = {}
+    for region, mask in masks.items():
+        screened = [
+            (ratio, k, s * settings.inside_change / change)
+            for (k, s), (change, ratio) in zip(candidates, unit[region], strict=True)
+            if change > 0 and np.isfinite(ratio)
+        ]
+        if not screened:
+            raise ConfigError(f"no direction of '{editor.name}' changes the {region} region")
+        final = [(k, s) for _, k, s in sorted(screened, key=lambda item: item[0])[: settings.finalists]]
+        for _ in range(settings.iterations):  # changes are close to linear in the scale
+            changes = _measure(editor, everyone, faces.originals, {region: mask}, final, settings.chunk)[region]
+            final = [
+                (k, s * settings.inside_change / c) for (k, s), (c, _) in zip(final, changes, strict=True) if c > 0
+            ]
+        measured = _measure(editor, everyone, faces.originals, {region: mask}, final, settings.chunk)[region]
+        ratios = [(r, k, s) for (k, s), (_, r) in zip(final, measured, strict=True) if np.isfinite(r)]
+        if not ratios:
+            raise ConfigError(f"no direction of '{editor.name}' changes the {region} region on the calibration set")
+        ratio, k, scale = min(ratios, key=lambda item: item[0])
+        choices[region] = Choice(editor.name, region, k, editor.label(k), scale, ratio)
+    return choices
 
 
 @dataclass
@@ -328,6 +348,7 @@ def measure(
     """
     results = {key: Result(c, editors[key[0]][key[1]].seconds, ROIR(above), Worst(keep)) for key, c in choices.items()}
     skipped, kept = 0, {"originals": [], "masks": {}, "edits": {}}
+    edits = {key: (*editors[key[0]][key[1]].edit(c.index), c.scale) for key, c in choices.items()}
     batches = face_batches(
         gen, detector, seed, stream, samples, batch_size, progress=True, cache=cache, rank=rank, world=world
     )
@@ -338,24 +359,26 @@ def measure(
         take = max(0, keep - sum(len(x) for x in kept["originals"]))
         kept["originals"].append(faces.originals[:take])
         masks = {region: faces.masks(region, dilation) for region in {region for _, region in choices}}
-        for method in {method for method, _ in choices}:
-            prepared: dict[int, Any] = {}
-            for region in masks:
-                if (method, region) not in choices:
-                    continue
-                editor, choice = editors[method][region], choices[method, region]
-                if id(editor) not in prepared:
-                    prepared[id(editor)] = editor.prepare(faces.latents)
-                edited = editor.images(
-                    prepared[id(editor)],
+        prepared: dict[Hashable, Any] = {}
+        made: dict[tuple[Hashable, Hashable, float], Tensor] = {}  # an edit two methods share is made once
+        uses = Counter(edits.values())
+        for (method, region), edit in edits.items():
+            editor, choice = editors[method][region], choices[method, region]
+            if edit[0] not in prepared:
+                prepared[edit[0]] = editor.prepare(faces.latents)
+            if edit not in made:
+                made[edit] = editor.images(
+                    prepared[edit[0]],
                     torch.full((len(faces.latents),), choice.index),
                     torch.full((len(faces.latents),), choice.scale),
                 )
-                result, mask = results[method, region], masks[region]
-                result.metric.update(faces.originals, edited, mask)
-                result.worst.update(roir(faces.originals, edited, mask), faces.originals, mask, edited)
-                result.change.update(inside_change(faces.originals, edited, mask).double())
-                kept["edits"].setdefault((method, region), []).append(edited[:take])
+            uses[edit] -= 1
+            edited = made[edit] if uses[edit] else made.pop(edit)
+            result, mask = results[method, region], masks[region]
+            result.metric.update(faces.originals, edited, mask)
+            result.worst.update(roir(faces.originals, edited, mask), faces.originals, mask, edited)
+            result.change.update(inside_change(faces.originals, edited, mask).double())
+            kept["edits"].setdefault((method, region), []).append(edited[:take])
         for region, mask in masks.items():
             kept["masks"].setdefault(region, []).append(mask[:take])
     if not kept["originals"]:
@@ -431,7 +454,8 @@ def build_editors(
                 raise ConfigError(f"bad options {kwargs} for '{method}': {error}") from None
 
         if cls.region_conditioned:
-            editors[method] = {r: make().fit(calibration.latents, calibration.masks(r, dilation)) for r in regions}
+            masks = {r: calibration.masks(r, dilation) for r in regions}
+            editors[method] = make().fit_regions(calibration.latents, masks)
         else:
             editors[method] = dict.fromkeys(regions, make().fit(calibration.latents))
         log.info("%s: directions found in %.1f s", method, sum(e.seconds for e in unique(editors[method])))

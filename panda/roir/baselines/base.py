@@ -8,8 +8,10 @@ are found by :meth:`Baseline.fit`, which records how long that took.
 
 from __future__ import annotations
 
+import copy
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -35,6 +37,11 @@ class Editor(ABC):
     def label(self, k: int) -> str:
         """A readable name of direction ``k``."""
         return f"direction {k}"
+
+    def edit(self, k: int) -> tuple[Hashable, Hashable]:
+        """What direction ``k`` is: editors that give equal values prepare batches alike, and their
+        directions of equal values make equal images at equal scales (so an evaluation makes them once)."""
+        return id(self), k
 
     def prepare(self, latents: Tensor) -> Any:
         """What :meth:`images` needs of a batch (a tensor, a resume state or a tuple of them, the batch
@@ -86,11 +93,20 @@ class Baseline(Editor):
         """Find the directions and record the seconds it took in :attr:`seconds`."""
         if self.region_conditioned and masks is None:
             raise ConfigError(f"{self.name} is region-conditioned: it needs ROI masks of its calibration samples")
+        device = self.gen.device
+        return self._found(lambda: self.find(latents.to(device), None if masks is None else masks.to(device)))
+
+    def fit_regions(self, latents: Tensor, masks: Mapping[str, Tensor]) -> dict[str, Baseline]:
+        """A copy of this (region-conditioned) baseline fitted to each region's calibration ``masks``."""
+        return {region: copy.copy(self).fit(latents, mask) for region, mask in masks.items()}
+
+    def _found(self, find: Callable[[], Tensor], seconds: float = 0.0) -> Baseline:
+        """This baseline with ``find()``'s directions; :attr:`seconds`: its time plus ``seconds``."""
         start = time.perf_counter()
-        self.directions = self.find(latents.to(self.gen.device), None if masks is None else masks.to(self.gen.device))
+        self.directions = find()
         if self.directions.is_cuda:
             torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - start
+        self.seconds = seconds + time.perf_counter() - start
         return self
 
     def prepare(self, latents: Tensor) -> Tensor:

@@ -13,6 +13,11 @@ For calibration sample ``i`` with Jacobian ``J_i = d x_i / d code`` ``[3*H*W, D]
 
 from __future__ import annotations
 
+import copy
+import time
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+
 import scipy.linalg
 import torch
 import torch.nn.functional as F
@@ -25,19 +30,20 @@ from panda.roir.baselines.base import Baseline, unit_rows
 
 
 def region_statistics(
-    gen: FeatureGenerator, latents: Tensor, masks: Tensor, resolution: int, chunk: int
-) -> tuple[Tensor, Tensor]:
-    """``M_f``, ``M_b`` ``[D, D]`` (float64) over ``latents`` ``[N, ...]`` and their masks ``[N, 1, H, W]``.
+    gen: FeatureGenerator, latents: Tensor, masks: Sequence[Tensor], resolution: int, chunk: int
+) -> list[tuple[Tensor, Tensor]]:
+    """``(M_f, M_b)`` ``[D, D]`` (float64) over ``latents`` ``[N, ...]`` for each set of their masks
+    ``[N, 1, H, W]`` in ``masks`` (one Jacobian per latent serves every region).
 
     Images and masks are area-downsampled to at most ``resolution`` px before the Jacobian, whose
     ``D`` columns are computed ``chunk`` at a time (forward-mode products; memory grows with ``chunk``).
     """
     if len(latents) == 0:
         raise ConfigError("region-conditioned baselines need at least one calibration sample with a face")
-    region = background = None
-    for latent, mask in zip(latents, masks, strict=True):
+    sums: list[list[Tensor | float]] = [[0.0, 0.0] for _ in masks]  # M_f and M_b summed, per region
+    for i, latent in enumerate(latents):
         code = gen.codes(latent[None]).detach()
-        size = min(resolution, mask.shape[-1])
+        size = min(resolution, masks[0].shape[-1])
 
         def image(v: Tensor, code: Tensor = code, size: int = size) -> Tensor:
             x = gen.synthesize(code + v)
@@ -47,14 +53,45 @@ def region_statistics(
         basis = torch.eye(len(zero), device=code.device)
         columns = vmap(lambda t, zero=zero, image=image: jvp(image, (zero,), (t,))[1], chunk_size=chunk)(basis)
         jacobian = columns.T.double()  # [3*h*w, D]
-        weight = F.adaptive_avg_pool2d(mask[None].to(jacobian), size)[0].expand(3, size, size).flatten()[:, None]
-        inside, outside = jacobian.T @ (weight * jacobian), jacobian.T @ ((1 - weight) * jacobian)
-        region = inside if region is None else region + inside
-        background = outside if background is None else background + outside
-    return region / len(latents), background / len(latents)
+        for total, region_masks in zip(sums, masks, strict=True):
+            weight = F.adaptive_avg_pool2d(region_masks[i][None].to(jacobian), size)[0].expand(3, size, size)
+            weight = weight.flatten()[:, None]
+            total[0] = total[0] + jacobian.T @ (weight * jacobian)
+            total[1] = total[1] + jacobian.T @ ((1 - weight) * jacobian)
+    return [(inside / len(latents), outside / len(latents)) for inside, outside in sums]
 
 
-class LowRankGAN(Baseline):
+class JacobianBaseline(Baseline):
+    """A region-conditioned baseline solved from :func:`region_statistics` (resolution, chunk: of the Jacobian);
+    fitted to several regions, it computes each calibration sample's Jacobian once."""
+
+    region_conditioned = True
+
+    def __init__(self, gen: FeatureGenerator, resolution: int, chunk: int) -> None:
+        super().__init__(gen)
+        self.resolution, self.chunk = resolution, chunk
+
+    @abstractmethod
+    def solve(self, region: Tensor, background: Tensor) -> Tensor:
+        """Ranked unit directions ``[K, D]`` from ``M_f`` and ``M_b``."""
+
+    def find(self, latents: Tensor, masks: Tensor | None) -> Tensor:
+        return self.solve(*region_statistics(self.gen, latents, [masks], self.resolution, self.chunk)[0])
+
+    def fit_regions(self, latents: Tensor, masks: Mapping[str, Tensor]) -> dict[str, Baseline]:
+        device = self.gen.device
+        start = time.perf_counter()
+        statistics = region_statistics(
+            self.gen, latents.to(device), [m.to(device) for m in masks.values()], self.resolution, self.chunk
+        )
+        shared = (time.perf_counter() - start) / len(masks)  # the Jacobians' time, split among the regions
+        return {
+            region: copy.copy(self)._found(lambda pair=pair: self.solve(*pair), shared)
+            for region, pair in zip(masks, statistics, strict=True)
+        }
+
+
+class LowRankGAN(JacobianBaseline):
     """Args: gen; background_rank: leading directions of ``M_b`` the edits must not move along;
     resolution, chunk: of the Jacobian (:func:`region_statistics`).
 
@@ -64,16 +101,14 @@ class LowRankGAN(Baseline):
     """
 
     name = "lowrankgan"
-    region_conditioned = True
 
     def __init__(self, gen: FeatureGenerator, background_rank: int, resolution: int, chunk: int) -> None:
-        super().__init__(gen)
+        super().__init__(gen, resolution, chunk)
         if background_rank < 0:
             raise ConfigError(f"lowrankgan background_rank must be >= 0, got {background_rank}")
-        self.background_rank, self.resolution, self.chunk = background_rank, resolution, chunk
+        self.background_rank = background_rank
 
-    def find(self, latents: Tensor, masks: Tensor | None) -> Tensor:
-        region, background = region_statistics(self.gen, latents, masks, self.resolution, self.chunk)
+    def solve(self, region: Tensor, background: Tensor) -> Tensor:
         dim = len(region)
         if self.background_rank >= dim:
             raise ConfigError(f"lowrankgan background_rank must be below the code dimension {dim}")
@@ -84,19 +119,17 @@ class LowRankGAN(Baseline):
         return unit_rows(vectors.flip(1)[:, :keep].T).float()
 
 
-class ReSeFa(Baseline):
+class ReSeFa(JacobianBaseline):
     """Args: gen; eps: regularisation of ``M_b`` relative to its mean eigenvalue; resolution, chunk:
     of the Jacobian (:func:`region_statistics`)."""
 
     name = "resefa"
-    region_conditioned = True
 
     def __init__(self, gen: FeatureGenerator, eps: float, resolution: int, chunk: int) -> None:
-        super().__init__(gen)
-        self.eps, self.resolution, self.chunk = eps, resolution, chunk
+        super().__init__(gen, resolution, chunk)
+        self.eps = eps
 
-    def find(self, latents: Tensor, masks: Tensor | None) -> Tensor:
-        region, background = region_statistics(self.gen, latents, masks, self.resolution, self.chunk)
+    def solve(self, region: Tensor, background: Tensor) -> Tensor:
         dim = len(region)
         identity = torch.eye(dim, dtype=background.dtype, device=background.device)
         regularised = background + self.eps * background.trace() / dim * identity
