@@ -39,8 +39,8 @@ FAST = ["experiment=fast", f"gen.layer={LAYER}", f"rank.parts={PARTS}", "rank.ap
 COMMANDS = {  # label -> train.py overrides; the first two are at the reference's setting (R_C = C)
     "experiment=fast (stats, stops when converged)": FAST,
     "experiment=fast without the stop (callbacks=default: 120 steps)": [*FAST, "callbacks=default"],
-    "python train.py (the default: pgd, R_C = 16, 600 steps)": [],
-    "python train.py callbacks=early_stop (R_C = 16)": ["callbacks=early_stop"],
+    "python train.py (the default: stats, R_S = 48, R_C = 32, 240 steps)": [],
+    "python train.py callbacks=early_stop (R_S = 48, R_C = 32)": ["callbacks=early_stop"],
 }
 AT_REFERENCE = 2  # the first rows are comparable with the reference (same ranks)
 CURVE_EVERY = 25
@@ -107,7 +107,7 @@ def main() -> None:
                 + (
                     f"| {ref_time / statistics.median(fits):.1f}x | {ref_time / statistics.median(walls):.1f}x |"
                     if comparable
-                    else "| (R_C = 16) | (R_C = 16) |"
+                    else "| (other ranks) | (other ranks) |"
                 )
             )
             print(rows[-1], flush=True)
@@ -120,7 +120,8 @@ def main() -> None:
     lines = [
         "# What a user waits for: whole commands on the CPU",
         "",
-        f"DCGAN faces, layer {LAYER}, R_S = {PARTS}; {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads; "
+        f"DCGAN faces, layer {LAYER} (R_S = {PARTS}, R_C = C in the reference's rows); {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads; "
         f"load average {started_load} at the start and {load()} at the end. Each command ran {args.repeats} times "
         "(medians, with the range); held-out error of the factors each run wrote, on the same 1,024 samples for "
         "every row. Produced by `python experiments/benchmark_commands.py`.",

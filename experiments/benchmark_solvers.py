@@ -246,6 +246,7 @@ def peak_memory_mb(steps: int, solver: str) -> float:
         str(ROOT / "train.py"),
         f"trainer.max_steps={steps}",
         f"model/solver={solver}",
+        f"rank.parts={PARTS}",
         "rank.appearances=null",
         "logger=none",
         "callbacks=none",

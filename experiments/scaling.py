@@ -2,7 +2,7 @@
 
 Each run is ``train.py`` as a user runs it (``trainer=cpu`` for one process, ``trainer=ddp
 trainer.accelerator=cpu trainer.devices=2`` for two), DCGAN faces at ``main.8`` (128x16x16), the
-default ranks (R_S = 8, R_C = 16), the same global batch (one process of batch 2B, two of B: the
+ranks R_S = 8, R_C = 16, the same global batch (one process of batch 2B, two of B: the
 same samples, see ``panda.data``), a held-out set of ``--val`` samples checked every ``--every``
 steps. Recorded: samples/s of ``fit`` (its wall clock: initialisation and validations included),
 the final held-out error, the seconds to reach a target held-out error (the one-process run's
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from panda.io import atomic_write  # noqa: E402
 
 FLOAT32, FLOAT64 = 4, 8
-C, S, R_S, R_C = 128, 256, 8, 16  # DCGAN main.8 at the default ranks
+C, S, R_S, R_C = 128, 256, 8, 16  # DCGAN main.8 at the ranks measured (the earlier default)
 BIG_C, BIG_S = 512, 256  # StyleGAN2 1024 at 16x16
 SOLVERS = {
     "stats": ["model/solver=stats"],
@@ -60,6 +60,8 @@ def run(solver: str, processes: int, args: argparse.Namespace, out: Path) -> dic
         str(ROOT / "train.py"),
         *SOLVERS[solver],
         *trainer,
+        f"rank.parts={R_S}",
+        f"rank.appearances={R_C}",
         f"trainer.max_steps={args.steps[solver]}",
         f"trainer.val_check_interval={args.every}",
         "trainer.enable_progress_bar=false",

@@ -45,8 +45,11 @@ TWO_STEPS = [
     "logger=none",
     "callbacks={}",
 ]
-# In-process runs that resume: a few steps with the default checkpoints, no pictures, no logger.
+# In-process runs that resume: a few Adam steps at the earlier default ranks (8 parts) with the default
+# checkpoints, no pictures, no logger.
 STEPS = [
+    "model/solver=pgd",
+    "rank.parts=8",
     "trainer=cpu",
     "trainer.max_steps=2",
     "trainer.val_check_interval=1",

@@ -23,7 +23,7 @@ def fit(
     dcgan, steps: int, tmp_path: Path, *overrides: str, ckpt_path: str | None = None, callbacks=(), precision="fp32"
 ) -> PandA:
     data = stream(dcgan, precision)
-    model = panda_model(dcgan.check_layer(LAYER), 4, 8, *overrides)
+    model = panda_model(dcgan.check_layer(LAYER), 4, 8, "model/solver=pgd", *overrides)
     fit_in_process(data, model, steps, tmp_path, ckpt_path=ckpt_path, callbacks=tuple(callbacks))
     return model
 
@@ -70,7 +70,7 @@ def test_hosvd_initialisation_uses_the_init_stream(dcgan, tmp_path):
 
 def test_training_lowers_the_validation_error(dcgan, tmp_path):
     data = stream(dcgan)  # the one fit() trains on
-    untrained = panda_model(dcgan.check_layer(LAYER), 4, 8)
+    untrained = panda_model(dcgan.check_layer(LAYER), 4, 8, "model/solver=pgd")
     untrained.initialize(data.init_dataloader())  # where fit() starts from
     trained = fit(dcgan, 60, tmp_path, "model.solver.lr=0.01")
     start, end = (sum(m.errors(b)[0].item() for b in data.val_dataloader()) for m in (untrained, trained))

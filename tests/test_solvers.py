@@ -114,7 +114,7 @@ def test_first_pass_auto_starts_with_the_appearances_only_when_they_span_every_c
 @pytest.mark.parametrize("appearances", [None, 16])
 def test_solvers_reach_the_same_objective(dcgan, tmp_path, appearances):
     stats, _ = fit(dcgan, 48, tmp_path / "stats", appearances, *STATS)
-    pgd, _ = fit(dcgan, 400, tmp_path / "pgd", appearances, "model.solver.lr=0.01")
+    pgd, _ = fit(dcgan, 400, tmp_path / "pgd", appearances, "model/solver=pgd", "model.solver.lr=0.01")
     assert 0 < stats < 1 and 0 < pgd < 1
     assert abs(stats - pgd) < 0.02 * pgd, (stats, pgd)
 
