@@ -94,7 +94,7 @@ def _atlas(run: Run, features: torch.Tensor, state: ResumeState, alpha: float, o
 
 
 def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
-    """Paint the background appearance over a part; the background is detected unless given."""
+    """Paint the background appearance over a part; found around the part unless given."""
     settings = cfg.eval
     part = run.check_index(settings.part, "part")
     alpha = finite_number("eval.alpha", settings.alpha)
@@ -102,8 +102,8 @@ def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     if settings.background is None:
         maps = localization.dataset_maps(run, cfg.seed, *_statistics(settings))
         masks = localization.binarize(maps, localization.thresholds(maps))
-        background, coverage = localization.background_appearance(masks), localization.border_coverage(masks)
-        log.info("background appearance %d (border coverage %.3f)", background, float(coverage[background]))
+        background, coverage = localization.background_appearance(run, masks, part)
+        log.info("background appearance %d (covers %.3f of the part's surroundings)", background, coverage[background])
     else:
         background = run.check_index(settings.background, "appearance")
     samples, features, state = _sample_features(cfg, run)
@@ -113,7 +113,7 @@ def remove(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
         "part": part,
         "background": background,
         "alpha": alpha,
-        "border_coverage": None if coverage is None else [round(float(c), 4) for c in coverage],
+        "surroundings_coverage": None if coverage is None else [round(float(c), 4) for c in coverage],
         "samples": samples,
         "files": {"before_after": path},
     }

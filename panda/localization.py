@@ -48,13 +48,24 @@ def concept_masks(maps: Tensor, threshold: Tensor, size: int) -> Tensor:
     return binarize(upsampled, threshold)
 
 
-def border_coverage(masks: Tensor) -> Tensor:
-    """Fraction of border positions each appearance covers, averaged over samples: ``[B, R_C, H, W] -> [R_C]``."""
-    border = torch.ones(masks.shape[-2:], dtype=torch.bool)
-    border[1:-1, 1:-1] = False
-    return masks[..., border].float().mean(dim=(0, 2))
+def surroundings(run: Run, part: int, width: int = 2) -> Tensor:
+    """Where part ``part`` is not but its neighbourhood is: ``[H, W]`` bool, the positions within ``width`` of
+    the part's mask (its map above half its maximum) outside it."""
+    part_map = run.part_maps()[part]
+    inside = part_map > 0.5 * part_map.max()
+    grown = F.max_pool2d(inside[None, None].float(), 2 * width + 1, stride=1, padding=width)[0, 0] > 0
+    return grown & ~inside
 
 
-def background_appearance(masks: Tensor) -> int:
-    """The appearance whose masks ``[B, R_C, H, W]`` cover the image border most across samples."""
-    return int(border_coverage(masks).argmax())
+def coverage(masks: Tensor, region: Tensor) -> Tensor:
+    """Fraction of ``region`` (``[H, W]`` bool) each appearance's masks ``[B, R_C, H, W]`` cover over the samples:
+    ``[R_C]``."""
+    return masks[..., region].float().mean(dim=(0, 2))
+
+
+def background_appearance(run: Run, masks: Tensor, part: int) -> tuple[int, Tensor]:
+    """The appearance that covers the surroundings of ``part`` most in the binarised masks ``[B, R_C, H, W]`` (the
+    skin around the eyebrows, the scene around the head), and every appearance's coverage of them ``[R_C]``:
+    what context-aware removal paints over the part."""
+    covered = coverage(masks, surroundings(run, part))
+    return int(covered.argmax()), covered

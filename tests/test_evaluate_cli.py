@@ -22,11 +22,11 @@ def test_edit_writes_grids_and_a_gif_over_the_strengths(run_dir: Path, tmp_path:
     assert (tmp_path / "edit_strip.png").stat().st_size > 0
 
 
-def test_remove_detects_the_background(run_dir: Path, tmp_path: Path) -> None:
+def test_remove_finds_the_background_around_the_part(run_dir: Path, tmp_path: Path) -> None:
     done = run_evaluate(tmp_path / "rm", "task=remove", f"run={run_dir}", "eval.statistics=12", "eval.part=3")
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "rm" / "evaluate.json").read_text())
-    assert result["background"] == max(range(16), key=lambda j: result["border_coverage"][j])
+    assert result["background"] == max(range(16), key=lambda j: result["surroundings_coverage"][j])
     assert (tmp_path / "rm" / "remove_before_after.png").is_file()
 
 

@@ -1,7 +1,9 @@
+import dataclasses
+
+import pytest
 import torch
 
 from panda import localization
-from panda.factorization import orthonormalize
 from panda.runs import Run
 
 
@@ -28,25 +30,23 @@ def test_concept_masks_are_upsampled_to_image_size() -> None:
     assert masks[0, 0, :, 40:].all() and not masks[0, 0, :, :24].any() and not masks[0, 1].any()
 
 
-def test_background_is_the_appearance_covering_the_border() -> None:
-    generator = torch.Generator().manual_seed(0)
-    A = orthonormalize(torch.randn(12, 3, generator=generator))
-    border = torch.ones(16, 16)
-    border[3:-3, 3:-3] = 0
-    centre = 1 - border
-    samples = torch.rand(20, 3, 1, 1, generator=generator) + 0.5  # per-sample strengths
-    # Z_i = s0 a_0 centre + s1 a_1 border + s2 a_2 (noise everywhere, weak)
-    noise = 0.1 * torch.rand(20, 16, 16, generator=generator)
-    Z = (
-        A[:, 0, None, None] * (samples[:, 0] * centre)[:, None]
-        + A[:, 1, None, None] * (samples[:, 1] * border)[:, None]
-        + A[:, 2, None, None] * noise[:, None]
-    )
-    maps = torch.einsum("cr,bchw->brhw", A, Z)
-    masks = localization.binarize(maps, localization.thresholds(maps))
-    coverage = localization.border_coverage(masks)
-    assert localization.background_appearance(masks) == 1
-    assert coverage[1] >= 0.8 and coverage[1] > coverage[2] + 0.2 and coverage[0] == 0
+def test_background_is_the_appearance_around_the_part(run: Run) -> None:
+    """Removal paints what surrounds a part: the skin around the eyebrows, not the image's border."""
+    P = torch.zeros(16, 16, run.parts)
+    P[6:10, 6:10, 0] = 1.0  # part 0: a block in the middle
+    P[..., 1:] = torch.rand(16, 16, run.parts - 1, generator=torch.Generator().manual_seed(0))
+    centred = dataclasses.replace(run, P=P.reshape(256, run.parts))
+    around = localization.surroundings(centred, 0)
+    assert around.sum() == 8 * 8 - 4 * 4 and not around[6:10, 6:10].any() and around[4, 4] and not around[3, 3]
+    masks = torch.zeros(5, run.appearances, 16, 16, dtype=torch.bool)
+    masks[:, 0, 6:10, 6:10] = True  # the part itself
+    masks[:, 1, 3:13, 3:13] = True  # its surroundings (and more)
+    masks[:, 2] = True
+    masks[:, 2, 2:14, 2:14] = False  # the image border
+    masks[:3, 3, 4:12, 4:8] = True  # half the surroundings, in three samples of five
+    background, coverage = localization.background_appearance(centred, masks, 0)
+    assert background == 1 and coverage[1] == 1.0 and coverage[2] == 0 and coverage[0] == 0
+    assert coverage[3] == pytest.approx(3 / 5 * (8 * 4 - 2 * 4) / 48)
 
 
 def test_dataset_maps_are_reproducible(run: Run) -> None:

@@ -224,10 +224,10 @@ def test_a_new_sample_keeps_the_edits(studio: Studio, loaded: Session) -> None:
 
 def test_remove_paints_the_background_found_as_task_remove_does(studio: Studio, loaded: Session) -> None:
     maps = localization.dataset_maps(studio.run, 0, 24, 12)
-    coverage = localization.border_coverage(localization.binarize(maps, localization.thresholds(maps)))
+    masks = localization.binarize(maps, localization.thresholds(maps))
+    background, _ = localization.background_appearance(studio.run, masks, 2)
     state = studio.remove_part(studio.choose_part(loaded, 2))
-    assert studio.background == int(coverage.argmax())
-    assert state.edits == [Edit(2, studio.background, 10.0)]  # eval.remove_alpha
+    assert state.edits == [Edit(2, background, 3.0)]  # eval.remove_alpha
 
 
 def test_gallery_shows_every_appearances_localisation(studio: Studio, loaded: Session) -> None:

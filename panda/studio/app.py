@@ -136,7 +136,7 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
                     strength = gr.Slider(low, high, value=0.0, step=step, label="strength", elem_id="strength", scale=4)
                 with gr.Row():
                     add_button = gr.Button("add to stack", variant="primary")
-                    remove_button = gr.Button(f"remove part (background appearance {studio.background})")
+                    remove_button = gr.Button("remove part (paint the appearance around it)")
             with gr.Column(scale=2):
 
                 @gr.render(inputs=stack)

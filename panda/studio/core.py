@@ -1,8 +1,8 @@
 """The studio's editing logic as pure functions of a per-session :class:`Session` (no web framework).
 
 A :class:`Studio` holds what every session shares and never changes: the run, the checked
-:class:`Settings`, the part labels, the appearances' localisation thresholds and the background
-appearance (both from ``statistics`` samples, as ``task=localize`` and ``task=remove`` find them).
+:class:`Settings`, the part labels, the appearances' localisation thresholds and masks (from ``statistics``
+samples, as ``task=localize`` and ``task=remove`` find them; removal paints the appearance around a part).
 A :class:`Session` is one browser tab's state: every method takes one and returns a new one (or
 pictures of it), so tabs never see each other's edits. A sample's features are computed once, when
 it is loaded; every edit after that only runs the generator after the layer.
@@ -173,7 +173,7 @@ class Studio:
         self.generator_lock = threading.Lock()
         maps = localization.dataset_maps(run, seed, settings.statistics, settings.batch_size)
         self.thresholds = localization.thresholds(maps)
-        self.background = localization.background_appearance(localization.binarize(maps, self.thresholds))
+        self.masks = localization.binarize(maps, self.thresholds)  # [N, R_C, H, W]: removal's backgrounds
 
     def legend(self) -> list[tuple[str, str]]:
         """``(name, hex colour)`` of every part, in the colours of the overlay."""
@@ -228,8 +228,9 @@ class Studio:
         return replace(session, stack=session.stack[:index] + session.stack[index + 1 :])
 
     def remove_part(self, session: Session) -> Session:
-        """Context-aware removal of the chosen part: the background appearance at ``remove_alpha``."""
-        (removal,) = editing.removal(session.part, self.background, self.settings.remove_alpha)
+        """Context-aware removal of the chosen part: the appearance around it at ``remove_alpha`` (as task=remove)."""
+        background, _ = localization.background_appearance(self.run, self.masks, session.part)
+        (removal,) = editing.removal(session.part, background, self.settings.remove_alpha)
         return replace(session, appearance=removal.appearance, strength=removal.alpha)
 
     # ----- pictures of the session ------------------------------------------------------------
