@@ -45,9 +45,10 @@ STRATEGIES = ("auto", "ddp")  # one process, or DDP (trainer=ddp)
 GPU_ACCELERATORS = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,), "mps": (MPSAccelerator,)}
 
 
-class StopOnNonFinite(pl.Callback):
+class StopOnDivergence(pl.Callback):
     """Stops training with a :class:`DivergenceError` after the first step whose loss or factors are NaN or
-    infinite, before anything of that step is saved (Lightning runs checkpoint callbacks last)."""
+    infinite, or whose parts are all zero (a collapse: the factors reconstruct nothing), before anything of that
+    step is saved (Lightning runs checkpoint callbacks last)."""
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -58,6 +59,11 @@ class StopOnNonFinite(pl.Callback):
             raise DivergenceError(
                 f"training diverged at step {trainer.global_step}: the loss or the factors became NaN or infinite; "
                 "lower the learning rate"
+            )
+        if not pl_module.P.any():
+            raise DivergenceError(
+                f"training collapsed at step {trainer.global_step}: every part became zero (P = 0), so the factors "
+                "reconstruct nothing; lower the learning rate"
             )
 
 
@@ -132,7 +138,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     callbacks = [
         record,
         ConfigInCheckpoint(config),
-        StopOnNonFinite(),
+        StopOnDivergence(),
         *(instantiate(c) for c in cfg.get("callbacks", {}).values()),
     ]
     if cfg.trainer.get("enable_progress_bar", True):

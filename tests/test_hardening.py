@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +12,8 @@ from hydra import compose, initialize_config_dir
 from panda.config import check_overrides
 from panda.errors import ConfigError, DivergenceError
 from panda.evaluation import evaluate
-from panda.training import train
-from tests.conftest import ROOT, TINY, configured, run_script
+from panda.training import StopOnDivergence, train
+from tests.conftest import ROOT, TINY, configured, panda_model, run_script
 
 
 def test_divergence_stops_training_and_writes_no_non_finite_factors(tmp_path):
@@ -122,3 +123,12 @@ def test_known_options_keys_and_open_nodes_pass():
         ],
         "train",
     )
+
+
+def test_parts_collapsed_to_zero_stop_training_with_one_line():
+    """Adam at too high a rate can project every part to zero: the factors then reconstruct nothing (error 1)."""
+    model = panda_model((8, 4, 4), 2, 3)
+    with torch.no_grad():
+        model.P.zero_()
+    with pytest.raises(DivergenceError, match=r"^training collapsed at step 7: every part became zero \(P = 0\)"):
+        StopOnDivergence().on_train_batch_end(SimpleNamespace(global_step=7), model, torch.tensor(1.0), None, 0)
