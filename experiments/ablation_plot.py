@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +27,8 @@ from panda.io import atomic_write  # noqa: E402
 from panda.sweep import COMPLETED, ROIR_PREFIX, SUMMARY_CSV  # noqa: E402
 
 SERIES = ["layer", "appearances", "solver", "lr"]  # what tells a line apart (those the sweep varies)
+FEATURES = ["eyes", "eyebrows", "nose", "mouth"]  # the labels panda.naming gives face features
+READING = "\n## Reading\n"  # the hand-written part of the results file, kept when the table is rewritten
 TABLE = ["job", "status", "layer", "solver", "lr", "parts", "appearances", "steps", "val_rel_error", "fit_seconds"]
 
 
@@ -75,14 +78,23 @@ def plot(rows: list[dict[str, str]], path: Path, title: str) -> Path:
     return path
 
 
+def features(labels: str) -> str:
+    """The face features among a job's part labels (``"eyes; hair; nose; nose_2"`` -> ``"eyes, nose x2"``)."""
+    names = [re.sub(r"_\d+$", "", label) for label in labels.split("; ") if label]
+    found = [(feature, names.count(feature)) for feature in FEATURES if feature in names]
+    return ", ".join(f"{feature} x{count}" if count > 1 else feature for feature, count in found) or "none"
+
+
 def markdown(rows: list[dict[str, str]], name: str, sweep_dir: Path, note: str) -> str:
-    """The results file: what produced it, the table (without each job's overrides) and the plot."""
-    columns = TABLE + metrics(rows)[1:] + [c for c in ("labels", "error") if any(row[c] for row in rows)]
+    """The results file: what produced it, the table (without each job's overrides; of the part labels, the
+    face features) and the plot."""
+    columns = TABLE + metrics(rows)[1:] + ["features"] * any(row["labels"] for row in rows)
+    columns += ["error"] * any(row["error"] for row in rows)
     lines = [f"# {name}", "", f"Sweep `{sweep_dir}`, plotted by `python experiments/ablation_plot.py`.", ""]
     lines += [note, ""] if note else []
     lines += [f"![{name}]({name}.png)", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [_cell(c, row[c]) for c in columns]
+        cells = [features(row["labels"]) if c == "features" else _cell(c, row[c]) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -105,7 +117,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plot(rows, args.out / f"{name}.png", f"{name}: {sum(r['status'] == COMPLETED for r in rows)} of {len(rows)} jobs")
     atomic_write(args.out / f"{name}.csv", (args.sweep_dir / SUMMARY_CSV).read_bytes())
-    atomic_write(args.out / f"{name}.md", markdown(rows, name, args.sweep_dir, args.note).encode())
+    path = args.out / f"{name}.md"
+    previous = path.read_text().partition(READING)[2] if path.is_file() else ""
+    text = markdown(rows, name, args.sweep_dir, args.note) + (f"{READING}{previous}" if previous else "")
+    atomic_write(path, text.encode())
     print(f"wrote {args.out / name}.png, .csv, .md")
 
 

@@ -256,7 +256,13 @@ def test_the_ablation_plot_draws_each_layer_and_writes_the_results_file(tmp_path
     for job, (layer, parts) in enumerate([("main.5", 8), ("main.5", 16), ("main.8", 8), ("main.8", 16)]):
         record(sweep_dir / str(job), "completed", [f"gen.layer={layer}", f"rank.parts={parts}"])
         save_json(
-            {"layer": layer, "parts": parts, "val_rel_error": 0.5, "roir/mouth": 2.0},
+            {
+                "layer": layer,
+                "parts": parts,
+                "val_rel_error": 0.5,
+                "roir/mouth": 2.0,
+                "labels": ["nose", "hair", "nose_2"],
+            },
             sweep_dir / str(job) / "metrics.json",
         )
     record(sweep_dir / "4", "failed", ["gen.layer=main.11"], "out of memory")
@@ -277,7 +283,7 @@ def test_the_ablation_plot_draws_each_layer_and_writes_the_results_file(tmp_path
     assert (tmp_path / "out" / "ablation_layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "out" / "ablation_layers.csv").read_text() == (sweep_dir / "summary.csv").read_text()
     text = (tmp_path / "out" / "ablation_layers.md").read_text()
-    assert "| roir/mouth | error |" in text and "| 2.0000 |" in text and "out of memory" in text
+    assert "| roir/mouth | features | error |" in text and "| 2.0000 | nose x2 |" in text and "out of memory" in text
 
 
 def test_sweep_group_is_the_sweep_directory_relative_to_the_working_directory(tmp_path):
