@@ -35,11 +35,11 @@ TRAINING = {
 FROM_TESTS = {"studio.png": "tests/test_studio_browser.py"}
 # docs/images/<image> <- (`python evaluate.py <arguments>` exactly as the docs show it, <file> it writes)
 EVALUATIONS = {
-    "edit_hair_colour_strip.png": (f"task=edit run={RUN} eval.name=hair_colour samples=[0,1,2,3]", "edit_strip.png"),
-    "remove_hair.png": (f"task=remove run={RUN} eval.part=0 samples=[0,1,2,3]", "remove_before_after.png"),
-    "localize_appearance12.png": (
+    "edit_blue_eyes_strip.png": (f"task=edit run={RUN} eval.name=blue_eyes samples=[0,1,2,3]", "edit_strip.png"),
+    "remove_eyebrows.png": (f"task=remove run={RUN} eval.part=eyebrows samples=[0,1,2,3]", "remove_before_after.png"),
+    "localize_appearance120.png": (
         f"task=localize run={RUN} eval.statistics=500 samples=[0,1,2,3]",
-        "localize_appearance12.png",
+        "localize_appearance120.png",
     ),
     "refine_overlays.png": (f"task=refine run={RUN} eval.steps=200 samples=[0,1,2,3]", "refine_overlays.png"),
 }
@@ -72,11 +72,13 @@ def main() -> None:
         results[image] = json.loads((out / "evaluate.json").read_text())
 
     metrics = json.loads((run / "metrics.json").read_text())
-    removal = results["remove_hair.png"]
-    coverage = sorted(enumerate(removal["border_coverage"]), key=lambda c: -c[1])
+    removal = results["remove_eyebrows.png"]
+    coverage = sorted(enumerate(removal["surroundings_coverage"]), key=lambda c: -c[1])
     refined = results["refine_overlays.png"]
     print(f"default run: validation relative error {metrics['val_rel_error']:.4f} after {metrics['steps']} steps")
-    print(f"removal: background appearance {removal['background']}, border coverage (appearance, share) {coverage[:3]}")
+    print(
+        f"removal: background {removal['background']}, coverage of the surroundings (appearance, share) {coverage[:3]}"
+    )
     pairs = zip(refined["error_before"], refined["error_after"], strict=True)
     print("refinement errors before -> after:", ", ".join(f"{a:.0f} -> {b:.0f}" for a, b in pairs))
     print(f"images written to {IMAGES}")

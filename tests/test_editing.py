@@ -10,7 +10,7 @@ from panda import editing
 from panda.editing import Edit
 from panda.errors import ConfigError
 from panda.runs import Run
-from tests.conftest import ROOT, forward_calls
+from tests.conftest import ROOT, SHAPE, forward_calls, made_up_factors
 
 
 def test_alpha_zero_reproduces_the_original_images_exactly(run: Run) -> None:
@@ -81,10 +81,12 @@ def test_parse_edits_rejects_malformed_triples() -> None:
 
 def test_named_edits_of_the_shipped_zoo_fit_default_factors(run: Run) -> None:
     zoo = editing.load_zoo("dcgan_faces")
-    assert {"hair_colour", "dark_hair", "smooth_face"} <= set(zoo["edits"])
+    assert {"blue_eyes", "red_lips", "open_mouth", "thick_eyebrows", "red_nose", "hair_colour"} <= set(zoo["edits"])
+    A, P = made_up_factors(zoo["ranks"]["parts"], zoo["ranks"]["appearances"])
+    default = dataclasses.replace(run, A=A, P=P)  # factors of the default run's ranks
     for name in zoo["edits"]:
-        edits = editing.named_edit(run, name)
-        assert edits and torch.isfinite(editing.edit_offset(run, edits)).all()
+        edits = editing.named_edit(default, name)
+        assert edits and torch.isfinite(editing.edit_offset(default, edits)).all()
 
 
 def test_the_zoo_belongs_to_the_default_training_run_and_its_indices_exist() -> None:
@@ -92,10 +94,11 @@ def test_the_zoo_belongs_to_the_default_training_run_and_its_indices_exist() -> 
         cfg = compose("train")  # `python train.py`: the run the zoo's part numbers come from
     zoo = editing.load_zoo(cfg.gen.name)
     assert zoo["layer"] == cfg.gen.layer
-    assert zoo["ranks"] == {"parts": cfg.rank.parts, "appearances": cfg.rank.appearances}
+    appearances = cfg.rank.appearances or SHAPE[0]  # null: R_C = C, the layer's channels
+    assert zoo["ranks"] == {"parts": cfg.rank.parts, "appearances": appearances}
     for name, triples in zoo["edits"].items():
         for edit in editing.parse_edits(triples):
-            assert 0 <= edit.part < cfg.rank.parts and 0 <= edit.appearance < cfg.rank.appearances, name
+            assert 0 <= edit.part < cfg.rank.parts and 0 <= edit.appearance < appearances, name
 
 
 def test_named_edit_refuses_factors_of_another_layer_or_rank(run: Run, tmp_path: Path) -> None:
