@@ -39,8 +39,8 @@ FAST = ["experiment=fast", f"gen.layer={LAYER}", f"rank.parts={PARTS}", "rank.ap
 COMMANDS = {  # label -> train.py overrides; the first two are at the reference's setting (R_C = C)
     "experiment=fast (stats, stops when converged)": FAST,
     "experiment=fast without the stop (callbacks=default: 120 steps)": [*FAST, "callbacks=default"],
-    "python train.py (the default: stats, R_S = 48, R_C = 32, 240 steps)": [],
-    "python train.py callbacks=early_stop (R_S = 48, R_C = 32)": ["callbacks=early_stop"],
+    "python train.py (the default: stats, R_S = 48, R_C = C, 240 steps)": [],
+    "python train.py callbacks=early_stop (R_S = 48, R_C = C)": ["callbacks=early_stop"],
 }
 AT_REFERENCE = 2  # the first rows are comparable with the reference (same ranks)
 CURVE_EVERY = 25
