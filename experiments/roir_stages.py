@@ -62,19 +62,20 @@ def main() -> None:
     samples = args.batches * BATCH
     per = {stage: s / samples for stage, s in seconds.items()}
     rows = "\n".join(f"| {stage} | {1000 * s:.2f} | {10_000 * s:.0f} |" for stage, s in per.items())
+    shared = " (other processes shared the cores: the times are upper bounds of an idle machine's)" if load > 1 else ""
     report = f"""# Time of the ROIR test pass per sample (default DCGAN)
 
 Produced by `python experiments/roir_stages.py --batches {args.batches}` ({samples} test samples, batches of
-{BATCH}) on {os.cpu_count()} CPU cores, {platform.machine()}; load average {load:.1f} at the start
-(other processes shared the cores: the times are upper bounds of an idle machine's).
+{BATCH}) on {os.cpu_count()} CPU cores, {platform.machine()}; load average {load:.1f} at the start{shared}.
 
 | stage | ms per sample | s per 10,000 samples |
 |---|---|---|
 {rows}
 
-dlib's landmarks dominate the test pass; `eval.landmark_cache` (on) keeps them per batch under the hash of its
-pixels, so an evaluation of another run of the same generator (a sweep) reads them back (same landmarks, as the
-script checks) instead of running dlib.
+Of these stages dlib's landmarks take the most; the rest of the test pass is each method's edits of every
+face (`evaluate.py task=roir` times the whole: experiments/results/roir_dcgan.md). `eval.landmark_cache` (on)
+keeps the landmarks per batch under the hash of its pixels, so an evaluation of another run of the same
+generator (a sweep) reads them back (same landmarks, as the script checks) instead of running dlib.
 """
     atomic_write(args.out, report.encode())
     print(report)
