@@ -15,7 +15,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from panda.config import instantiate
@@ -33,6 +33,14 @@ CONF = OmegaConf.merge(  # conf/eval/roir.yaml reads dlib's settings from conf/n
     {"naming": OmegaConf.load(ROOT / "conf" / "naming" / "default.yaml")},
     {"eval": OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")},
 ).eval
+
+
+def tiny_roir(run: Path, out: Path, *overrides: str) -> DictConfig:
+    """``evaluate.py task=roir`` on ``run`` writing into ``out``, on 8 calibration and 4 test samples with one
+    face per grid, and ``overrides``."""
+    budget = ["eval.test_samples=4", "eval.calibration=8", "eval.grid=1"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("evaluate", overrides=["task=roir", f"run={run}", f"output_dir={out}", *budget, *overrides])
 
 
 def settings(**options: Any) -> Settings:
@@ -110,21 +118,7 @@ def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(r
         return original(gen, detector, seed, stream, *args, **kwargs)
 
     monkeypatch.setattr(protocol, "face_batches", recording)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="evaluate",
-            overrides=[
-                "task=roir",
-                f"run={run_dir}",
-                f"output_dir={tmp_path}",
-                "eval.test_samples=4",
-                "eval.calibration=8",
-                "eval.methods=[sefa]",
-                "eval.regions=[mouth]",
-                "eval.grid=1",
-                "eval.choose.candidates=2",
-            ],
-        )
+    cfg = tiny_roir(run_dir, tmp_path, "eval.methods=[sefa]", "eval.regions=[mouth]", "eval.choose.candidates=2")
     result = evaluate_task(cfg)
     assert streams == [Stream.CALIBRATION, Stream.TEST]
     assert result["rows"][0]["images"] + result["rows"][0]["unchanged"] + result["skipped"] == 4
@@ -288,22 +282,8 @@ def test_panda_named_searches_only_the_parts_named_after_the_region(run_dir, tmp
     labelled.mkdir()
     shutil.copy(run_dir / "factors.pt", labelled / "factors.pt")
     save_labels(labelled, ["hair", "mouth_2", "face", "mouth", "nose", "background", "mixed", "artefact"])
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            config_name="evaluate",
-            overrides=[
-                "task=roir",
-                f"run={labelled}",
-                f"output_dir={tmp_path / 'out'}",
-                "eval.test_samples=4",
-                "eval.calibration=8",
-                "eval.methods=[panda_named]",
-                "eval.regions=[eyes,mouth]",
-                "eval.grid=1",
-                "eval.choose.screen=2",
-                "eval.choose.finalists=2",
-            ],
-        )
+    overrides = ["eval.methods=[panda_named]", "eval.regions=[eyes,mouth]", "eval.choose.screen=2"]
+    cfg = tiny_roir(labelled, tmp_path / "out", *overrides, "eval.choose.finalists=2")
     with caplog.at_level(logging.WARNING):
         result = evaluate_task(cfg)
     assert "panda_named: no part is named after the eyes" in caplog.text
