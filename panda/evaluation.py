@@ -184,7 +184,9 @@ def roir(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
     fabric = _processes(settings.devices, gen)
     rank, world = (0, 1) if fabric is None else (fabric.global_rank, fabric.world_size)
     calibration = protocol.face_set(
-        gen, detector, cfg.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size, cache
+        protocol.face_batches(
+            gen, detector, cfg.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size, cache=cache
+        )
     )
     log.info("calibration: %d faces (%d skipped)", len(calibration.latents), calibration.skipped)
     metrics = Path(cfg.run) / METRICS_FILE

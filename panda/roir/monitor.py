@@ -20,7 +20,7 @@ from panda.errors import ConfigError
 from panda.io import atomic_write
 from panda.model import PandA
 from panda.roir.masks import LandmarkDetector, check_min_face, check_regions
-from panda.roir.protocol import Faces, PandAEditor, Settings, choose, face_set, measure
+from panda.roir.protocol import Faces, PandAEditor, Settings, choose, face_batches, face_set, measure
 from panda.runs import Run
 
 ROIR_CSV = "roir.csv"
@@ -53,7 +53,9 @@ class ROIRMonitor(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data: FeatureDataModule = trainer.datamodule
         detector = LandmarkDetector(self.upscale, min_face=self.min_face)
-        self.faces = face_set(data.generator, detector, data.seed, Stream.CALIBRATION, self.samples, self.samples)
+        self.faces = face_set(
+            face_batches(data.generator, detector, data.seed, Stream.CALIBRATION, self.samples, self.samples)
+        )
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
         if trainer.sanity_checking or self.faces is None or trainer.global_step == self.measured_step:
@@ -130,7 +132,10 @@ class FinalROIR(AfterFit):
             return {}
         data: FeatureDataModule = trainer.datamodule
         detector = LandmarkDetector(self.upscale, min_face=self.min_face)
-        faces = face_set(data.generator, detector, data.seed, Stream.CALIBRATION, self.calibration, self.batch_size)
+        batches = face_batches(
+            data.generator, detector, data.seed, Stream.CALIBRATION, self.calibration, self.batch_size
+        )
+        faces = face_set(batches)
         editor = PandAEditor(trained_run(trainer, model))
         choices = {(editor.name, r): c for r, c in choose(editor, faces, self.regions, self.settings).items()}
         log.info("ROIR: measuring each region's edit on the faces among %d test samples", self.test_samples)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,17 +128,9 @@ def face_batches(
         yield Faces(latents[found], originals[found], [p for p in landmarks if p is not None], int((~found).sum()))
 
 
-def face_set(
-    gen: FeatureGenerator,
-    detector: LandmarkDetector,
-    seed: int,
-    stream: int,
-    samples: int,
-    batch_size: int,
-    cache: Path | None = None,
-) -> Faces:
-    """All faces among the first ``samples`` samples of ``stream``."""
-    batches = list(face_batches(gen, detector, seed, stream, samples, batch_size, cache=cache))
+def face_set(batches: Iterable[Faces]) -> Faces:
+    """The faces of :func:`face_batches`' ``batches`` as one set (at least two of them)."""
+    batches = list(batches)
     faces = Faces(
         torch.cat([b.latents for b in batches]),
         torch.cat([b.originals for b in batches]),
@@ -146,6 +138,7 @@ def face_set(
         sum(b.skipped for b in batches),
     )
     if len(faces.latents) < 2:
+        samples = len(faces.latents) + faces.skipped
         raise ConfigError(f"dlib found {len(faces.latents)} faces in {samples} samples; ROIR needs face images")
     return faces
 
