@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
+import math
 from collections.abc import Iterator
 
 import pytorch_lightning as pl
@@ -27,6 +29,8 @@ from panda.config import positive_int
 from panda.errors import ConfigError, FeatureError
 from panda.generators.base import FeatureGenerator
 from panda.progress import tracked
+
+log = logging.getLogger(__name__)
 
 
 @enum.unique
@@ -44,7 +48,7 @@ class Stream(enum.IntEnum):
     NAMING = 8  # the faces the parts are named on (panda.naming)
 
 
-PRECISIONS = ("fp32", "bf16")  # of the generator's forward (data.precision)
+PRECISIONS = ("fp32", "bf16", "auto")  # of the generator's forward (data.precision)
 
 
 def batch_generator(seed: int, stream: Stream, index: int) -> torch.Generator:
@@ -58,19 +62,41 @@ def check_precision(precision: str) -> None:
         raise ConfigError(f"data.precision={precision!r} is unknown; choices: {', '.join(PRECISIONS)}")
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
+    AMX-BF16 (x86) or BF16 (ARM) instructions. Elsewhere bfloat16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        return any(capabilities.get(flag, False) for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+    return False
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """``precision`` (one of :data:`PRECISIONS`) as ``fp32`` or ``bf16``: ``auto`` is ``bf16`` where ``device``
+    computes bfloat16 natively (:func:`native_bfloat16`), else ``fp32``."""
+    check_precision(precision)
+    if precision == "auto":
+        return "bf16" if native_bfloat16(device) else "fp32"
+    return precision
+
+
 def forward_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The context a generator's forward on ``device`` runs in for ``precision``: bfloat16 autocast or none."""
-    check_precision(precision)
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    bf16 = resolve_precision(device, precision) == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor, precision: str = "fp32") -> Tensor:
     """Features ``[B, C, H, W]`` at ``layer``, computed without autograd (a normal tensor).
 
     ``precision="bf16"`` runs the forward under bfloat16 autocast on the generator's device and
-    returns the features as float32 (the factorisation stays in float32).
+    returns the features as float32 (the factorisation stays in float32); ``"auto"`` does so where
+    the device computes bfloat16 natively (:func:`resolve_precision`).
     Raises :class:`FeatureError` if the generator produced NaN or infinite values.
     """
+    precision = resolve_precision(gen.device, precision)
     # not inference mode: its tensors would need a copy to enter autograd (pgd)
     with torch.no_grad(), forward_precision(gen.device, precision):
         features = gen.features(latents.to(gen.device), layer)
@@ -109,19 +135,30 @@ class _Fixed(IterableDataset):
     """A fixed number of samples of one stream (validation, initialisation): this process's part of each batch.
 
     Iterable, so that Lightning does not shard it again with a sampler: the last batch may leave some
-    processes without a part, and they skip it.
+    processes without a part, and they skip it. With ``keep`` the batches are computed once, at the first
+    iteration, and every later iteration yields the same tensors.
     """
 
-    def __init__(self, module: FeatureDataModule, stream: Stream, samples: int) -> None:
-        self.module, self.stream = module, stream
-        step, start = module.global_batch_size, module.rank_slice().start
+    def __init__(self, module: FeatureDataModule, stream: Stream, samples: int, keep: bool = False) -> None:
+        self.module, self.stream, self.keep = module, stream, keep
+        step, part = module.global_batch_size, module.rank_slice()
         self.sizes = [min(step, samples - i) for i in range(0, samples, step)]
-        self.indices = [index for index, size in enumerate(self.sizes) if start < size]
+        self.indices = [index for index, size in enumerate(self.sizes) if part.start < size]
+        self.samples = sum(min(part.stop, self.sizes[index]) - part.start for index in self.indices)  # this process's
+        self.kept: list[Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __iter__(self) -> Iterator[Tensor]:
+        if not self.keep:
+            yield from self._batches()
+            return
+        if self.kept is None:
+            self.kept = list(self._batches())
+        yield from self.kept
+
+    def _batches(self) -> Iterator[Tensor]:
         for index in self.indices:
             yield self.module.batch(self.stream, index, self.sizes[index])
 
@@ -136,10 +173,14 @@ class FeatureDataModule(pl.LightningDataModule):
         seed: seed of every latent stream.
         val_samples: size of the fixed validation set.
         init_samples: samples used for the HOSVD initialisation of the appearances.
-        precision: of the generator's forward for the training and initialisation streams, ``fp32``
-            or ``bf16`` (see :func:`layer_features`; faster where the device has native bfloat16,
-            measured in ``experiments/results/solvers_cpu.md``). Validation always runs in
-            ``fp32``, so validation errors compare across precisions.
+        precision: of the generator's forward for the training and initialisation streams, ``fp32``,
+            ``bf16``, or ``auto`` (``bf16`` where the device computes it natively, else ``fp32``; see
+            :func:`layer_features`; ``bf16`` is faster where the device has native bfloat16, measured in
+            ``experiments/results/solvers_cpu.md``). Validation always runs in ``fp32``, so validation
+            errors compare across precisions.
+        val_cache_mb: the validation features are computed at the first validation and kept (on the
+            trainer's device) when this process's part takes at most this many MiB; beyond it (or at
+            0) every validation computes them afresh.
     """
 
     def __init__(
@@ -151,18 +192,25 @@ class FeatureDataModule(pl.LightningDataModule):
         val_samples: int = 512,
         init_samples: int = 1024,
         precision: str = "fp32",
+        val_cache_mb: float = 1024,
     ) -> None:
         super().__init__()
         check_precision(precision)
         for label, count in (("batch_size", batch_size), ("val_samples", val_samples), ("init_samples", init_samples)):
             positive_int(f"data.{label}", count)
+        if not val_cache_mb >= 0:
+            raise ConfigError(f"data.val_cache_mb={val_cache_mb} must be >= 0")
         self.generator, self.layer, self.precision = generator, layer, precision
         self.batch_size, self.seed = batch_size, seed
-        self.val_samples, self.init_samples = val_samples, init_samples
+        self.val_samples, self.init_samples, self.val_cache_mb = val_samples, init_samples, val_cache_mb
+        self._val: dict[tuple[int, int], _Fixed] = {}  # by (global batch, this process's first sample in it)
 
     def setup(self, stage: str) -> None:
         if self.trainer is not None:
             self.generator.to(self.trainer.strategy.root_device)
+        if self.precision == "auto":
+            device = self.generator.device
+            log.info("data.precision=auto: %s on %s", resolve_precision(device, "auto"), device.type)
 
     @property
     def world_size(self) -> int:
@@ -199,7 +247,12 @@ class FeatureDataModule(pl.LightningDataModule):
         return DataLoader(_Endless(self, start), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Fixed(self, Stream.VAL, self.val_samples), batch_size=None)
+        layout = (self.global_batch_size, self.rank_slice().start)
+        if layout not in self._val:
+            val = _Fixed(self, Stream.VAL, self.val_samples)
+            val.keep = val.samples * math.prod(self.generator.check_layer(self.layer)) * 4 <= self.val_cache_mb * 2**20
+            self._val[layout] = val
+        return DataLoader(self._val[layout], batch_size=None)
 
     def init_dataloader(self) -> Iterator[Tensor]:
         """This process's batches for the HOSVD initialisation (a stream of their own), with their progress logged."""

@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from panda import data as data_module
 from panda.data import FeatureDataModule, Stream, layer_features
 from panda.errors import ConfigError, FeatureError, WeightsError
 from panda.generators.api import gen_config
@@ -122,8 +123,20 @@ def test_validation_stays_fp32_when_training_features_are_bf16(dcgan):
         assert not torch.equal(bf16.batch(stream, 0), fp32.batch(stream, 0))
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(dcgan, monkeypatch, native):
+    monkeypatch.setattr(data_module, "native_bfloat16", lambda device: native)
+    latents = dcgan.sample_latents(2, torch.Generator().manual_seed(0))
+    expected = layer_features(dcgan, "main.8", latents, "bf16" if native else "fp32")
+    assert torch.equal(layer_features(dcgan, "main.8", latents, "auto"), expected)
+    auto, fixed = (
+        FeatureDataModule(dcgan, "main.8", batch_size=2, precision=p) for p in ("auto", "bf16" if native else "fp32")
+    )
+    assert torch.equal(auto.batch(Stream.TRAIN, 0), fixed.batch(Stream.TRAIN, 0))
+
+
 def test_unknown_precision_lists_the_choices(dcgan):
-    message = r"data.precision='fp16' is unknown; choices: fp32, bf16"
+    message = r"data.precision='fp16' is unknown; choices: fp32, bf16, auto"
     with pytest.raises(ConfigError, match=message):
         layer_features(dcgan, "main.8", dcgan.sample_latents(1, torch.Generator().manual_seed(0)), "fp16")
     with pytest.raises(ConfigError, match=message):
