@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,8 @@ from torchmetrics import Metric
 from panda import factorization as fz
 from panda.errors import ConfigError
 from panda.solvers import StatisticsSolver
+
+log = logging.getLogger(__name__)
 
 
 def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: int | None) -> tuple[int, int]:
@@ -65,7 +68,8 @@ class PandA(pl.LightningModule):
     onto orthonormal columns). A :class:`~panda.solvers.StatisticsSolver` (``model/solver=stats``)
     is fed every batch and updates ``A`` and ``P`` by block solves at the end of its passes.
     ``A`` starts at the HOSVD initialisation (leading eigenvectors of the channel scatter over the
-    data module's init samples), ``P`` at ``Uniform(0, init_scale)``. The defaults are in
+    data module's init samples; skipped where it cannot change the result, :meth:`needs_initialization`),
+    ``P`` at ``Uniform(0, init_scale)``. The defaults are in
     ``conf/model/``.
 
     Data-parallel training (``trainer=ddp``): DDP averages the gradients, so every process takes the
@@ -186,6 +190,18 @@ class PandA(pl.LightningModule):
         self.A.copy_(fz.leading_eigenvectors(scatter, self.A.shape[1]))
         self.initialized.fill_(True)
 
+    def needs_initialization(self) -> bool:
+        """Whether the HOSVD initialisation can change the result: not with ``R_C = C`` and the statistics solver,
+        where any orthonormal ``A`` spans every channel (``A A^T = I``, as with the HOSVD's), and the block solves
+        depend on ``A`` only through ``A A^T`` or equivariantly (L-BFGS from a rotated ``A`` is the rotated path)."""
+        channels, appearances = self.A.shape
+        return appearances < channels or self.automatic_optimization
+
     def on_fit_start(self) -> None:
-        if not bool(self.initialized):  # a resumed run keeps its restored factors
+        if bool(self.initialized):  # a resumed run keeps its restored factors
+            return
+        if self.needs_initialization():
             self.initialize(self.trainer.datamodule.init_dataloader(), self.sum_across())
+        else:
+            log.info("R_C = C with the statistics solver: A starts as an orthonormal basis of every channel (no HOSVD)")
+            self.initialized.fill_(True)
