@@ -18,6 +18,10 @@ from torch import Tensor
 from panda.factorization import normalized_parts
 from panda.io import atomic_write
 
+DPI = 110  # of every picture
+TILE = 160  # pixels: the most an image of a grid is enlarged to, and what a larger one is shrunk to
+GAP, TITLE, LEGEND_ROW, FRAME = 10, 20, 24, 3  # pixels between tiles, of a title, of a legend row, of a frame
+
 
 def to_uint8(images: Tensor) -> np.ndarray:
     """Images ``[B, 3, H, W]`` in ``[-1, 1]`` -> ``[B, H, W, 3]`` uint8."""
@@ -63,29 +67,16 @@ def parts_figure(
     labels: Sequence[str] | None = None,
     scores: Sequence[float] | None = None,
 ) -> Path:
-    """Every part as a greyscale mask (one panel per part, in its overlay colour's frame, titled with its
+    """Every part as a greyscale mask (one tile per part, framed in its overlay colour, titled with its
     label and score when named)."""
     maps = normalized_parts(P.detach().float().cpu(), *feature_hw).numpy()
     count = maps.shape[0]
-    cols = min(count, 8)
-    rows = -(-count // cols)
-    fig = Figure(figsize=(1.6 * cols, 1.75 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
     colours = part_colours(count)
-    names = part_names(count, labels, scores)
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= count:
-            ax.axis("off")
-            continue
-        ax.imshow(maps[k], cmap="gray", vmin=0, vmax=1)
-        ax.set_title(names[k], fontsize=9, color=colours[k])
-        for spine in ax.spines.values():
-            spine.set_color(colours[k])
-            spine.set_linewidth(3)
-    fig.tight_layout()
-    return _save(fig, path)
+    tiles = _display(np.repeat((maps[..., None] * 255).round().astype(np.uint8), 3, axis=-1))
+    for tile, colour in zip(tiles, colours, strict=True):
+        rgb = (colour * 255).round().astype(np.uint8)
+        tile[:FRAME], tile[-FRAME:], tile[:, :FRAME], tile[:, -FRAME:] = rgb, rgb, rgb, rgb
+    return _grid(tiles, path, 8, part_names(count, labels, scores), colours)
 
 
 def image_grid(
@@ -96,25 +87,7 @@ def image_grid(
     legend: Sequence[tuple[str, np.ndarray]] | None = None,
 ) -> Path:
     """A grid of ``[B, H, W, 3]`` uint8 images, with a ``legend`` of (name, RGB colour) below it when given."""
-    count = images.shape[0]
-    cols = min(count, columns)
-    rows = -(-count // cols)
-    legend_rows = -(-len(legend) // cols) if legend else 0
-    fig = Figure(figsize=(1.6 * cols, (1.8 if titles else 1.6) * rows + 0.3 * legend_rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < count:
-            ax.imshow(images[i])
-            if titles:
-                ax.set_title(titles[i], fontsize=8)
-    if legend:
-        handles = [Patch(color=colour, label=name) for name, colour in legend]
-        fig.legend(handles=handles, loc="lower center", ncol=cols, fontsize=8, frameon=False)
-        fig.tight_layout(pad=0.3, rect=(0, 0.3 * legend_rows / fig.get_figheight(), 1, 1))
-    else:
-        fig.tight_layout(pad=0.3)
-    return _save(fig, path)
+    return _grid(_display(images), path, columns, titles, legend=legend)
 
 
 def overlay_figure(
@@ -161,7 +134,55 @@ def error_curve(steps: Sequence[int], errors: Sequence[float], path: str | Path)
     return _save(fig, path)
 
 
+def _display(images: np.ndarray) -> np.ndarray:
+    """``[B, H, W, 3]`` uint8 images at their size in a grid: enlarged by the largest whole factor that keeps
+    them within :data:`TILE` pixels (pixels stay sharp), or shrunk to :data:`TILE` pixels wide (Lanczos)."""
+    height, width = images.shape[1:3]
+    if width <= TILE:
+        factor = TILE // width
+        return images.repeat(factor, axis=1).repeat(factor, axis=2)
+    size = (TILE, max(1, round(height * TILE / width)))
+    return np.stack([np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS)) for image in images])
+
+
+def _grid(
+    tiles: np.ndarray,
+    path: str | Path,
+    columns: int,
+    titles: Sequence[str] | None = None,
+    colours: np.ndarray | None = None,
+    legend: Sequence[tuple[str, np.ndarray]] | None = None,
+) -> Path:
+    """``tiles`` ``[B, h, w, 3]`` uint8 shown at one image pixel per screen pixel in rows of ``columns``, each
+    under its title (in ``colours[k]`` when given), with a ``legend`` of (name, RGB colour) below.
+
+    One image in one axes: a grid of axes per tile takes about a second to draw at 32 tiles.
+    """
+    count, height, width = tiles.shape[:3]
+    cols = min(count, columns)
+    rows = -(-count // cols)
+    band = TITLE if titles else 0
+    cell_h, cell_w = height + band + GAP, width + GAP
+    canvas = np.full((rows * cell_h + GAP, cols * cell_w + GAP, 3), 255, dtype=np.uint8)
+    corners = [(GAP + (k // cols) * cell_h + band, GAP + (k % cols) * cell_w) for k in range(count)]
+    for tile, (y, x) in zip(tiles, corners, strict=True):
+        canvas[y : y + height, x : x + width] = tile
+    legend_h = LEGEND_ROW * -(-len(legend) // cols) if legend else 0
+    total_h = canvas.shape[0] + legend_h
+    fig = Figure(figsize=(canvas.shape[1] / DPI, total_h / DPI), dpi=DPI)
+    ax = fig.add_axes((0, legend_h / total_h, 1, canvas.shape[0] / total_h))
+    ax.imshow(canvas, interpolation="none")
+    ax.axis("off")
+    for k, (y, x) in enumerate(corners if titles else []):
+        colour = "black" if colours is None else colours[k]
+        ax.text(x + width / 2, y - 4, titles[k], ha="center", va="bottom", fontsize=8, color=colour)
+    if legend:
+        handles = [Patch(color=colour, label=name) for name, colour in legend]
+        fig.legend(handles=handles, loc="lower center", ncol=cols, fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
 def _save(fig: Figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
+    fig.savefig(buffer, dpi=DPI, format=Path(path).suffix.lstrip(".") or "png")
     return atomic_write(path, buffer.getvalue())
