@@ -1,16 +1,20 @@
 """Learn PandA parts and appearances: ``python train.py [gen=...] [rank.parts=...] [-m ...]``."""
 
-import hydra
-from omegaconf import DictConfig
+import time
 
-from panda.cli import check_command_line, run
+STARTED = time.time()  # the command's start, for metrics.json's first_step_seconds
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from panda.cli import check_command_line, run  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from panda.training import train
 
-    return run(lambda: train(cfg)["val_rel_error"])
+    return run(lambda: train(cfg, started=STARTED)["val_rel_error"])
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ PARTS_PNG, OVERLAY_PNG, CURVE_PNG = "parts.png", "overlay.png", "error_curve.png
 
 
 class PandaArtifacts(pl.Callback):
-    """Records the validation error after every validation and, when training ends, writes
-    ``parts.png`` (every part as a mask), ``overlay.png`` (parts over validation samples in
-    distinct colours) and ``error_curve.png`` into ``output_dir``, and logs them to the
-    run's W&B or TensorBoard logger. Training also validates after its last step (whether or not
-    that step is a multiple of ``val_check_interval``), so the curve always ends at the final factors.
+    """Records the validation error after every validation; :func:`panda.training.train` calls :meth:`write`
+    once training has ended and the parts are named, which writes ``parts.png`` (every part as a mask),
+    ``overlay.png`` (parts over validation samples in distinct colours) and ``error_curve.png`` into
+    ``output_dir`` and logs them to the run's W&B or TensorBoard logger. Training also validates after its
+    last step (whether or not that step is a multiple of ``val_check_interval``), so the curve always ends at
+    the final factors.
     """
 
     def __init__(self, output_dir: str, num_images: int = 16) -> None:
@@ -55,12 +56,16 @@ class PandaArtifacts(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [tuple(h) for h in state_dict["history"]]
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self.write(trainer, pl_module, trainer.datamodule)
-
-    def write(self, trainer: pl.Trainer, model: PandA, data: FeatureDataModule) -> list[Path]:
-        paths = self.pictures(model, data)
+    def write(
+        self,
+        trainer: pl.Trainer,
+        model: PandA,
+        data: FeatureDataModule,
+        labels: list[str] | None = None,
+        scores: list[float] | None = None,
+    ) -> list[Path]:
+        """The run's pictures, written and logged: those of :meth:`pictures` and the error curve."""
+        paths = self.pictures(model, data, labels, scores)
         if self.history:
             log.info("rendering %s", CURVE_PNG)
             steps, errors = zip(*self.history, strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -28,6 +29,10 @@ def run(task: Callable[[], T]) -> T | None:
 
     Configs are built with :func:`panda.config.instantiate`, which lets such errors through unwrapped.
     Inside a multirun a failing job is recorded and returns (:func:`panda.sweep.run_job`) instead.
+
+    The command ends with the task: its objects are left to the process's exit, not to the interpreter's final
+    garbage collection (``gc.freeze``), which takes 1-1.5 s once Lightning is imported
+    (``experiments/results/commands_cpu.md``).
     """
     if in_multirun():
         return run_job(task)
@@ -41,6 +46,8 @@ def run(task: Callable[[], T]) -> T | None:
     except Interrupted as stop:
         log.error("%s", stop)
         sys.exit(stop.exit_code)
+    finally:
+        gc.freeze()
 
 
 def check_command_line(config_name: str) -> None:

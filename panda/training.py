@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from panda.callbacks import AfterFit, PandaArtifacts, log_images
+from panda.callbacks import AfterFit, PandaArtifacts
 from panda.checkpoints import (
     CHECKPOINT_DIR,
     RESUMABLE,
@@ -68,10 +68,12 @@ class StopOnDivergence(pl.Callback):
 
 
 class FitRecord(pl.Callback):
-    """When the first training step started, in seconds since the process started (start-up as a user waits for
-    it: imports, the generator, the initialisation), and the step and error of the last validation of ``fit``."""
+    """When the first training step started, in seconds since ``started`` (a :func:`time.time`; start-up as a user
+    waits for it: imports, the generator, the initialisation), and the step and error of the last validation of
+    ``fit``."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
         self.first_step_seconds: float | None = None
         self.last_validation: tuple[int, float] | None = None
 
@@ -79,19 +81,20 @@ class FitRecord(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.first_step_seconds is None:
-            self.first_step_seconds = time.time() - psutil.Process().create_time()
+            self.first_step_seconds = time.time() - self.started
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
             self.last_validation = (trainer.global_step, float(trainer.callback_metrics["val/rel_error"]))
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
     """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``): the final
-    validation error, the training time, the run's settings (solver, ``lr`` of a gradient solver), the part
-    ``labels`` when ``factors.pt`` holds them, and what the :class:`~panda.callbacks.AfterFit` callbacks measure
-    on the final factors (:class:`panda.roir.monitor.FinalROIR`: ``roir/<region>``). W&B runs get them in their
-    summary.
+    validation error, the training time, when the first step started (``first_step_seconds``, since ``started``,
+    ``train.py``'s first line; by default since this process started), the run's settings (solver, ``lr`` of a
+    gradient solver), the part ``labels`` when ``factors.pt`` holds them, and what the
+    :class:`~panda.callbacks.AfterFit` callbacks measure on the final factors
+    (:class:`panda.roir.monitor.FinalROIR`: ``roir/<region>``). W&B runs get them in their summary.
 
     The run holds the lock of its output directory throughout (:func:`panda.io.lock_directory`).
     """
@@ -101,14 +104,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_processes(cfg.trainer)
     NamingSettings.from_config(cfg.naming, "naming")
     output_dir = Path(cfg.paths.output_dir)
+    started = psutil.Process().create_time() if started is None else started
     if rank_zero_only.rank != 0:  # another process of data-parallel training: rank 0 holds the lock and reports
         logging.getLogger("panda").setLevel(logging.WARNING)
-        return _train(cfg, output_dir)
+        return _train(cfg, output_dir, started)
     with lock_directory(output_dir):
-        return _train(cfg, output_dir)
+        return _train(cfg, output_dir, started)
 
 
-def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
     quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -134,7 +138,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", ckpt_path, checkpoint["global_step"])
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    record = FitRecord()
+    record = FitRecord(started)
     callbacks = [
         record,
         ConfigInCheckpoint(config),
@@ -192,9 +196,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     naming = _name_parts(cfg, generator, model) if cfg.naming.after_training else None
     labels, scores = (naming.labels, naming.scores) if naming else (None, None)
     path = save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE, labels, scores)
-    if naming is not None:
-        for artifacts in (c for c in callbacks if isinstance(c, PandaArtifacts)):
-            log_images(trainer, artifacts.pictures(model, data, labels, scores))
+    for artifacts in (c for c in callbacks if isinstance(c, PandaArtifacts)):
+        artifacts.write(trainer, model, data, labels, scores)
     labels = load_factors(path).get("labels")
     if labels is not None:
         metrics["labels"] = labels

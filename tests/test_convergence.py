@@ -1,7 +1,10 @@
-"""The stop at convergence (``callbacks=early_stop``): it stops a converged run, and only a converged one."""
+"""Time to factors as a user measures it: the stop at convergence (``callbacks=early_stop``) stops a converged
+run, and only a converged one; start-up and the end of a command skip work that changes nothing."""
 
+import gc
 import json
 import logging
+import shlex
 import subprocess
 import sys
 import time
@@ -12,10 +15,14 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
+from panda import visualize
 from panda.callbacks import Convergence
+from panda.cli import run
 from panda.errors import ConfigError
 from panda.training import train
-from tests.conftest import ROOT, TWO_STEPS
+from tests.conftest import ROOT, TINY, TWO_STEPS
+
+WAIT = 3  # seconds the shell waits before it runs train.py
 
 
 class Scripted(pl.LightningModule):
@@ -104,10 +111,12 @@ def test_bad_settings_are_rejected():
         Convergence("val/rel_error", rel_tol=0.001, patience=0)
 
 
-def test_experiment_fast_stops_at_convergence():
+def test_experiment_fast_stops_at_convergence_checked_after_every_round_of_the_solver():
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=fast"])
     assert cfg.callbacks.early_stop._target_ == "panda.callbacks.Convergence"
+    assert cfg.trainer.val_check_interval == cfg.model.solver.appearance_steps + cfg.model.solver.parts_steps
+    assert cfg.data.precision == "auto"
 
 
 def train_until(tmp_path, *overrides: str) -> dict:
@@ -148,3 +157,32 @@ def test_the_command_line_front_does_not_import_torch():
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_pictures_are_rendered_once_after_training_with_the_part_names(tmp_path, monkeypatch):
+    rendered = []
+    parts_figure = visualize.parts_figure
+    monkeypatch.setattr(visualize, "parts_figure", lambda *args: rendered.append(args[3]) or parts_figure(*args))
+    train_until(tmp_path, "callbacks=default", "naming.after_training=true", "naming.samples=4")
+    assert len(rendered) == 1 and len(rendered[0]) == 8  # once, with the 8 parts' labels
+    assert all((tmp_path / name).is_file() for name in ("parts.png", "overlay.png", "error_curve.png"))
+
+
+def test_a_command_leaves_its_objects_to_the_process_exit():
+    """:func:`panda.cli.run` freezes the objects left (the interpreter's final collection would take seconds)."""
+    assert gc.get_freeze_count() == 0
+    try:
+        assert run(lambda: 7) == 7
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_the_first_step_is_timed_from_the_command_not_from_the_process(tmp_path):
+    """A shell that runs ``python train.py`` in its own process (``exec``, as ``bash -c "... && python ..."``
+    does) started that process earlier: ``first_step_seconds`` counts from train.py's first line."""
+    command = [sys.executable, str(ROOT / "train.py"), *TINY, "trainer.max_steps=1", f"hydra.run.dir={tmp_path}"]
+    start = time.time()
+    subprocess.run(["sh", "-c", f"sleep {WAIT} && exec {shlex.join(command)}"], check=True, capture_output=True)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < metrics["first_step_seconds"] < time.time() - start - WAIT

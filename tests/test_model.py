@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from panda import factorization as fz
-from panda.data import FeatureDataModule
+from panda.data import FeatureDataModule, Stream
 from panda.errors import ConfigError
 from panda.model import PandA, check_ranks
 from tests.conftest import fit_in_process, panda_model
@@ -66,6 +66,42 @@ def test_hosvd_initialisation_uses_the_init_stream(dcgan, tmp_path):
     assert Z.shape[0] == 24
     torch.testing.assert_close(model.A.data, fz.leading_eigenvectors(fz.channel_scatter(Z), 5))
     assert bool(model.initialized)
+
+
+# 2 batches of 8 at each of 4 validations (Lightning's sanity check, then after steps 2, 4 and 6)
+@pytest.mark.parametrize(("cache_mb", "computed"), [(1024, 2), (0, 8)])
+def test_validation_features_are_computed_once_when_they_fit(dcgan, tmp_path, monkeypatch, cache_mb, computed):
+    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32, val_cache_mb=cache_mb)
+    streams = []
+    batch = data.batch
+    monkeypatch.setattr(data, "batch", lambda stream, *args: streams.append(stream) or batch(stream, *args))
+    model = panda_model(dcgan.check_layer(LAYER), 4, 8, "model/solver=pgd")
+    trainer = fit_in_process(data, model, 6, tmp_path)
+    assert streams.count(Stream.VAL) == computed
+    fresh = [model.errors(b) for b in stream(dcgan).val_dataloader()]  # the final factors on features made afresh
+    error = sum(e for e, _ in fresh) / sum(n for _, n in fresh)
+    assert float(trainer.callback_metrics["val/rel_error"]) == pytest.approx(error.item(), rel=1e-6)
+
+
+def test_the_statistics_solver_at_r_c_equal_c_skips_the_hosvd_which_changes_nothing(dcgan, tmp_path, monkeypatch):
+    def trained(hosvd: bool) -> tuple[PandA, list[Stream]]:
+        data = stream(dcgan)
+        streams = []
+        batch = data.batch
+        monkeypatch.setattr(data, "batch", lambda s, *args: streams.append(s) or batch(s, *args))
+        model = panda_model(dcgan.check_layer(LAYER), 4, None, "model/solver=stats")
+        if hosvd:
+            monkeypatch.setattr(model, "needs_initialization", lambda: True)
+        fit_in_process(data, model, 24, tmp_path / str(hosvd), val_every=12)
+        return model, streams
+
+    (skipped, streams), (initialised, init_streams) = trained(False), trained(True)
+    assert Stream.INIT not in streams and Stream.INIT in init_streams
+    assert bool(skipped.initialized)
+    torch.testing.assert_close(skipped.P.data, initialised.P.data)
+    torch.testing.assert_close(skipped.A.data @ skipped.A.data.T, initialised.A.data @ initialised.A.data.T)
+    assert panda_model(dcgan.check_layer(LAYER), 4, 8, "model/solver=stats").needs_initialization()  # R_C < C
+    assert panda_model(dcgan.check_layer(LAYER), 4, None, "model/solver=pgd").needs_initialization()  # Adam
 
 
 def test_training_lowers_the_validation_error(dcgan, tmp_path):
