@@ -10,15 +10,15 @@ grid point run for the full 10,000 steps. The reference runs on every seed of th
 from the initial parts of panda's run with that seed and on that seed's data streams (single samples
 for the reference, batches for panda: not the same samples), its learning rate the best of the grid
 on that seed. Panda: the ``stats`` solver (with its defaults, which start with the appearances at
-``R_C = C``, and starting with the parts instead) and the default ``pgd`` solver (Adam +
+``R_C = C``, and starting with the parts instead) and the ``pgd`` solver (Adam +
 projection), otherwise with train.py's model settings, through the Lightning module and the
 streaming data module exactly as ``train.py`` runs them; the ``stats`` solver again on the other
-seeds; both solvers at ``train.py``'s default ranks and steps. Panda's runs are repeated with the
-generator's forward in bfloat16 (``data.precision=bf16``); the held-out set is always computed in
-float32.
+seeds; both solvers at ``train.py``'s earlier default ranks and steps (R_C = 16, 600 steps). Panda's
+runs are repeated with the generator's forward in bfloat16 (``data.precision=bf16``); the held-out set
+is always computed in float32.
 
 Also measured: samples/s of training against the bare truncated forward at the same batch size and
-precision, at R_C = C and at train.py's default R_C = 16, and the peak memory of ``train.py`` runs
+precision, at R_C = C and at train.py's earlier default R_C = 16, and the peak memory of ``train.py`` runs
 with 10x more samples.
 
     python experiments/benchmark_solvers.py            # writes experiments/results/solvers_cpu.*
@@ -61,7 +61,7 @@ from panda.model import PandA  # noqa: E402
 from panda.resources import config_dir  # noqa: E402
 
 LAYER, SHAPE, PARTS, SEED, BATCH = "main.8", (128, 16, 16), 8, 0, 64
-DEFAULT_APPEARANCES = 16  # train.py's R_C on the DCGAN faces (conf/rank)
+DEFAULT_APPEARANCES = 16  # train.py's earlier default R_C on the DCGAN faces (with pgd, 600 steps)
 READING = "\n## Reading\n"  # the hand-written part of solvers_cpu.md, kept when the tables are rewritten
 TOLERANCE = 0.005  # a second, looser target: the reference's final error + 0.5%
 
@@ -226,7 +226,7 @@ def throughput(gen: DCGANFaces, steps: int = 100, repeats: int = 5) -> dict[str,
             bare_trainer(steps + 10, timer).fit(module, datamodule=data)
             rate = BATCH * steps / (timer.times[-1] - timer.times[9])
             forward = (before + bare(precision)) / 2
-            ranks = f"R_C = {module.hparams.appearances}" + (" (default)" if appearances else "")
+            ranks = f"R_C = {module.hparams.appearances}" + (" (earlier default)" if appearances else "")
             rates.setdefault(f"bare forward to main.8, {precision}", []).append((forward, 1.0))
             rates.setdefault(f"training, {precision}, solver={solver}, {ranks}", []).append((rate, rate / forward))
     return {
@@ -300,7 +300,7 @@ def main() -> None:
     curves["panda stats, model.solver.first_pass=parts"] = panda(
         gen, held_out, "stats", steps=200, every=4, first_pass="parts"
     )
-    curves["panda pgd (Adam, the default solver)"] = panda(gen, held_out, "pgd", steps=600, every=25)
+    curves["panda pgd (Adam)"] = panda(gen, held_out, "pgd", steps=600, every=25)
     curves[stats_bf16] = panda(gen, held_out, "stats", steps=200, every=4, precision="bf16")
     for name, curve in curves.items():
         if name.startswith("panda"):
@@ -314,7 +314,7 @@ def main() -> None:
     # the strictest target: the lowest final error of any seed's best reference run
     low_seed = min(seed_final, key=lambda seed: seed_final[seed][1])
     low_time, low_error = seed_final[low_seed]
-    default_ranks = {  # train.py's defaults: R_C = 16, 600 steps
+    default_ranks = {  # train.py's earlier defaults: pgd's R_C = 16, 600 steps
         (solver, precision): panda(
             gen, held_out, solver, steps=600, every=600, appearances=DEFAULT_APPEARANCES, precision=precision
         )[-1]
@@ -368,7 +368,7 @@ def main() -> None:
             for (seed, precision), curve in seeds.items()
         ],
         "",
-        f"## Both solvers at train.py's defaults (R_C = {DEFAULT_APPEARANCES}, 600 steps of 64 samples)",
+        f"## Both solvers at train.py's earlier defaults (R_C = {DEFAULT_APPEARANCES}, 600 steps of 64 samples)",
         "",
         "| solver | data.precision | final held-out rel. error | wall s |",
         "|---|---|---|---|",
