@@ -63,13 +63,14 @@ def check_precision(precision: str) -> None:
 
 
 def native_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
-    AMX-BF16 (x86) or BF16 (ARM) instructions. Elsewhere bfloat16 is emulated and slower than float32."""
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU of compute capability 8.0 or later (Ampere on),
+    or a CPU with AVX512-BF16 or AMX-BF16 (x86) or BF16 (ARM) instructions, as torch reports them (torch builds
+    that do not report CPU capabilities count as without). Elsewhere bfloat16 is emulated, slower than float32."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        capabilities = torch.cpu.get_capabilities()
-        return any(capabilities.get(flag, False) for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if device.type == "cpu" and capabilities is not None:
+        return any(capabilities().get(flag, False) for flag in ("avx512_bf16", "amx_bf16", "bf16"))
     return False
 
 
@@ -83,9 +84,9 @@ def resolve_precision(device: torch.device, precision: str) -> str:
 
 
 def forward_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The context a generator's forward on ``device`` runs in for ``precision``: bfloat16 autocast or none."""
-    bf16 = resolve_precision(device, precision) == "bf16"
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    """The context a generator's forward on ``device`` runs in for a resolved ``precision`` (``fp32`` or ``bf16``,
+    :func:`resolve_precision`): bfloat16 autocast or none."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def layer_features(gen: FeatureGenerator, layer: str, latents: Tensor, precision: str = "fp32") -> Tensor:
@@ -112,7 +113,7 @@ def checked_features(gen: FeatureGenerator, layer: str, features: Tensor, precis
     if not bool(torch.isfinite(features.sum())):  # a NaN or inf anywhere makes the sum non-finite
         raise FeatureError(
             f"generator '{gen.name}' produced NaN or infinite features at layer '{layer}'"
-            + (" in bfloat16 (data.precision=bf16; try fp32)" if bf16 else "")
+            + (" in bfloat16 (data.precision=bf16 or auto; try fp32)" if bf16 else "")
             + "; check its weights (a damaged checkpoint?) and its input latents"
         )
     return features
@@ -135,12 +136,12 @@ class _Fixed(IterableDataset):
     """A fixed number of samples of one stream (validation, initialisation): this process's part of each batch.
 
     Iterable, so that Lightning does not shard it again with a sampler: the last batch may leave some
-    processes without a part, and they skip it. With ``keep`` the batches are computed once, at the first
-    iteration, and every later iteration yields the same tensors.
+    processes without a part, and they skip it. With :attr:`keep` set the batches are computed once, at the
+    first iteration, and every later iteration yields the same tensors.
     """
 
-    def __init__(self, module: FeatureDataModule, stream: Stream, samples: int, keep: bool = False) -> None:
-        self.module, self.stream, self.keep = module, stream, keep
+    def __init__(self, module: FeatureDataModule, stream: Stream, samples: int) -> None:
+        self.module, self.stream, self.keep = module, stream, False
         step, part = module.global_batch_size, module.rank_slice()
         self.sizes = [min(step, samples - i) for i in range(0, samples, step)]
         self.indices = [index for index, size in enumerate(self.sizes) if part.start < size]
@@ -208,7 +209,7 @@ class FeatureDataModule(pl.LightningDataModule):
     def setup(self, stage: str) -> None:
         if self.trainer is not None:
             self.generator.to(self.trainer.strategy.root_device)
-        if self.precision == "auto":
+        if self.precision == "auto" and stage == "fit":
             device = self.generator.device
             log.info("data.precision=auto: %s on %s", resolve_precision(device, "auto"), device.type)
 

@@ -101,7 +101,7 @@ def test_nan_features_are_reported_with_the_layer():
     latents = broken.sample_latents(2, torch.Generator().manual_seed(0))
     with pytest.raises(FeatureError, match=r"NaN or infinite features at layer 'main\.5'; check its weights"):
         layer_features(broken, "main.5", latents)
-    with pytest.raises(FeatureError, match=r"at layer 'main\.5' in bfloat16 \(data.precision=bf16; try fp32\)"):
+    with pytest.raises(FeatureError, match=r"at layer 'main\.5' in bfloat16 \(data.precision=bf16 or auto; try fp32\)"):
         layer_features(broken, "main.5", latents, "bf16")
 
 
@@ -133,6 +133,22 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(dcgan
         FeatureDataModule(dcgan, "main.8", batch_size=2, precision=p) for p in ("auto", "bf16" if native else "fp32")
     )
     assert torch.equal(auto.batch(Stream.TRAIN, 0), fixed.batch(Stream.TRAIN, 0))
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "native"),
+    [({"avx512_bf16": True}, True), ({"amx_bf16": True}, True), ({"bf16": True}, True), ({"avx2": True}, False)],
+)
+def test_native_bfloat16_reads_the_cpu_capabilities(monkeypatch, capabilities, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    assert data_module.native_bfloat16(torch.device("cpu")) is native
+    monkeypatch.delattr(torch.cpu, "get_capabilities")  # a torch that does not report them: float32
+    assert data_module.native_bfloat16(torch.device("cpu")) is False
+
+
+def test_a_negative_validation_cache_is_rejected(dcgan):
+    with pytest.raises(ConfigError, match=r"data.val_cache_mb=-1 must be >= 0"):
+        FeatureDataModule(dcgan, "main.8", val_cache_mb=-1)
 
 
 def test_unknown_precision_lists_the_choices(dcgan):
