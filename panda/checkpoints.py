@@ -27,7 +27,7 @@ CHECKPOINT_DIR = "checkpoints"  # under the run directory, as conf/callbacks/def
 RESUMABLE = ("last.ckpt", "interrupted.ckpt")
 CONFIG_KEY = "panda_config"  # the resolved training config, stored in every checkpoint
 # Keys that may differ between a run and the run it resumes: where things are written, how often
-# and how much is shown or saved, and how long training goes on. Everything else changes results.
+# and how much is shown, saved or kept in memory, and how long training goes on. Everything else changes results.
 MAY_DIFFER = (
     "ckpt_path",
     "paths",
@@ -41,6 +41,7 @@ MAY_DIFFER = (
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.num_sanity_val_steps",
+    "data.val_cache_mb",
 )
 
 
