@@ -283,10 +283,12 @@ def solve_parts(G1: Tensor, G2: Tensor, P: Tensor, max_iter: int = 1000, tol: fl
 def solve_appearances(K: Tensor, L: Tensor, A: Tensor, max_iter: int = 1000, tol: float = 1e-12) -> Tensor:
     """``argmin_A`` :func:`appearance_objective` ``(A, K, L)`` for ``A`` ``[C, R_C]``, a local minimum.
 
-    Starts from the best of: ``A`` itself, the orthonormal leading eigenvectors of ``2K - L``
-    (optimal among orthonormal ``A``), and the symmetric minimiser ``Q`` of ``-2 tr(QK) + tr(QQL)``
-    (``QL + LQ = 2K``, solved in ``L``'s eigenbasis; optimal when ``R_C = C``) truncated to its
-    ``R_C`` leading non-negative eigenpairs as ``A = V sqrt(lambda)``; then descends by L-BFGS.
+    Starts from the best of: the orthonormal leading eigenvectors of ``2K - L`` (optimal among
+    orthonormal ``A``), the symmetric minimiser ``Q`` of ``-2 tr(QK) + tr(QQL)`` (``QL + LQ = 2K``,
+    solved in ``L``'s eigenbasis; optimal when ``R_C = C``) truncated to its ``R_C`` leading
+    non-negative eigenpairs as ``A = V sqrt(lambda)``, and ``A`` itself (kept only where strictly
+    better: an orthonormal ``A`` at ``R_C = C`` never is, so the result does not depend on it);
+    then descends by L-BFGS.
     """
     scale = torch.trace(K).clamp_min(torch.finfo(K.dtype).tiny)
     K, L, rank = (K / scale).cpu().double(), (L / scale).cpu().double(), A.shape[1]
@@ -295,10 +297,10 @@ def solve_appearances(K: Tensor, L: Tensor, A: Tensor, max_iter: int = 1000, tol
     Q = vectors @ (2 * (vectors.T @ K @ vectors) / denominator) @ vectors.T
     q_values, q_vectors = torch.linalg.eigh((Q + Q.T) / 2)
     top = torch.argsort(q_values, descending=True)[:rank]
-    candidates = [
-        A.cpu().double(),
+    candidates = [  # a tie goes to the first: ``A`` itself last, so it is kept only where it is strictly better
         leading_eigenvectors(2 * K - L, rank),
         q_vectors[:, top] * q_values[top].clamp_min(0).sqrt(),
+        A.cpu().double(),
     ]
     start = min(candidates, key=lambda candidate: appearance_objective(candidate, K, L).item())
     return _minimize_quartic(K, L, start, False, max_iter, tol).to(A)

@@ -191,9 +191,10 @@ class PandA(pl.LightningModule):
         self.initialized.fill_(True)
 
     def needs_initialization(self) -> bool:
-        """Whether the HOSVD initialisation can change the result: not with ``R_C = C`` and the statistics solver,
-        where any orthonormal ``A`` spans every channel (``A A^T = I``, as with the HOSVD's), and the block solves
-        depend on ``A`` only through ``A A^T`` or equivariantly (L-BFGS from a rotated ``A`` is the rotated path)."""
+        """Whether the HOSVD initialisation can change the result: not with ``R_C = C`` and the statistics solver.
+        There any orthonormal ``A`` spans every channel (``A A^T = I``, as the HOSVD's does): a parts solve sees
+        only ``A A^T``, and an appearances solve starts from candidates that do not depend on ``A``, since an
+        orthonormal ``A`` is no better than the first of them (:func:`~panda.factorization.solve_appearances`)."""
         channels, appearances = self.A.shape
         return appearances < channels or self.automatic_optimization
 

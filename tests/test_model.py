@@ -99,7 +99,7 @@ def test_the_statistics_solver_at_r_c_equal_c_skips_the_hosvd_which_changes_noth
     assert Stream.INIT not in streams and Stream.INIT in init_streams
     assert bool(skipped.initialized)
     torch.testing.assert_close(skipped.P.data, initialised.P.data)
-    torch.testing.assert_close(skipped.A.data @ skipped.A.data.T, initialised.A.data @ initialised.A.data.T)
+    torch.testing.assert_close(skipped.A.data, initialised.A.data)  # each appearance, not only their span
     assert panda_model(dcgan.check_layer(LAYER), 4, 8, "model/solver=stats").needs_initialization()  # R_C < C
     assert panda_model(dcgan.check_layer(LAYER), 4, None, "model/solver=pgd").needs_initialization()  # Adam
 
