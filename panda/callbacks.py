@@ -64,31 +64,21 @@ class PandaArtifacts(pl.Callback):
         labels: list[str] | None = None,
         scores: list[float] | None = None,
     ) -> list[Path]:
-        """The run's pictures, written and logged: those of :meth:`pictures` and the error curve."""
-        paths = self.pictures(model, data, labels, scores)
-        if self.history:
-            log.info("rendering %s", CURVE_PNG)
-            steps, errors = zip(*self.history, strict=True)
-            paths.append(visualize.error_curve(steps, errors, self.output_dir / CURVE_PNG))
-        log_images(trainer, paths)
-        return paths
-
-    def pictures(
-        self,
-        model: PandA,
-        data: FeatureDataModule,
-        labels: list[str] | None = None,
-        scores: list[float] | None = None,
-    ) -> list[Path]:
-        """``parts.png`` and ``overlay.png``, with the parts' labels and scores when they are named."""
+        """Write and log ``parts.png`` and ``overlay.png`` (with the parts' labels and scores when they are
+        named) and ``error_curve.png``."""
         _, height, width = model.hparams.feature_shape
         log.info("rendering %s", PARTS_PNG)
         paths = [visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG, labels, scores)]
         log.info("rendering %s: generating %d validation images", OVERLAY_PNG, self.num_images)
         with torch.inference_mode():
             images = data.generator(data.latents(Stream.VAL, 0, self.num_images).to(data.generator.device))
-        overlay = visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG, labels)
-        return [*paths, overlay]
+        paths.append(visualize.overlay_figure(images, model.P, (height, width), self.output_dir / OVERLAY_PNG, labels))
+        if self.history:
+            log.info("rendering %s", CURVE_PNG)
+            steps, errors = zip(*self.history, strict=True)
+            paths.append(visualize.error_curve(steps, errors, self.output_dir / CURVE_PNG))
+        log_images(trainer, paths)
+        return paths
 
 
 def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
@@ -103,6 +93,8 @@ def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
             elif isinstance(logger, TensorBoardLogger):
                 pixels = np.asarray(Image.open(path).convert("RGB"))
                 logger.experiment.add_image(key, pixels, trainer.global_step, dataformats="HWC")
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.flush()  # written now: the pictures come after training, once the logger has finished
 
 
 class AfterFit(pl.Callback):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from PIL import Image
@@ -19,7 +20,7 @@ from panda.factorization import normalized_parts
 from panda.io import atomic_write
 
 DPI = 110  # of every picture
-TILE = 160  # pixels: the most an image of a grid is enlarged to, and what a larger one is shrunk to
+TILE = 176  # pixels: the side an image of a grid is brought near to (see _display)
 GAP, TITLE, LEGEND_ROW, FRAME = 10, 20, 24, 3  # pixels between tiles, of a title, of a legend row, of a frame
 
 
@@ -135,13 +136,15 @@ def error_curve(steps: Sequence[int], errors: Sequence[float], path: str | Path)
 
 
 def _display(images: np.ndarray) -> np.ndarray:
-    """``[B, H, W, 3]`` uint8 images at their size in a grid: enlarged by the largest whole factor that keeps
-    them within :data:`TILE` pixels (pixels stay sharp), or shrunk to :data:`TILE` pixels wide (Lanczos)."""
+    """``[B, H, W, 3]`` uint8 images at their size in a grid: their longer side enlarged by the whole factor
+    that brings it nearest to :data:`TILE` pixels (pixels stay sharp), or, above twice that, shrunk to it
+    (Lanczos)."""
     height, width = images.shape[1:3]
-    if width <= TILE:
-        factor = TILE // width
+    factor = round(TILE / max(height, width))
+    if factor >= 1:
         return images.repeat(factor, axis=1).repeat(factor, axis=2)
-    size = (TILE, max(1, round(height * TILE / width)))
+    scale = TILE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.stack([np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS)) for image in images])
 
 
@@ -178,7 +181,10 @@ def _grid(
         ax.text(x + width / 2, y - 4, titles[k], ha="center", va="bottom", fontsize=8, color=colour)
     if legend:
         handles = [Patch(color=colour, label=name) for name, colour in legend]
-        fig.legend(handles=handles, loc="lower center", ncol=cols, fontsize=8, frameon=False)
+        box = fig.legend(handles=handles, loc="lower center", ncol=cols, fontsize=8, frameon=False)
+        needed = box.get_window_extent(FigureCanvasAgg(fig).get_renderer()).width + 2 * GAP
+        if needed > fig.bbox.width:  # a legend wider than the images: widen the figure (the images stay centred)
+            fig.set_size_inches(needed / DPI, fig.get_figheight())
     return _save(fig, path)
 
 

@@ -156,7 +156,7 @@ def test_on_a_terminal_log_lines_are_not_glued_to_the_progress_bar(tmp_path):
     assert process.wait(timeout=600) == 0
     output = b"".join(chunks).decode()
     assert "it/s" in output and "Epoch 0" in output  # tqdm's bar
-    assert "rendering parts.png" in output  # logged while the bar is shown
+    assert "`Trainer.fit` stopped: `max_steps=3` reached." in output  # logged while the bar is shown
     starts = [m.start() for m in LOG_RECORD.finditer(output)]
     assert len(starts) > 5 and all(i == 0 or output[i - 1] in "\r\n" for i in starts)
 
@@ -242,7 +242,11 @@ def test_wandb_runs_offline_without_credentials(tmp_path):
     assert list((runs[0] / "files" / "media" / "images" / "images").glob("parts_*.png"))
 
 
-def test_tensorboard_logger_writes_events(tmp_path):
+def test_tensorboard_logger_writes_events_and_the_pictures(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     result = train(tmp_path, "logger=tensorboard")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert "val/rel_error" in events.Tags()["scalars"]
+    assert {"images/parts", "images/overlay", "images/error_curve"} <= set(events.Tags()["images"])
