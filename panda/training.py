@@ -91,8 +91,8 @@ class FitRecord(pl.Callback):
 def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
     """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``): the final
     validation error, the training time, when the first step started (``first_step_seconds``, since ``started``,
-    ``train.py``'s first line; by default since this process started), the run's settings (solver, ``lr`` of a
-    gradient solver), the part ``labels`` when ``factors.pt`` holds them, and what the
+    ``train.py``'s first line, or since this process started if that is later or not given), the run's
+    settings (solver, ``lr`` of a gradient solver), the part ``labels`` when ``factors.pt`` holds them, and what the
     :class:`~panda.callbacks.AfterFit` callbacks measure on the final factors
     (:class:`panda.roir.monitor.FinalROIR`: ``roir/<region>``). W&B runs get them in their summary.
 
@@ -104,7 +104,10 @@ def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
     check_processes(cfg.trainer)
     NamingSettings.from_config(cfg.naming, "naming")
     output_dir = Path(cfg.paths.output_dir)
-    started = psutil.Process().create_time() if started is None else started
+    # never before this process started: a SLURM job of Hydra's submitit launcher runs a pickled train.py, whose
+    # start is its submission's
+    created = psutil.Process().create_time()
+    started = created if started is None else max(started, created)
     if rank_zero_only.rank != 0:  # another process of data-parallel training: rank 0 holds the lock and reports
         logging.getLogger("panda").setLevel(logging.WARNING)
         return _train(cfg, output_dir, started)
