@@ -148,7 +148,7 @@ class Probe(pl.Callback):
         self.held_out, self.every, self.curve = held_out, every, []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: PandA) -> None:
-        self.clock = Clock()  # before the HOSVD initialisation, which counts
+        self.clock = Clock()  # before the HOSVD initialisation (where there is one), which counts
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: PandA, *args: object) -> None:
         if trainer.global_step % self.every == 0:
