@@ -31,9 +31,11 @@ import csv
 import io
 import itertools
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -236,7 +238,9 @@ def throughput(gen: DCGANFaces, steps: int = 100, repeats: int = 5) -> dict[str,
 
 
 def peak_memory_mb(steps: int, solver: str) -> float:
-    """Peak resident memory of a ``train.py`` run of ``steps`` batches of 64 samples."""
+    """Peak resident memory of a ``train.py`` run of ``steps`` batches of 64 samples, in a run directory of its own
+    (a directory holds one run's settings: train.py refuses another solver's run there)."""
+    run_dir = tempfile.mkdtemp(prefix="panda-memory-benchmark-")
     command = [
         sys.executable,
         "-c",
@@ -251,11 +255,14 @@ def peak_memory_mb(steps: int, solver: str) -> float:
         "logger=none",
         "callbacks=none",
         "trainer.val_check_interval=1000000",
-        "hydra.run.dir=/tmp/panda-memory-benchmark",
+        f"hydra.run.dir={run_dir}",
         "hydra.output_subdir=null",
         "hydra/job_logging=disabled",
     ]
-    return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()) / 1024
+    try:
+        return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()) / 1024
+    finally:
+        shutil.rmtree(run_dir)
 
 
 def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
