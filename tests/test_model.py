@@ -15,8 +15,25 @@ from tests.conftest import fit_in_process, panda_model
 LAYER = "main.5"  # 256 x 8 x 8: quick
 
 
-def stream(dcgan, precision: str = "fp32") -> FeatureDataModule:
-    return FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32, precision=precision)
+def stream(dcgan, precision: str = "fp32", val_cache_mb: float = 1024) -> FeatureDataModule:
+    return FeatureDataModule(
+        dcgan,
+        LAYER,
+        batch_size=8,
+        seed=3,
+        val_samples=16,
+        init_samples=32,
+        precision=precision,
+        val_cache_mb=val_cache_mb,
+    )
+
+
+def drawn_streams(data: FeatureDataModule, monkeypatch) -> list[Stream]:
+    """The stream of every batch ``data`` computes from now on, in order."""
+    streams = []
+    batch = data.batch
+    monkeypatch.setattr(data, "batch", lambda stream, *args: streams.append(stream) or batch(stream, *args))
+    return streams
 
 
 def fit(
@@ -71,10 +88,8 @@ def test_hosvd_initialisation_uses_the_init_stream(dcgan, tmp_path):
 # 2 batches of 8 at each of 4 validations (Lightning's sanity check, then after steps 2, 4 and 6)
 @pytest.mark.parametrize(("cache_mb", "computed"), [(1024, 2), (0, 8)])
 def test_validation_features_are_computed_once_when_they_fit(dcgan, tmp_path, monkeypatch, cache_mb, computed):
-    data = FeatureDataModule(dcgan, LAYER, batch_size=8, seed=3, val_samples=16, init_samples=32, val_cache_mb=cache_mb)
-    streams = []
-    batch = data.batch
-    monkeypatch.setattr(data, "batch", lambda stream, *args: streams.append(stream) or batch(stream, *args))
+    data = stream(dcgan, val_cache_mb=cache_mb)
+    streams = drawn_streams(data, monkeypatch)
     model = panda_model(dcgan.check_layer(LAYER), 4, 8, "model/solver=pgd")
     trainer = fit_in_process(data, model, 6, tmp_path)
     assert streams.count(Stream.VAL) == computed
@@ -86,9 +101,7 @@ def test_validation_features_are_computed_once_when_they_fit(dcgan, tmp_path, mo
 def test_the_statistics_solver_at_r_c_equal_c_skips_the_hosvd_which_changes_nothing(dcgan, tmp_path, monkeypatch):
     def trained(hosvd: bool) -> tuple[PandA, list[Stream]]:
         data = stream(dcgan)
-        streams = []
-        batch = data.batch
-        monkeypatch.setattr(data, "batch", lambda s, *args: streams.append(s) or batch(s, *args))
+        streams = drawn_streams(data, monkeypatch)
         model = panda_model(dcgan.check_layer(LAYER), 4, None, "model/solver=stats")
         if hosvd:
             monkeypatch.setattr(model, "needs_initialization", lambda: True)
