@@ -3,14 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from panda.cli import check_command_line, run
+from panda.cli.main import check_command_line, command
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from panda.evaluation import evaluate
+    from panda.tasks.registry import evaluate
 
-    run(lambda: evaluate(cfg))
+    command(lambda: evaluate(cfg))
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from matplotlib.figure import Figure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from panda.io import atomic_write  # noqa: E402
-from panda.sweep import COMPLETED, ROIR_PREFIX, SUMMARY_CSV  # noqa: E402
+from panda.base.files import atomic_write  # noqa: E402
+from panda.cli.sweep import COMPLETED, ROIR_PREFIX, SUMMARY_CSV  # noqa: E402
 
 SERIES = ["layer", "appearances", "solver", "lr"]  # what tells a line apart (those the sweep varies)
-FEATURES = ["eyes", "eyebrows", "nose", "mouth"]  # the labels panda.naming gives face features
+FEATURES = ["eyes", "eyebrows", "nose", "mouth"]  # the labels panda.uses.face_regions gives face features
 READING = "\n## Reading\n"  # the hand-written part of the results file, kept when the table is rewritten
 TABLE = ["job", "status", "layer", "solver", "lr", "parts", "appearances", "steps", "val_rel_error", "fit_seconds"]
 

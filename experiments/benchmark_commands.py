@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from benchmark_solvers import LAYER, PARTS, READING, SEED, HeldOut, reference  # the same held-out set, reference
 
+from panda.base.files import atomic_write
 from panda.generators.dcgan import DCGANFaces
-from panda.io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_LR = 1e-5  # the best of benchmark_solvers.py's grid on seed 0 (experiments/results/solvers_cpu.md)

@@ -3,7 +3,7 @@
 One process, one generator (DCGAN faces), one layer (``main.8``), ranks R_S = 8 and R_C = C = 128,
 one held-out set of 1,024 samples. Recorded: relative reconstruction error on the held-out set
 (``sum_i ||Z_i - A A^T Z_i P P^T||^2 / sum_i ||Z_i||^2``) against wall time; evaluation time is
-excluded from every clock. The reference (``panda.factorization.reference_factorization``): HOSVD
+excluded from every clock. The reference (``panda.method.factorization.reference_factorization``): HOSVD
 init of A on 1,024 samples, P ~ U(0, 0.01), 10,000 steps of batch 1, each a plain gradient step on P
 then a clamp at 0, then a plain gradient step on A; its learning rate is the best of a grid, each
 grid point run for the full 10,000 steps. The reference runs on every seed of the table of seeds,
@@ -48,8 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from panda import factorization as fz  # noqa: E402
-from panda.config import instantiate  # noqa: E402
-from panda.data import (  # noqa: E402
+from panda.base.config import instantiate  # noqa: E402
+from panda.base.files import atomic_write  # noqa: E402
+from panda.base.resources import config_dir  # noqa: E402
+from panda.generators.dcgan import DCGANFaces  # noqa: E402
+from panda.method.data import (  # noqa: E402
     PRECISIONS,
     FeatureDataModule,
     Stream,
@@ -57,10 +60,7 @@ from panda.data import (  # noqa: E402
     forward_precision,
     layer_features,
 )
-from panda.generators.dcgan import DCGANFaces  # noqa: E402
-from panda.io import atomic_write  # noqa: E402
-from panda.model import PandA  # noqa: E402
-from panda.resources import config_dir  # noqa: E402
+from panda.method.model import PandA  # noqa: E402
 
 LAYER, SHAPE, PARTS, SEED, BATCH = "main.8", (128, 16, 16), 8, 0, 64
 DEFAULT_APPEARANCES = 16  # train.py's earlier default R_C on the DCGAN faces (with pgd, 600 steps)

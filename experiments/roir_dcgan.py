@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from panda.io import atomic_write  # noqa: E402
+from panda.base.files import atomic_write  # noqa: E402
 
 PAPER = """| method | eyes | nose | open mouth | smile |
 |---|---|---|---|---|

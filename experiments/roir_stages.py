@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from panda.data import Stream, batch_generator  # noqa: E402
+from panda.base.files import atomic_write  # noqa: E402
 from panda.generators.dcgan import DCGANFaces  # noqa: E402
-from panda.io import atomic_write  # noqa: E402
-from panda.roir.masks import LandmarkDetector, detect, roi_masks  # noqa: E402
-from panda.visualize import to_uint8  # noqa: E402
+from panda.method.data import Stream, batch_generator  # noqa: E402
+from panda.uses.landmarks import LandmarkDetector, detect, roi_masks  # noqa: E402
+from panda.uses.visualize import to_uint8  # noqa: E402
 
 BATCH = 100
 

@@ -3,7 +3,7 @@
 Each run is ``train.py`` as a user runs it (``trainer=cpu`` for one process, ``trainer=ddp
 trainer.accelerator=cpu trainer.devices=2`` for two), DCGAN faces at ``main.8`` (128x16x16), the
 ranks R_S = 8, R_C = 16, the same global batch (one process of batch 2B, two of B: the
-same samples, see ``panda.data``), a held-out set of ``--val`` samples checked every ``--every``
+same samples, see ``panda.method.data``), a held-out set of ``--val`` samples checked every ``--every``
 steps. Recorded: samples/s of ``fit`` (its wall clock: initialisation and validations included),
 the final held-out error, the seconds to reach a target held-out error (the one-process run's
 final error plus 1%; the time of the first validation at or below it, prorated from ``fit``'s clock
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from panda.io import atomic_write  # noqa: E402
+from panda.base.files import atomic_write  # noqa: E402
 
 FLOAT32, FLOAT64 = 4, 8
 C, S, R_S, R_C = 128, 256, 8, 16  # DCGAN main.8 at the ranks measured (the earlier default)

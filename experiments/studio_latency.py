@@ -26,12 +26,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from panda.factorization import orthonormalize
+from panda.base.files import atomic_write
 from panda.generators import load_generator
 from panda.generators.base import FeatureGenerator
-from panda.io import atomic_write
-from panda.runs import Run
+from panda.method.factorization import orthonormalize
 from panda.studio.core import Session, Settings, Studio
+from panda.uses.factors import Factors
 
 ROOT = Path(__file__).resolve().parents[1]
 READING = "\n## Reading\n"  # the hand-written part of the results file, kept when the table is rewritten
@@ -51,13 +51,13 @@ CASES = {  # label -> (generator, layer, R_S, R_C): the default layers and sugge
 }
 
 
-def made_up_run(gen: FeatureGenerator, name: str, layer: str, parts: int, appearances: int) -> Run:
+def made_up_run(gen: FeatureGenerator, name: str, layer: str, parts: int, appearances: int) -> Factors:
     """A run of ``gen`` with orthonormal random appearances and uniform random parts."""
     shape = gen.check_layer(layer)
     generator = torch.Generator().manual_seed(0)
     A = orthonormalize(torch.randn(shape[0], appearances, generator=generator))
     P = torch.rand(shape[1] * shape[2], parts, generator=generator)
-    return Run(A=A, P=P, generator=gen, name=name, layer=layer, feature_shape=shape)
+    return Factors(A=A, P=P, generator=gen, name=name, layer=layer, feature_shape=shape)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -72,7 +72,7 @@ def measure(label: str, threads: int, updates: int, statistics: int) -> dict[str
     build, layer, parts, appearances = CASES[label]
     gen = build()
     run = made_up_run(gen, gen.name, layer, parts, appearances)
-    options = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "studio.yaml"))
+    options = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "studio.yaml").eval)
     with tempfile.TemporaryDirectory() as run_dir:
         settings = Settings.from_config({**options, "statistics": statistics, "batch_size": statistics}, run_dir)
     start = time.perf_counter()

@@ -19,14 +19,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
-from panda.config import instantiate
-from panda.data import FeatureDataModule, layer_features
-from panda.factorization import orthonormalize
+from panda.base.config import instantiate
 from panda.generators.base import FeatureGenerator
 from panda.generators.dcgan import DCGANFaces
 from panda.generators.stylegan2 import StyleGAN2
-from panda.model import PandA
-from panda.runs import Run
+from panda.method.data import FeatureDataModule, layer_features
+from panda.method.factorization import orthonormalize
+from panda.method.model import PandA
+from panda.uses.factors import Factors
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER, SHAPE = "main.8", (128, 16, 16)
@@ -141,13 +141,13 @@ def dcgan() -> DCGANFaces:
 
 
 @pytest.fixture
-def run(dcgan: DCGANFaces) -> Run:
+def run(dcgan: DCGANFaces) -> Factors:
     A, P = made_up_factors()
-    return Run(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
+    return Factors(A=A, P=P, generator=dcgan, name="dcgan_faces", layer=LAYER, feature_shape=SHAPE)
 
 
 @pytest.fixture(scope="session")
-def stylegan2_run() -> Run:
+def stylegan2_run() -> Factors:
     """Made-up factors at ``synthesis.b16.conv1`` of a tiny random StyleGAN2 (:data:`STYLEGAN2_ARCH`), whose layers
     after the split read values computed before it (``ws``, the skip image)."""
     torch.manual_seed(0)
@@ -157,7 +157,7 @@ def stylegan2_run() -> Run:
     generator = torch.Generator().manual_seed(0)
     A = orthonormalize(torch.randn(shape[0], 4, generator=generator))
     P = torch.rand(shape[1] * shape[2], 3, generator=generator)
-    return Run(A=A, P=P, generator=gen, name="stylegan2_ffhq", layer=layer, feature_shape=shape)
+    return Factors(A=A, P=P, generator=gen, name="stylegan2_ffhq", layer=layer, feature_shape=shape)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from panda.config import instantiate
+from panda.base.config import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 

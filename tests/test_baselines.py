@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from panda.errors import ConfigError
+from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator
 from panda.generators.genforce import ProGAN, StyleGAN1
 from panda.generators.stylegan2 import StyleGAN2
@@ -20,11 +20,11 @@ from panda.roir.baselines.jacobian import region_statistics
 from panda.roir.protocol import PandAEditor
 from tests.conftest import PROGAN_ARCH, ROOT, STYLEGAN1_ARCH, STYLEGAN2_ARCH, STYLEGAN3_ARCHS
 
-OPTIONS = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml").baselines)
+OPTIONS = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "roir.yaml").eval.baselines)
 
 
 def configured(cls: type[Baseline], gen: FeatureGenerator, **options: Any) -> Baseline:
-    """``cls`` on ``gen`` with its options of conf/eval/roir.yaml, ``options`` replacing some."""
+    """``cls`` on ``gen`` with its options of conf/task/roir.yaml, ``options`` replacing some."""
     return cls(gen, **{**OPTIONS[cls.name], **options})
 
 

@@ -4,7 +4,7 @@ import re
 import pytest
 import torch
 
-from panda.errors import ConfigError, WeightsError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators.biggan import BigGAN, class_index, random_biggan
 from panda.generators.weights import cached_path
 from tests.conftest import assert_bf16_features_close, assert_resumes_after_the_layer

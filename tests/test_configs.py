@@ -9,11 +9,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from panda.config import instantiate
+from panda.base.config import instantiate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRIMARIES = ("train", "evaluate")
-NOT_GROUPS = {"edits"}  # the edit zoo, read by panda.editing, not composed
+NOT_GROUPS = {"edits"}  # the edit zoo, read by panda.uses.editing, not composed
 # groups no defaults list names: appended (+group=option) to the config that sweeps them
 APPENDED = {("train", "experiment/solver"): ["experiment=ablation_solvers"]}
 
@@ -97,7 +97,7 @@ def test_ablation_experiments_sweep_their_grid_and_measure_roir(experiment, grid
     [
         ("pgd_lr0.001", "torch.optim.Adam", 0.001),
         ("pgd_lr0.01", "torch.optim.Adam", 0.01),
-        ("stats", "panda.solvers.StatisticsSolver", None),
+        ("stats", "panda.method.solvers.StatisticsSolver", None),
     ],
 )
 def test_each_solver_of_the_solver_ablation_sets_its_solver_and_rate(option, target, lr):

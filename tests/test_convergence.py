@@ -14,11 +14,11 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from panda import visualize
-from panda.callbacks import Convergence
-from panda.cli import run
-from panda.errors import ConfigError
-from panda.training import train
+from panda.base.errors import ConfigError
+from panda.cli.main import command
+from panda.training.callbacks import Convergence
+from panda.training.fit import train
+from panda.uses import visualize
 from tests.conftest import ROOT, TWO_STEPS
 
 
@@ -72,7 +72,7 @@ def fit(errors: list[float], max_steps: int = 20, ckpt_dir=None, ckpt_path=None)
 
 def test_a_converged_run_stops_at_the_validation_that_shows_it(caplog):
     # relative changes: -33%, -17%, +0.08%, -0.1%: the last two are within 0.1% at step 10
-    with caplog.at_level(logging.INFO, logger="panda.callbacks"):
+    with caplog.at_level(logging.INFO, logger="panda.training.callbacks"):
         trainer, stop = fit([0.9, 0.6, 0.5, 0.5004, 0.4999] + [0.4999] * 5)
     assert trainer.global_step == 10 and stop.converged
     assert "converged at step 10 of at most 20: val/rel_error = 0.4999" in caplog.text
@@ -88,7 +88,7 @@ def test_a_converged_run_stops_at_the_validation_that_shows_it(caplog):
     ],
 )
 def test_an_improving_or_diverging_run_goes_on_to_max_steps(errors, caplog):
-    with caplog.at_level(logging.INFO, logger="panda.callbacks"):
+    with caplog.at_level(logging.INFO, logger="panda.training.callbacks"):
         trainer, stop = fit(errors)
     assert trainer.global_step == 20 and not stop.converged
     assert "reached trainer.max_steps = 20 before converging" in caplog.text
@@ -111,7 +111,7 @@ def test_bad_settings_are_rejected():
 def test_experiment_fast_stops_at_convergence_checked_after_every_round_of_the_solver():
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=fast"])
-    assert cfg.callbacks.early_stop._target_ == "panda.callbacks.Convergence"
+    assert cfg.callbacks.early_stop._target_ == "panda.training.callbacks.Convergence"
     assert cfg.trainer.val_check_interval == cfg.model.solver.appearance_steps + cfg.model.solver.parts_steps
     assert cfg.data.precision == "auto"
 
@@ -127,7 +127,7 @@ def train_until(tmp_path, *overrides: str, started: float | None = None) -> dict
 def test_train_stops_at_convergence_and_its_last_validation_is_the_final_one(tmp_path, caplog, monkeypatch):
     validations = []
     monkeypatch.setattr(pl.Trainer, "validate", lambda *args, **kwargs: validations.append(1) or [{}])
-    with caplog.at_level(logging.INFO, logger="panda.callbacks"):
+    with caplog.at_level(logging.INFO, logger="panda.training.callbacks"):
         metrics = train_until(
             tmp_path,
             "callbacks=early_stop",
@@ -147,7 +147,7 @@ def test_the_command_line_front_does_not_import_torch():
         [
             sys.executable,
             "-c",
-            "import sys, panda.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))",
+            "import sys, panda.cli.main; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))",
         ],
         capture_output=True,
         text=True,
@@ -166,10 +166,10 @@ def test_the_pictures_are_rendered_once_after_training_with_the_part_names(tmp_p
 
 
 def test_a_command_leaves_its_objects_to_the_process_exit():
-    """:func:`panda.cli.run` freezes the objects left (the interpreter's final collection would take seconds)."""
+    """:func:`panda.cli.main.run` freezes the objects left (the interpreter's final collection would take seconds)."""
     assert gc.get_freeze_count() == 0
     try:
-        assert run(lambda: 7) == 7
+        assert command(lambda: 7) == 7
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()

@@ -19,11 +19,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from panda.data import FeatureDataModule, Stream
-from panda.errors import ConfigError
-from panda.evaluation import evaluate
-from panda.factors import load_factors
-from panda.training import check_processes, train
+from panda.base.errors import ConfigError
+from panda.base.factors_file import load_factors
+from panda.method.data import FeatureDataModule, Stream
+from panda.tasks.registry import evaluate
+from panda.training.fit import check_processes, train
 from tests.conftest import LAYER, ROOT, TWO_STEPS, run_script
 
 # TWO_STEPS on 2 processes of batch 2 (one process: batch 4); 10 validation samples leave rank 1 without a part

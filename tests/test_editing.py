@@ -6,14 +6,14 @@ import torch
 import yaml
 from hydra import compose, initialize_config_dir
 
-from panda import editing
-from panda.editing import Edit
-from panda.errors import ConfigError
-from panda.runs import Run
+from panda.base.errors import ConfigError
+from panda.uses import editing
+from panda.uses.editing import Edit
+from panda.uses.factors import Factors
 from tests.conftest import ROOT, SHAPE, forward_calls, made_up_factors
 
 
-def test_alpha_zero_reproduces_the_original_images_exactly(run: Run) -> None:
+def test_alpha_zero_reproduces_the_original_images_exactly(run: Factors) -> None:
     latents = run.latents(0, [0, 1, 2])
     with torch.inference_mode():
         original = run.generator(latents)
@@ -25,7 +25,7 @@ def test_alpha_zero_reproduces_the_original_images_exactly(run: Run) -> None:
     assert (edited - original).abs().max() > 0.05
 
 
-def test_edit_is_alpha_a_j_p_k_and_zero_where_the_part_is_zero(run: Run) -> None:
+def test_edit_is_alpha_a_j_p_k_and_zero_where_the_part_is_zero(run: Factors) -> None:
     offset = editing.edit_offset(run, [Edit(part=0, appearance=5, alpha=3.0)])
     p0 = run.P[:, 0].reshape(16, 16)
     expected = 3.0 * run.A[:, 5, None, None] * (p0 / p0.max())[None]  # min of part 0 is 0
@@ -34,13 +34,13 @@ def test_edit_is_alpha_a_j_p_k_and_zero_where_the_part_is_zero(run: Run) -> None
     assert torch.all(offset[:, 8:].abs().sum(0) > 0)
 
 
-def test_several_triples_are_summed(run: Run) -> None:
+def test_several_triples_are_summed(run: Factors) -> None:
     a, b = Edit(0, 1, 2.0), Edit(3, 4, -5.0)
     both = editing.edit_offset(run, [a, b])
     torch.testing.assert_close(both, editing.edit_offset(run, [a]) + editing.edit_offset(run, [b]))
 
 
-def test_edits_of_a_batch_match_edits_of_single_samples(run: Run) -> None:
+def test_edits_of_a_batch_match_edits_of_single_samples(run: Factors) -> None:
     latents = run.latents(0, [4, 5])
     offset = editing.edit_offset(run, [Edit(2, 2, 15.0)])
     batch = editing.edited_images(run, *run.features_and_state(latents), offset, (0.5, 1.0))
@@ -49,7 +49,7 @@ def test_edits_of_a_batch_match_edits_of_single_samples(run: Run) -> None:
     torch.testing.assert_close(batch[:, 1:], single, atol=1e-5, rtol=0)
 
 
-def test_edits_of_a_stylegan2_run_resume_from_the_state_and_run_nothing_before_the_layer(stylegan2_run: Run) -> None:
+def test_edits_of_a_stylegan2_run_resume_from_the_state_and_run_nothing_before_the_layer(stylegan2_run: Factors):
     run, gen = stylegan2_run, stylegan2_run.generator
     before = [gen.net.mapping, gen.net.synthesis.b4, gen.net.synthesis.b8]  # the modules before synthesis.b16.conv1
     latents = run.latents(0, [0, 1])
@@ -66,7 +66,7 @@ def test_edits_of_a_stylegan2_run_resume_from_the_state_and_run_nothing_before_t
 
 
 @pytest.mark.parametrize(("edit", "message"), [(Edit(8, 0, 1.0), "R_S=8"), (Edit(0, 16, 1.0), "R_C=16")])
-def test_out_of_range_indices_name_the_valid_range(run: Run, edit: Edit, message: str) -> None:
+def test_out_of_range_indices_name_the_valid_range(run: Factors, edit: Edit, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         editing.edit_offset(run, [edit])
 
@@ -79,7 +79,7 @@ def test_parse_edits_rejects_malformed_triples() -> None:
         editing.parse_edits([])
 
 
-def test_named_edits_of_the_shipped_zoo_fit_default_factors(run: Run) -> None:
+def test_named_edits_of_the_shipped_zoo_fit_default_factors(run: Factors) -> None:
     zoo = editing.load_zoo("dcgan_faces")
     assert {"blue_eyes", "red_lips", "open_mouth", "thick_eyebrows", "red_nose", "hair_colour"} <= set(zoo["edits"])
     A, P = made_up_factors(zoo["ranks"]["parts"], zoo["ranks"]["appearances"])
@@ -101,7 +101,7 @@ def test_the_zoo_belongs_to_the_default_training_run_and_its_indices_exist() -> 
             assert 0 <= edit.part < cfg.rank.parts and 0 <= edit.appearance < appearances, name
 
 
-def test_named_edit_refuses_factors_of_another_layer_or_rank(run: Run, tmp_path: Path) -> None:
+def test_named_edit_refuses_factors_of_another_layer_or_rank(run: Factors, tmp_path: Path) -> None:
     zoo = {
         "layer": "main.5",
         "ranks": {"parts": 8, "appearances": 16},
@@ -114,7 +114,7 @@ def test_named_edit_refuses_factors_of_another_layer_or_rank(run: Run, tmp_path:
         editing.named_edit(run, "smile", tmp_path)
 
 
-def test_a_part_may_be_given_by_its_label(run: Run) -> None:
+def test_a_part_may_be_given_by_its_label(run: Factors) -> None:
     labels = ["mouth", "hair", "face", "eyes", "nose", "background", "mixed", "artefact"]
     named = dataclasses.replace(run, labels=labels)
     by_name = editing.edit_offset(named, editing.parse_edits([{"part": "hair", "appearance": 3, "alpha": 2.0}]))

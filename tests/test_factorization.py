@@ -1,9 +1,9 @@
-"""The math of panda/factorization.py against definitions, autograd and decompositions."""
+"""The math of panda/method/factorization.py against definitions, autograd and decompositions."""
 
 import pytest
 import torch
 
-from panda import factorization as fz
+from panda.method import factorization as fz
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``factors.pt``: written and read by :mod:`panda.factors`; damage is one clear line, never a traceback."""
+"""``factors.pt``: written and read by :mod:`panda.base.factors_file`; damage is one clear line, never a traceback."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from panda.errors import ConfigError
-from panda.factors import FACTORS_FILE, load_factors, save_factors, save_labels
+from panda.base.errors import ConfigError
+from panda.base.factors_file import FACTORS_FILE, load_factors, save_factors, save_labels
 from tests.conftest import LAYER, SHAPE, made_up_factors
 
 

@@ -11,11 +11,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from panda import data as data_module
-from panda.data import FeatureDataModule, Stream, layer_features
-from panda.errors import ConfigError, FeatureError, WeightsError
+from panda.base.errors import ConfigError, FeatureError, WeightsError
 from panda.generators.api import gen_config
 from panda.generators.dcgan import DCGANFaces
+from panda.method import data as data_module
+from panda.method.data import FeatureDataModule, Stream, layer_features
 from tests.conftest import ROOT, assert_bf16_features_close, assert_resumes_after_the_layer
 
 LAYERS = ["main.0", "main.2", "main.3", "main.5", "main.7", "main.8", "main.11", "main.12"]
@@ -231,7 +231,7 @@ def test_a_wheel_install_finds_the_gen_configs_and_the_edit_zoo(tmp_path):
     configs = {f"panda/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
     assert shipped == sources | configs
     script = (
-        "import panda, panda.generators as g, panda.editing as e, panda.resources as r\n"
+        "import panda, panda.generators as g, panda.uses.editing as e, panda.base.resources as r\n"
         "print(panda.__file__, r.config_dir(), g.load_generator('dcgan_faces').name,"
         " sorted(e.load_zoo('dcgan_faces')['edits']))"
     )

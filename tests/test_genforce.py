@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from panda.errors import ConfigError, WeightsError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators import load_generator
 from panda.generators.genforce import ProGAN, ProGANNet, StyleGAN1, StyleGAN1Net
 from panda.generators.weights import cached_path
@@ -230,7 +230,7 @@ def test_python_api_and_training(files, tmp_path):
     z = gen.sample_latents(2, torch.Generator().manual_seed(0))
     assert torch.equal(gen.resume(gen.features(z, "layer5"), "layer5", z), gen(z))
 
-    from panda.training import train
+    from panda.training.fit import train
 
     arch = [f"gen.net.arch.{k}={v}" for k, v in STYLEGAN1_ARCH.items()]
     cfg = compose_two_steps(tmp_path, "gen=stylegan1_ffhq", f"gen.weights={files['stylegan'][0]}", *arch)

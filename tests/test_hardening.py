@@ -9,10 +9,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from panda.config import check_overrides
-from panda.errors import ConfigError, DivergenceError
-from panda.evaluation import evaluate
-from panda.training import StopOnDivergence, train
+from panda.base.config import check_overrides
+from panda.base.errors import ConfigError, DivergenceError
+from panda.tasks.registry import evaluate
+from panda.training.fit import StopOnDivergence, train
 from tests.conftest import ROOT, TINY, configured, panda_model, run_script
 
 

@@ -3,11 +3,11 @@ import dataclasses
 import pytest
 import torch
 
-from panda import localization
-from panda.runs import Run
+from panda.uses import localization
+from panda.uses.factors import Factors
 
 
-def test_appearance_maps_are_a_transpose_z(run: Run) -> None:
+def test_appearance_maps_are_a_transpose_z(run: Factors) -> None:
     features = torch.rand(2, 128, 16, 16)
     maps = localization.appearance_maps(run, features)
     assert maps.shape == (2, 16, 16, 16)
@@ -30,7 +30,7 @@ def test_concept_masks_are_upsampled_to_image_size() -> None:
     assert masks[0, 0, :, 40:].all() and not masks[0, 0, :, :24].any() and not masks[0, 1].any()
 
 
-def test_background_is_the_appearance_around_the_part(run: Run) -> None:
+def test_background_is_the_appearance_around_the_part(run: Factors) -> None:
     """Removal paints what surrounds a part: the skin around the eyebrows, not the image's border."""
     P = torch.zeros(16, 16, run.parts)
     P[6:10, 6:10, 0] = 1.0  # part 0: a block in the middle
@@ -49,7 +49,7 @@ def test_background_is_the_appearance_around_the_part(run: Run) -> None:
     assert coverage[3] == pytest.approx(3 / 5 * (8 * 4 - 2 * 4) / 48)
 
 
-def test_dataset_maps_are_reproducible(run: Run) -> None:
+def test_dataset_maps_are_reproducible(run: Factors) -> None:
     first = localization.dataset_maps(run, seed=3, samples=10, batch_size=4)
     assert first.shape == (10, 16, 16, 16)
     torch.testing.assert_close(first, localization.dataset_maps(run, seed=3, samples=10, batch_size=4))

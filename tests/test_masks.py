@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from panda.errors import ConfigError, WeightsError
-from panda.roir import masks
-from panda.roir.masks import LandmarkDetector, check_min_face, convex_hull, detect, region_mask, roi_masks
-from panda.visualize import to_uint8
+from panda.base.errors import ConfigError, WeightsError
+from panda.uses import landmarks as masks
+from panda.uses.landmarks import LandmarkDetector, check_min_face, convex_hull, detect, region_mask, roi_masks
+from panda.uses.visualize import to_uint8
 
 
 def square_face() -> np.ndarray:

@@ -6,10 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from panda import factorization as fz
-from panda.data import FeatureDataModule, Stream
-from panda.errors import ConfigError
-from panda.model import PandA, check_ranks
+from panda.base.errors import ConfigError
+from panda.method import factorization as fz
+from panda.method.data import FeatureDataModule, Stream
+from panda.method.model import PandA, check_ranks
 from tests.conftest import fit_in_process, panda_model
 
 LAYER = "main.5"  # 256 x 8 x 8: quick

@@ -1,7 +1,7 @@
 import torch
 
-from panda.factorization import orthonormalize, squared_error
-from panda.refinement import refine_parts, sample_errors
+from panda.method.factorization import orthonormalize, squared_error
+from panda.uses.refinement import refine_parts, sample_errors
 
 
 def _problem(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,10 +20,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from panda.checkpoints import CONFIG_KEY, SafeCheckpointIO, differences
-from panda.errors import BusyError, ConfigError
-from panda.io import atomic_write, lock_directory
-from panda.training import train
+from panda.base.errors import BusyError, ConfigError
+from panda.base.files import atomic_write, lock_directory
+from panda.training.checkpoints import CONFIG_KEY, SafeCheckpointIO, differences
+from panda.training.fit import train
 from tests.conftest import ROOT, TINY, configured, run_script
 
 
@@ -172,7 +172,8 @@ def test_a_second_run_in_a_busy_directory_names_the_process_and_exits_2(tmp_path
 
 
 def test_the_lock_dies_with_its_process(tmp_path):
-    holder = f"import os, signal; from panda.io import lock_directory\nwith lock_directory({str(tmp_path)!r}):\n"
+    holder = "import os, signal; from panda.base.files import lock_directory\n"
+    holder += f"with lock_directory({str(tmp_path)!r}):\n"
     holder += "    os.kill(os.getpid(), signal.SIGKILL)"
     killed = subprocess.run([sys.executable, "-c", holder], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert killed.returncode == -signal.SIGKILL and (tmp_path / ".lock").read_text().strip().isdigit()

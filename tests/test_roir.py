@@ -18,20 +18,20 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from panda.config import instantiate
-from panda.data import FeatureDataModule, Stream
-from panda.errors import ConfigError
-from panda.evaluation import evaluate as evaluate_task
-from panda.factors import save_labels
+from panda.base.config import instantiate
+from panda.base.errors import ConfigError
+from panda.base.factors_file import save_labels
+from panda.method.data import FeatureDataModule, Stream
 from panda.roir import protocol
 from panda.roir.baselines.base import Editor, repeat
-from panda.roir.masks import LandmarkDetector
 from panda.roir.protocol import Faces, PandAEditor, Settings, Worst, choose, face_batches, inside_change, table
+from panda.tasks.registry import evaluate as evaluate_task
+from panda.uses.landmarks import LandmarkDetector
 from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script
 
-CONF = OmegaConf.merge(  # conf/eval/roir.yaml reads dlib's settings from conf/naming/default.yaml
+CONF = OmegaConf.merge(  # conf/task/roir.yaml reads dlib's settings from conf/naming/default.yaml
     {"naming": OmegaConf.load(ROOT / "conf" / "naming" / "default.yaml")},
-    {"eval": OmegaConf.load(ROOT / "conf" / "eval" / "roir.yaml")},
+    {"eval": OmegaConf.load(ROOT / "conf" / "task" / "roir.yaml").eval},
 ).eval
 
 
@@ -44,7 +44,7 @@ def tiny_roir(run: Path, out: Path, *overrides: str) -> DictConfig:
 
 
 def settings(**options: Any) -> Settings:
-    """The search settings of conf/eval/roir.yaml, ``options`` replacing some."""
+    """The search settings of conf/task/roir.yaml, ``options`` replacing some."""
     return Settings(**{**CONF.choose, **options}, config_key="eval.choose")
 
 
@@ -273,7 +273,7 @@ def test_a_training_run_does_not_load_the_benchmark(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "run" / "factors.pt").is_file()
     modules = json.loads(done.stdout.split("MODULES", 1)[1])
-    assert "panda.callbacks" in modules and "panda.training" in modules  # the run built its callbacks and trained
+    assert "panda.training.callbacks" in modules and "panda.training.fit" in modules  # it built its callbacks, trained
     assert [m for m in modules if m == "dlib" or m.startswith("panda.roir")] == []
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from panda.errors import ConfigError
+from panda.base.errors import ConfigError
 from panda.generators.dcgan import DCGANFaces
-from panda.runs import load_run
+from panda.uses.factors import open_run
 from tests.conftest import SHAPE, run_script, write_run
 
 
@@ -69,7 +69,7 @@ def test_a_crafted_factors_file_is_refused_and_does_nothing(tmp_path, listener, 
     run_dir = write_run(tmp_path / "run", gen=gen, generator=generator)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     with pytest.raises(ConfigError) as error:
-        load_run(run_dir)
+        open_run(run_dir)
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not target.exists()
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
@@ -98,13 +98,13 @@ def test_a_crafted_factors_file_is_one_line_from_the_command_line(tmp_path, list
 )
 def test_a_stored_generator_config_takes_only_plain_values_of_known_keys(tmp_path, gen, message):
     with pytest.raises(ConfigError) as error:
-        load_run(write_run(tmp_path, gen=gen, generator="biggan" if gen["name"] == "biggan" else "dcgan_faces"))
+        open_run(write_run(tmp_path, gen=gen, generator="biggan" if gen["name"] == "biggan" else "dcgan_faces"))
     assert message in str(error.value)
 
 
 def test_the_generator_is_rebuilt_from_the_projects_config_and_the_stored_values(tmp_path, dcgan):
     stored = {"name": "dcgan_faces", "random_init": True, "net": {"_target_": "panda.generators.dcgan.DCGANFaces"}}
-    run = load_run(write_run(tmp_path, gen=stored))
+    run = open_run(write_run(tmp_path, gen=stored))
     assert isinstance(run.generator, DCGANFaces) and run.feature_shape == SHAPE
     pretrained, rebuilt = dcgan.state_dict(), run.generator.state_dict()
     assert not all(torch.equal(pretrained[k], rebuilt[k]) for k in pretrained)  # random_init=true was taken
@@ -114,7 +114,7 @@ def test_a_generator_config_that_extends_another_is_rebuilt_from_the_composed_pr
     from omegaconf import OmegaConf
 
     from panda.generators.api import gen_config
-    from panda.runs import generator_config
+    from panda.uses.factors import generator_config
 
     stored = OmegaConf.create({"gen": gen_config("stylegan2_afhqdog")})  # as training stores it: resolved
     gen = OmegaConf.to_container(stored, resolve=True)["gen"]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from panda.factors import load_factors
-from panda.training import train
+from panda.base.factors_file import load_factors
+from panda.training.fit import train
 from tests.conftest import ROOT, TINY, run_script
 
 pytestmark = pytest.mark.slurm

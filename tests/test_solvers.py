@@ -7,11 +7,11 @@ import torch
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from panda import factorization as fz
-from panda.config import instantiate
-from panda.data import FeatureDataModule
-from panda.errors import ConfigError
-from panda.solvers import StatisticsSolver
+from panda.base.config import instantiate
+from panda.base.errors import ConfigError
+from panda.method import factorization as fz
+from panda.method.data import FeatureDataModule
+from panda.method.solvers import StatisticsSolver
 from tests.conftest import ROOT, fit_in_process, panda_model
 
 LAYER = "main.5"  # 256 x 8 x 8

@@ -14,23 +14,23 @@ import yaml
 from omegaconf import OmegaConf
 from PIL import Image
 
-from panda import editing, localization
-from panda.editing import Edit
-from panda.errors import ConfigError
-from panda.runs import Run
+from panda.base.errors import ConfigError
 from panda.studio.core import MAX_SAMPLE, Session, Settings, Studio, parse_sample, part_labels
-from panda.visualize import to_uint8
+from panda.uses import editing, localization
+from panda.uses.editing import Edit
+from panda.uses.factors import Factors
+from panda.uses.visualize import to_uint8
 from tests.conftest import LABELS, ROOT, forward_calls, run_script, write_run
 
 
 def options(**changes: Any) -> dict[str, Any]:
-    """``conf/eval/studio.yaml`` with ``changes`` (few statistics samples: fast)."""
-    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "eval" / "studio.yaml"))
+    """``conf/task/studio.yaml`` with ``changes`` (few statistics samples: fast)."""
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "studio.yaml").eval)
     return settings | {"statistics": 24, "batch_size": 12, "refine": {"steps": 20, "lr": 0.001}} | changes
 
 
 @pytest.fixture
-def studio(run: Run, run_copy: Path) -> Studio:
+def studio(run: Factors, run_copy: Path) -> Studio:
     """The studio on :func:`tests.conftest.run` (part 0: the bottom half), saving into a run of the test's own."""
     return Studio(run, Settings.from_config(options(), run_copy), part_labels(run_copy, 8), seed=0)
 
@@ -112,7 +112,7 @@ def test_an_edit_update_resumes_from_the_cached_features(
 
 
 def test_a_stylegan2_edit_resumes_from_the_loaded_state_and_runs_nothing_before_the_layer(
-    stylegan2_run: Run, tmp_path: Path
+    stylegan2_run: Factors, tmp_path: Path
 ) -> None:
     run, gen = stylegan2_run, stylegan2_run.generator
     studio = Studio(run, Settings.from_config(options(), tmp_path), ["a", "b", "c"], seed=0)
@@ -137,7 +137,7 @@ def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loa
     assert change[:24].max() == 0 and change[40:].mean() > 10  # part 0 is zero on the top half
 
 
-def test_large_images_are_shrunk_to_the_display_size(run: Run, run_dir: Path) -> None:
+def test_large_images_are_shrunk_to_the_display_size(run: Factors, run_dir: Path) -> None:
     studio = Studio(run, Settings.from_config(options(display=32), run_dir), LABELS, seed=0)
     state = studio.set_strength(studio.load(Session(), 3), 5)
     assert studio.live(state).shape == studio.original(state).shape == studio.parts(state).shape == (32, 32, 3)

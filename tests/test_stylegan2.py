@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from panda.errors import ConfigError, WeightsError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2, StyleGAN2Net
 from tests.conftest import (
@@ -116,7 +116,7 @@ def test_restricted_unpickler_rejects_malicious(tmp_path):
 
 
 def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
-    from panda.training import train
+    from panda.training.fit import train
 
     cfg = compose_two_steps(tmp_path, "gen=stylegan2_ffhq", f"gen.weights={tiny_pickle[0]}")
     assert cfg.rank.parts == 8  # the paper's R_S from gen.ranks
@@ -124,10 +124,10 @@ def test_train_on_tiny_pickle(tiny_pickle, tmp_path):
     assert metrics["steps"] == 2 and metrics["layer"] == "synthesis.b16.conv1"
 
     # the run's factors edit StyleGAN2 images: resuming reads the state (w, the skip image) of the same latents
-    from panda.editing import Edit, edit_offset, edited_images
-    from panda.runs import load_run
+    from panda.uses.editing import Edit, edit_offset, edited_images
+    from panda.uses.factors import open_run
 
-    run = load_run(tmp_path)
+    run = open_run(tmp_path)
     latents = run.latents(0, [0, 1])
     features, state = run.features_and_state(latents)
     same, edited = edited_images(run, features, state, edit_offset(run, [Edit(0, 0, 50.0)]), (0.0, 1.0))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from panda.errors import ConfigError, WeightsError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators.pickles import load_network
 from panda.generators.stylegan2 import StyleGAN2Net
 from panda.generators.stylegan3 import StyleGAN3, StyleGAN3Net, lowpass_filter
@@ -131,7 +131,7 @@ def test_lowpass_filters():
 
 
 def test_train_on_tiny_pickle(tmp_path):
-    from panda.training import train
+    from panda.training.fit import train
 
     arch = STYLEGAN3_ARCHS["T"]
     path = write_stylegan_pickle(tmp_path / "tiny.pkl", random_net(arch), arch, stylegan3_attributes)

@@ -21,10 +21,11 @@ from submitit.core.utils import FailedJobError, UncompletedJobError
 from wandb.proto import wandb_internal_pb2
 
 from hydra_plugins.panda_launcher import _outcome
-from panda.callbacks import AfterFit
-from panda.io import save_json
-from panda.loggers import flatten
-from panda.sweep import in_multirun, read_status, record, run_job, summarize, sweep_group
+from panda.base.files import save_json
+from panda.base.multirun import in_multirun, sweep_group
+from panda.cli.sweep import read_status, record, summarize, sweep_job
+from panda.training.callbacks import AfterFit
+from panda.training.loggers import flatten
 from tests.conftest import ROOT, TINY, compose_two_steps, run_script
 
 BAD_RANK = "rank.parts=0 is out of range: it must be an integer in [1, 256]"
@@ -164,26 +165,26 @@ def multirun_job(tmp_path):
 
 def test_run_job_records_a_job_that_returns(multirun_job):
     assert in_multirun()
-    assert run_job(lambda: 0.5) == 0.5
+    assert sweep_job(lambda: 0.5) == 0.5
     assert read_status(multirun_job) == {"status": "completed", "overrides": ["rank.parts=3"], "error": ""}
-    assert run_job(lambda: pytest.fail("a completed job runs again")) is None
+    assert sweep_job(lambda: pytest.fail("a completed job runs again")) is None
 
 
 def test_run_job_records_an_error_and_returns(multirun_job, caplog):
     def crash():
         raise RuntimeError("CUDA out of memory")
 
-    assert run_job(crash) is None
+    assert sweep_job(crash) is None
     assert read_status(multirun_job)["error"] == "RuntimeError: CUDA out of memory"
     assert "Traceback" in caplog.text
-    assert run_job(lambda: 0.5) == 0.5  # a failed job runs again
+    assert sweep_job(lambda: 0.5) == 0.5  # a failed job runs again
 
 
 def test_run_job_records_submitits_end_of_a_timed_out_job(multirun_job):
     def time_limit():
         raise UncompletedJobError("Job not requeued because: timed-out too many times.")
 
-    assert run_job(time_limit) is None
+    assert sweep_job(time_limit) is None
     assert read_status(multirun_job)["status"] == "timed out"
 
 
@@ -199,7 +200,7 @@ def test_launcher_configs_compose_and_are_overridable(launcher):
     assert callable(get_class(cfg.hydra.launcher._target_))
     assert cfg.hydra.launcher.tasks_per_node == 2
     assert cfg.hydra.launcher.timeout_min == 7
-    assert cfg.hydra.callbacks.sweep_summary._target_ == "panda.sweep.SweepSummary"
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "panda.cli.sweep.SweepSummary"
 
 
 def test_summary_has_solver_roir_and_label_columns(tmp_path):
@@ -237,7 +238,7 @@ class PartsTotal(AfterFit):
 
 
 def test_metrics_record_the_solver_its_rate_labels_and_what_is_measured_after_fit(tmp_path, monkeypatch):
-    from panda import training
+    from panda.training import fit as training
 
     load_factors = training.load_factors
     monkeypatch.setattr(training, "load_factors", lambda path: {**load_factors(path), "labels": ["eyes", "hair"]})
@@ -385,7 +386,7 @@ def test_an_ablation_sweep_measures_roir_and_logs_each_job_to_one_wandb_group(tm
         run = wandb_run(job_dir)
         assert run["group"] == "multirun/ablation_ranks"
         assert run["config"]["gen.name"] == "dcgan_faces" and run["config"]["rank.parts"] == int(job["parts"])
-        assert run["config"]["model.solver._target_"] == "panda.solvers.StatisticsSolver"
+        assert run["config"]["model.solver._target_"] == "panda.method.solvers.StatisticsSolver"
         assert {"val_rel_error", "fit_seconds", "roir/mouth"} <= set(run["summary"])
         assert run["summary"]["roir/mouth"] == metrics["roir/mouth"]
         assert any(f.startswith("media/images/images/parts_") for f in run["files"])

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from panda.progress import quiet_lightning
+from panda.base.progress import quiet_lightning
 from tests.conftest import ROOT, TINY, run_script
 
 # TINY with the progress bar on, stopping at step 3, before its first scheduled validation (step 5)

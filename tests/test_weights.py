@@ -6,10 +6,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from panda.config import instantiate
-from panda.errors import WeightsError
+from panda.base.config import instantiate
+from panda.base.errors import WeightsError
+from panda.base.resources import config_dir
 from panda.generators.weights import cached_path, published, resolve_weights
-from panda.resources import config_dir
 
 PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
 

@@ -2,7 +2,7 @@
 
 The plugin's launchers stop at the first job that SLURM cancelled, timed out or failed, and Hydra then
 writes no summary. These submit the same job array, wait for every job and record each job that did not
-return (:func:`panda.sweep.record`: ``cancelled``, ``timed out`` or ``failed`` with SLURM's state or the
+return (:func:`panda.cli.sweep.record`: ``cancelled``, ``timed out`` or ``failed`` with SLURM's state or the
 job's last error line) in its directory, and refuse a submission SLURM rejects with SLURM's message
 (exit code 2). Hydra finds launchers only in the ``hydra_plugins`` package, hence this module.
 """
@@ -29,7 +29,7 @@ class _TolerantLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
-        from panda.sweep import record
+        from panda.cli.sweep import record
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -74,7 +74,7 @@ class _TolerantLauncher(BaseSubmititLauncher):
         return executor
 
     def _job_dir(self, overrides: list[str], idx: int) -> tuple[Path, list[str]]:
-        """The directory and the overrides of job ``idx``, as Hydra's ``run_job`` resolves them."""
+        """The directory and the overrides of job ``idx``, as Hydra's ``sweep_job`` resolves them."""
         assert self.hydra_context is not None and self.config is not None
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config.hydra.job):
@@ -92,7 +92,7 @@ def _outcome(job: Any) -> JobReturn | tuple[str, str]:
     """The job's :class:`JobReturn` if its task returned, else its status and error line."""
     from submitit.core.utils import UncompletedJobError
 
-    from panda.sweep import CANCELLED, FAILED, TIMED_OUT
+    from panda.cli.sweep import CANCELLED, FAILED, TIMED_OUT
 
     job.wait()
     state = job.state
@@ -103,7 +103,7 @@ def _outcome(job: Any) -> JobReturn | tuple[str, str]:
         except UncompletedJobError as error:  # raised outside the task (which records its own errors)
             message = _last_line(str(error))
             return (TIMED_OUT if "timed-out" in message else FAILED), message
-        if returned.status == JobStatus.FAILED:  # raised before the task's panda.sweep.run_job (an import error)
+        if returned.status == JobStatus.FAILED:  # raised before the task's panda.cli.sweep.sweep_job (an import error)
             return FAILED, f"{type(returned._return_value).__name__}: {returned._return_value}"
         return returned
     if name.startswith("CANCELLED") or name == "INTERRUPTED":

@@ -10,10 +10,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from panda.config import instantiate
-from panda.errors import ConfigError
+from panda.base.config import instantiate
+from panda.base.errors import ConfigError
+from panda.base.resources import config_dir
 from panda.generators.base import FeatureGenerator
-from panda.resources import config_dir
 
 SELF = "_self_"
 

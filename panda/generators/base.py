@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from panda.errors import ConfigError, WeightsError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators.weights import resolve_weights
 
 

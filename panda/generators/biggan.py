@@ -22,7 +22,7 @@ from pytorch_pretrained_biggan import BigGANConfig
 from pytorch_pretrained_biggan.model import GenBlock
 from torch import Tensor
 
-from panda.errors import ConfigError, WeightsError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators.base import FeatureGenerator, ResumeState
 from panda.generators.weights import cached_path, resolve_weights
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from panda.errors import WeightsError
+from panda.base.errors import WeightsError
 from panda.generators.base import FeatureGenerator
 
 PACKAGE = "gan_face_generate"

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from panda.errors import ConfigError, WeightsError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators.base import FeatureGenerator, ResumeState, build_or_load
 from panda.generators.stylegan import StyleGANGenerator
 

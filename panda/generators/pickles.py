@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import torch
 from torch import Tensor
 
-from panda.errors import WeightsError
+from panda.base.errors import WeightsError
 
 
 class EasyDict(dict):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from panda.errors import ConfigError
+from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator, ResumeState, build_or_load
 from panda.generators.pickles import load_network
 

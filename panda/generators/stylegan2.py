@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from panda.errors import WeightsError
+from panda.base.errors import WeightsError
 from panda.generators.stylegan import OfficialStyleGAN
 
 LRELU_GAIN = math.sqrt(2.0)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from panda.errors import WeightsError
+from panda.base.errors import WeightsError
 from panda.generators.stylegan import OfficialStyleGAN
 from panda.generators.stylegan2 import LRELU_GAIN, FullyConnectedLayer, MappingNetwork
 

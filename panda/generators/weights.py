@@ -27,15 +27,10 @@ from urllib.parse import unquote, urlparse
 import yaml
 from tqdm import tqdm
 
-from panda.errors import WeightsError
-from panda.resources import config_dir
+from panda.base.errors import WeightsError
+from panda.base.resources import cache_dir, config_dir
 
 CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    """The download cache: ``$PANDA_CACHE`` or ``~/.cache/panda``."""
-    return Path(os.environ.get("PANDA_CACHE") or Path.home() / ".cache" / "panda").expanduser()
 
 
 def is_url(path_or_url: str) -> bool:
@@ -158,11 +153,3 @@ def _content_range(header: str | None) -> tuple[int | None, int | None]:
         return None, None
     first, total = match.groups()
     return (int(first) if first else None), (int(total) if total != "*" else None)
-
-
-def with_cache_hint(error: WeightsError) -> WeightsError:
-    """``error`` saying, for each cached download it names, how to download that file again."""
-    root = re.escape(str(cache_dir()))
-    named = dict.fromkeys(m.rstrip(".,;:)'\"") for m in re.findall(rf"{root}/[0-9a-f]{{16}}/[^\s,;:)'\"]+", str(error)))
-    hints = [f"{p} is a cached download: delete it to download it again" for p in named if Path(p).is_file()]
-    return WeightsError("; ".join([str(error), *hints])) if hints else error

@@ -30,16 +30,16 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
-from panda.data import batch_generator
-from panda.errors import ConfigError
-from panda.factorization import edit_delta
+from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator, ResumeState
+from panda.method.data import batch_generator
+from panda.method.factorization import edit_delta
 from panda.roir.baselines import BASELINES, StyleSpace
 from panda.roir.baselines.base import Editor, repeat
-from panda.roir.masks import LandmarkDetector, detect, roi_masks
 from panda.roir.metric import ROIR, roir
-from panda.runs import Run
-from panda.visualize import to_uint8
+from panda.uses.factors import Factors
+from panda.uses.landmarks import LandmarkDetector, detect, roi_masks
+from panda.uses.visualize import to_uint8
 
 log = logging.getLogger(__name__)
 NAMED = "panda_named"  # PandA's candidates restricted to the parts named after the region
@@ -52,7 +52,9 @@ class PandAEditor(Editor):
     name = "panda"
     ranked = False
 
-    def __init__(self, run: Run, seconds: float = 0.0, parts: Sequence[int] | None = None, name: str = "panda") -> None:
+    def __init__(
+        self, run: Factors, seconds: float = 0.0, parts: Sequence[int] | None = None, name: str = "panda"
+    ) -> None:
         self.run, self.seconds, self.name = run, seconds, name
         self.parts = list(range(run.parts)) if parts is None else list(parts)
         ks = torch.tensor(self.parts).repeat_interleave(run.appearances)
@@ -115,7 +117,7 @@ def face_batches(
     world: int = 1,
 ) -> Iterator[Faces]:
     """The first ``samples`` samples of ``stream`` in batches, each keeping the images with a face (landmarks
-    kept in and read from ``cache``, see :func:`panda.roir.masks.detect`); with ``world`` processes, process
+    kept in and read from ``cache``, see :func:`panda.uses.landmarks.detect`); with ``world`` processes, process
     ``rank`` takes the batches ``rank, rank + world, ...``."""
     indices = range(rank, -(-samples // batch_size), world)
     for index in tqdm(indices, desc="faces", disable=not progress, unit="batch"):
@@ -146,7 +148,7 @@ def face_set(batches: Iterable[Faces]) -> Faces:
 @dataclass
 class Settings:
     """How directions are chosen: the target change inside the ROI and the search's budget
-    (``eval.choose`` in conf/eval/roir.yaml, which explains each; ``config_key``: where they come from)."""
+    (``eval.choose`` in conf/task/roir.yaml, which explains each; ``config_key``: where they come from)."""
 
     inside_change: float
     screen: int
@@ -412,7 +414,7 @@ def table(rows: Sequence[dict[str, Any]], regions: Sequence[str], seconds: Mappi
 
 def build_editors(
     methods: Sequence[str],
-    run: Run,
+    run: Factors,
     calibration: Faces,
     regions: Sequence[str],
     options: Mapping[str, Mapping[str, Any]],
@@ -457,9 +459,9 @@ def build_editors(
     return editors
 
 
-def named_parts(run: Run, regions: Sequence[str]) -> dict[str, list[int]]:
-    """The parts named after each region (``mouth``, ``mouth_2``, ... by :mod:`panda.naming`), for the regions
-    that have any; a warning for each region without (and for a run whose parts are not named)."""
+def named_parts(run: Factors, regions: Sequence[str]) -> dict[str, list[int]]:
+    """The parts named after each region (``mouth``, ``mouth_2``, ... by :mod:`panda.uses.face_regions`), for the
+    regions that have any; a warning for each region without (and for a run whose parts are not named)."""
     if not run.labels:
         log.warning("%s skipped: the run's parts are not named (python evaluate.py task=name run=...)", NAMED)
         return {}

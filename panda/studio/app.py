@@ -1,7 +1,7 @@
 """The studio's page: Gradio components wired to :class:`panda.studio.core.Studio`, one :class:`Session` per tab.
 
 Every callback is a :class:`Studio` method on the tab's ``gr.State``; bad input (a
-:class:`panda.errors.PandaError`) becomes a warning and a line in the page's message box, the
+:class:`panda.base.errors.PandaError`) becomes a warning and a line in the page's message box, the
 outputs stay as they were, and the app keeps serving.
 """
 
@@ -17,9 +17,9 @@ import gradio as gr
 import torch
 from omegaconf import DictConfig
 
-from panda.errors import ConfigError, PandaError
-from panda.runs import Run
+from panda.base.errors import ConfigError, PandaError
 from panda.studio.core import Session, Settings, Studio, part_labels
+from panda.uses.factors import Factors
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
     return demo
 
 
-def serve(cfg: DictConfig, run: Run, out: Path) -> dict[str, Any]:
+def serve(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
     """Serve the studio of ``run`` as ``cfg.eval`` says until Ctrl-C; exports go under ``out``."""
     settings = Settings.from_config(cfg.eval, cfg.run)
     if settings.threads is not None:

@@ -27,16 +27,16 @@ import yaml
 from PIL import Image
 from torch import Tensor
 
-from panda import editing, localization
-from panda.editing import Edit
-from panda.errors import ConfigError
-from panda.factorization import flatten_features
-from panda.factors import load_factors
+from panda.base.errors import ConfigError
+from panda.base.factors_file import load_factors
+from panda.base.files import atomic_write
 from panda.generators.base import ResumeState
-from panda.io import atomic_write
-from panda.refinement import refine_parts
-from panda.runs import Run
-from panda.visualize import mask_overlay, overlay, part_colours, save_gif, to_uint8, upsampled_parts
+from panda.method.factorization import flatten_features
+from panda.uses import editing, localization
+from panda.uses.editing import Edit
+from panda.uses.factors import Factors
+from panda.uses.refinement import refine_parts
+from panda.uses.visualize import mask_overlay, overlay, part_colours, save_gif, to_uint8, upsampled_parts
 
 MAX_SAMPLE = 2**31 - 1
 EDIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -69,7 +69,7 @@ def part_labels(path: str | Path, parts: int) -> list[str]:
 
 @dataclass(frozen=True)
 class Settings:
-    """The studio's options (``conf/eval/studio.yaml``), each checked here once."""
+    """The studio's options (``conf/task/studio.yaml``), each checked here once."""
 
     host: str
     port: int
@@ -167,7 +167,7 @@ class Session:
 class Studio:
     """The shared, read-only side of the editor; its methods are the page's callbacks."""
 
-    def __init__(self, run: Run, settings: Settings, labels: Sequence[str], seed: int) -> None:
+    def __init__(self, run: Factors, settings: Settings, labels: Sequence[str], seed: int) -> None:
         self.run, self.settings, self.labels, self.seed = run, settings, list(labels), seed
         # every session shares the generator, whose split forward passes hook its modules: one pass at a time
         self.generator_lock = threading.Lock()

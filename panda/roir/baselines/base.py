@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from panda.errors import ConfigError
+from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator, ResumeState
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from panda.data import Stream, batch_generator
 from panda.generators.base import FeatureGenerator
+from panda.method.data import Stream, batch_generator
 from panda.roir.baselines.base import Baseline, first_codes, unit_rows
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Softplus, nn.Tanh)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from panda.errors import ConfigError
+from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator
 from panda.roir.baselines.base import Baseline, unit_rows
 

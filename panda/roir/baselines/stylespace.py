@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from panda.errors import ConfigError
+from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator
 from panda.roir.baselines.base import Baseline
 

@@ -1,0 +1,43 @@
+"""The localize task: where each appearance is on the numbered samples."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from panda.tasks.common import sample_features, statistics
+from panda.tasks.registry import task
+from panda.uses import localization
+from panda.uses.factors import Factors
+from panda.uses.visualize import image_grid, mask_overlay, to_uint8
+
+log = logging.getLogger(__name__)
+
+
+@task
+def localize(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+    """Masks of every appearance over the samples, thresholded at the dataset mean of its map."""
+    settings = cfg.eval
+    maps = localization.dataset_maps(run, cfg.seed, *statistics(settings))
+    threshold = localization.thresholds(maps)
+    samples, features, state = sample_features(cfg, run)
+    images = run.images(features, state)
+    masks = localization.concept_masks(localization.appearance_maps(run, features), threshold, images.shape[-1])
+    files = {}
+    for j in range(run.appearances):
+        tinted = mask_overlay(images, masks[:, j])
+        both = np.concatenate([to_uint8(images), tinted])
+        files[f"appearance{j}"] = image_grid(both, out / f"localize_appearance{j}.png", columns=len(samples))
+    summary = np.concatenate([mask_overlay(images, masks[:, j]) for j in range(run.appearances)])
+    titles = [f"a{j}" for j in range(run.appearances) for _ in samples]
+    files["all"] = image_grid(summary, out / "localize_all.png", columns=len(samples), titles=titles)
+    return {
+        "statistics": settings.statistics,
+        "thresholds": [round(float(t), 5) for t in threshold],
+        "samples": samples,
+        "files": files,
+    }

@@ -1,0 +1,44 @@
+"""The remove task: a part painted over with the appearance of its surroundings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from panda.base.config import finite_number
+from panda.tasks.common import before_after, sample_features, statistics
+from panda.tasks.registry import task
+from panda.uses import editing, localization
+from panda.uses.factors import Factors
+
+log = logging.getLogger(__name__)
+
+
+@task
+def remove(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+    """Paint the background appearance over a part; found around the part unless given."""
+    settings = cfg.eval
+    part = run.check_index(settings.part, "part")
+    alpha = finite_number("eval.alpha", settings.alpha)
+    coverage = None
+    if settings.background is None:
+        maps = localization.dataset_maps(run, cfg.seed, *statistics(settings))
+        masks = localization.binarize(maps, localization.thresholds(maps))
+        background, coverage = localization.background_appearance(run, masks, part)
+        log.info("background appearance %d (covers %.3f of the part's surroundings)", background, coverage[background])
+    else:
+        background = run.check_index(settings.background, "appearance")
+    samples, features, state = sample_features(cfg, run)
+    edits = editing.removal(part, background, alpha)
+    path = before_after(run, features, state, edits, samples, out / "remove_before_after.png")
+    return {
+        "part": part,
+        "background": background,
+        "alpha": alpha,
+        "surroundings_coverage": None if coverage is None else [round(float(c), 4) for c in coverage],
+        "samples": samples,
+        "files": {"before_after": path},
+    }

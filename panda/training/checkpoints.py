@@ -1,0 +1,186 @@
+"""Training checkpoints: read safely, checked against the run's config, and written on interruption.
+
+A run directory belongs to one configuration. A run resumes from ``ckpt_path`` when given, else
+from the newest (highest step) of ``checkpoints/last.ckpt`` and ``checkpoints/interrupted.ckpt``
+of its own directory, and only when the composed config equals the one stored in that checkpoint
+(and in the directory's ``factors.pt``) on every key outside :data:`MAY_DIFFER`. Checkpoints are
+read with ``torch.load(weights_only=True)`` only (:class:`SafeCheckpointIO` makes Lightning do the
+same), so a checkpoint file cannot run code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins import TorchCheckpointIO
+
+from panda.base.errors import ConfigError, PandaError
+from panda.base.factors_file import FACTORS_FILE, load_factors
+from panda.base.files import load_plain
+
+CHECKPOINT_DIR = "checkpoints"  # under the run directory, as conf/callbacks/default.yaml writes them
+RESUMABLE = ("last.ckpt", "interrupted.ckpt")
+CONFIG_KEY = "panda_config"  # the resolved training config, stored in every checkpoint
+# Keys that may differ between a run and the run it resumes: where things are written, how often
+# and how much is shown, saved or kept in memory, and how long training goes on. Everything else changes results.
+MAY_DIFFER = (
+    "ckpt_path",
+    "paths",
+    "logger",
+    "callbacks",
+    "trainer.default_root_dir",
+    "trainer.max_steps",
+    "trainer.max_time",
+    "trainer.val_check_interval",
+    "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.num_sanity_val_steps",
+    "data.val_cache_mb",
+)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded with ``torch.load(weights_only=True)``; a :class:`ConfigError` when it
+    cannot be read (damaged, truncated) or would need more than tensors and plain data (it could run code)."""
+    checkpoint = load_plain(path, "checkpoint")
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"{path} is not a Lightning training checkpoint (it holds a {type(checkpoint).__name__})")
+    missing = [k for k in ("state_dict", "global_step", "optimizer_states", "loops") if k not in checkpoint]
+    if missing:
+        raise ConfigError(f"{path} is not a Lightning training checkpoint (it lacks {', '.join(missing)})")
+    return checkpoint
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint input/output, except that loading goes through :func:`read_checkpoint`
+    (``weights_only=True`` whatever the torch and Lightning versions)."""
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+class ConfigInCheckpoint(pl.Callback):
+    """Stores the resolved training config in every checkpoint (as ``panda_config``)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+class InterruptCheckpoint(pl.Callback):
+    """Saves ``<dirpath>/<filename>.ckpt`` when training stops on an exception (Ctrl-C, SIGTERM, a crash).
+
+    Nothing is saved when training had not taken a step since it started or resumed (a failed
+    restore, an interruption during the initialisation), when the exception is bad input or
+    divergence (a :class:`~panda.base.errors.PandaError`), or when the factors are not finite. The file
+    is removed when a run ends normally. Unlike Lightning's ``OnExceptionCheckpoint`` it does not
+    make a ``fit`` without ``ckpt_path`` resume: resuming is decided by :func:`resume_checkpoint`.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+        self.start_step: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start_step = trainer.global_step
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.start_step is None or trainer.global_step <= self.start_step or isinstance(exception, PandaError):
+            return
+        if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
+            return
+        trainer.save_checkpoint(self.path)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:  # Lightning calls it when fit ends without an exception
+            self.path.unlink(missing_ok=True)
+
+
+def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key stored (now current)`` for every key outside :data:`MAY_DIFFER` whose values differ."""
+    old, new = _flatten(stored), _flatten(current)
+    keys = sorted(k for k in old.keys() | new.keys() if not any(_under(k, p) for p in MAY_DIFFER))
+    pairs = {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in keys}
+    return [f"{k}={was} (now {now})" for k, (was, now) in pairs.items() if was != now]
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint this run resumes from and its contents, or ``None`` for a fresh start.
+
+    Raises:
+        ConfigError: the directory holds the checkpoint or factors of a run with other settings,
+            or ``ckpt_path`` is missing, unreadable or from a run with other settings.
+    """
+    current = OmegaConf.to_container(cfg, resolve=True)
+    found = _directory_checkpoint(output_dir)
+    stored = {}
+    if found is not None and CONFIG_KEY in found[1]:
+        stored[found[0]] = found[1][CONFIG_KEY]
+    factors = output_dir / FACTORS_FILE
+    if factors.is_file() and isinstance(text := load_factors(factors).get("config"), str):
+        stored[factors] = yaml.safe_load(text)
+    for source, config in stored.items():
+        differ = differences(config, current)
+        if differ:
+            raise ConfigError(
+                f"{output_dir} belongs to a run with other settings (in {source.name}): {', '.join(differ)}; "
+                "pass another hydra.run.dir, or the same settings to resume it"
+            )
+    if not cfg.get("ckpt_path"):
+        return found
+    path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={path} does not exist; pass a checkpoint file such as outputs/<run>/checkpoints/last.ckpt"
+        )
+    checkpoint = read_checkpoint(path)
+    differ = differences(checkpoint[CONFIG_KEY], current) if CONFIG_KEY in checkpoint else []
+    if differ:
+        raise ConfigError(f"ckpt_path={path} was saved by a run with other settings: {', '.join(differ)}")
+    return path, checkpoint
+
+
+def check_checkpoint(path: Path, checkpoint: dict[str, Any], model: pl.LightningModule) -> None:
+    """A :class:`ConfigError` naming what differs when ``checkpoint`` was not saved for ``model``'s shapes and
+    hyperparameters (another generator, layer or rank)."""
+    stored = checkpoint.get("hyper_parameters") or {}
+    hparams = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(model.hparams).items()}
+    differ = [
+        f"{k}={_plain(stored.get(k, '<unset>'))} (now {v})" for k, v in hparams.items() if _plain(stored.get(k)) != v
+    ]
+    state, expected = checkpoint["state_dict"], model.state_dict()
+    for name, tensor in expected.items():
+        found = state.get(name) if isinstance(state, dict) else None
+        if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
+            shape = list(found.shape) if isinstance(found, torch.Tensor) else "none"
+            differ.append(f"{name} of shape {shape} (now {list(tensor.shape)})")
+    if differ:
+        raise ConfigError(f"checkpoint {path} was saved for other settings: {', '.join(differ)}")
+
+
+def _directory_checkpoint(output_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest of the run directory's resumable checkpoints (highest step) and its contents."""
+    found = [(p, read_checkpoint(p)) for p in (output_dir / CHECKPOINT_DIR / n for n in RESUMABLE) if p.is_file()]
+    return max(found, key=lambda item: item[1]["global_step"], default=None)
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: node}
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
