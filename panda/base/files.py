@@ -82,6 +82,36 @@ def load_plain(path: str | Path, what: str) -> Any:
     raise ConfigError(f"{what} {path} is not readable (damaged or truncated: {reason})")
 
 
+def check_links(directory: str | Path) -> None:
+    """A :class:`ConfigError` naming the first link under ``directory`` whose target lies outside it (writing through
+    such a link would change files elsewhere); links that stay inside are fine."""
+    root = Path(os.path.realpath(directory))
+    for parent, dirs, files in os.walk(directory):
+        for name in (*dirs, *files):
+            path = Path(parent) / name
+            if path.is_symlink():
+                target = Path(os.path.realpath(path))
+                if target != root and root not in target.parents:
+                    raise ConfigError(
+                        f"{path} is a link to {target}, outside the run directory; remove the link, or pass another "
+                        "hydra.run.dir"
+                    )
+
+
+def locked_by_another(directory: str | Path) -> bool:
+    """Whether a live process other than this one holds ``directory``'s lock (:func:`lock_directory`)."""
+    path = Path(directory) / LOCK_FILE
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 @contextlib.contextmanager
 def lock_directory(directory: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on ``directory`` (``fcntl.flock`` of ``<directory>/.lock``, which records the pid).
@@ -89,10 +119,12 @@ def lock_directory(directory: str | Path) -> Iterator[None]:
     The lock goes with the process: it is released on exit, also when the process crashes or is killed.
 
     Raises:
+        ConfigError: a link inside ``directory`` leads out of it (:func:`check_links`).
         BusyError: another process holds it (named by its pid).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    check_links(directory)
     with open(directory / LOCK_FILE, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from panda.base.config import check_overrides
 from panda.base.errors import BusyError, Interrupted, PandaError
-from panda.base.files import LOCK_FILE
+from panda.base.files import LOCK_FILE, locked_by_another
 from panda.base.multirun import in_multirun
 from panda.cli.sweep import sweep_job
 
@@ -62,13 +62,16 @@ def check_command_line(config_name: str) -> None:
 
 
 def remove_stub() -> None:
-    """Remove the Hydra run directory if it holds nothing but Hydra's config (``.hydra``), the job's
-    log and the run's lock file, and the directories above it inside the working directory that this leaves empty."""
+    """Remove the Hydra run directory if it holds nothing but Hydra's config (``.hydra``), the job's log and the run's
+    lock file, and no live process holds that lock, and the directories above it inside the working directory that
+    this leaves empty."""
     if not HydraConfig.initialized():
         return
     hydra = HydraConfig.get()
     out = Path(hydra.runtime.output_dir).resolve()
     if not out.is_dir() or {p.name for p in out.iterdir()} - {hydra.output_subdir, f"{hydra.job.name}.log", LOCK_FILE}:
+        return
+    if locked_by_another(out):  # a live run's directory, whatever it holds so far
         return
     shutil.rmtree(out)
     cwd = Path(hydra.runtime.cwd).resolve()

@@ -10,6 +10,8 @@ same), so a checkpoint file cannot run code.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,12 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 
 from panda.base.errors import ConfigError, PandaError
 from panda.base.factors_file import FACTORS_FILE, load_factors
-from panda.base.files import load_plain
+from panda.base.files import load_plain, save_torch
 
+log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"  # under the run directory, as conf/callbacks/default.yaml writes them
 RESUMABLE = ("last.ckpt", "interrupted.ckpt")
+PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")  # of a ModelCheckpoint state
 CONFIG_KEY = "panda_config"  # the resolved training config, stored in every checkpoint
 # Keys that may differ between a run and the run it resumes: where things are written, how often
 # and how much is shown, saved or kept in memory, and how long training goes on. Everything else changes results.
@@ -54,12 +58,33 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("state_dict", "global_step", "optimizer_states", "loops") if k not in checkpoint]
     if missing:
         raise ConfigError(f"{path} is not a Lightning training checkpoint (it lacks {', '.join(missing)})")
+    for name, state in (checkpoint.get("callbacks") or {}).items():
+        if isinstance(name, str) and name.startswith("ModelCheckpoint") and isinstance(state, dict):
+            _confine(state, Path(os.path.realpath(Path(path).parent)))
     return checkpoint
+
+
+def _confine(state: dict[str, Any], directory: Path) -> None:
+    """Drop the paths of a ``ModelCheckpoint`` state that lie outside ``directory`` (its checkpoint's own): Lightning
+    restores them and deletes the files they name once they are superseded."""
+
+    def inside(value: Any) -> bool:
+        return isinstance(value, str) and Path(os.path.realpath(value)).parent == directory
+
+    for key in PATH_KEYS:
+        if key in state and not inside(state[key]):
+            state[key] = ""
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {k: v for k, v in state["best_k_models"].items() if inside(k)}
 
 
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint input/output, except that loading goes through :func:`read_checkpoint`
-    (``weights_only=True`` whatever the torch and Lightning versions)."""
+    (``weights_only=True`` whatever the torch and Lightning versions) and saving is atomic (a full disk leaves the
+    previous file whole, never a truncated one)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        save_torch(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return read_checkpoint(path)
@@ -167,8 +192,14 @@ def check_checkpoint(path: Path, checkpoint: dict[str, Any], model: pl.Lightning
 
 
 def _directory_checkpoint(output_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest of the run directory's resumable checkpoints (highest step) and its contents."""
-    found = [(p, read_checkpoint(p)) for p in (output_dir / CHECKPOINT_DIR / n for n in RESUMABLE) if p.is_file()]
+    """The newest readable checkpoint of the run directory (highest step) and its contents; an unreadable one (a
+    disk that filled up while an older panda wrote it) is skipped with a warning."""
+    found = []
+    for path in sorted((output_dir / CHECKPOINT_DIR).glob("*.ckpt")):
+        try:
+            found.append((path, read_checkpoint(path)))
+        except ConfigError as error:
+            log.warning("%s; skipped", error)
     return max(found, key=lambda item: item[1]["global_step"], default=None)
 
 
