@@ -9,7 +9,7 @@ is per process), batch ``k`` of a stream is the batch of ``N*B`` latents one pro
 batch ``k``, and process ``r`` computes the features of its slice ``[r*B, (r+1)*B)``. So ``N``
 processes with batch ``B`` see exactly the samples of one process with batch ``N*B``, and one
 process sees the stream it always saw. Drawing the ``N*B`` latents on every process costs
-microseconds next to the generator's forward.
+little next to the generator's forward.
 """
 
 from __future__ import annotations

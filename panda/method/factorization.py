@@ -72,8 +72,8 @@ def _parts_products(Z: Tensor, P: Tensor) -> Tensor:
     """``Yt = P^T Z^T`` ``[R_S, B * C]`` for ``Z`` ``[B, C, S]``: column ``(i, c)`` is row ``c`` of ``Z_i P``.
 
     With the ``[B * C, S]`` features on the right (here and in the backward of
-    :func:`squared_error`) this is the fast orientation of a thin matrix product: 3-6x faster on
-    CPU than ``Z @ P``.
+    :func:`squared_error`) this is the fast orientation of a thin matrix product: faster on CPU
+    than ``Z @ P``.
     """
     return P.T @ Z.reshape(-1, Z.shape[-1]).T
 
@@ -245,10 +245,9 @@ def _minimize_quartic(F: Tensor, G: Tensor, X: Tensor, nonnegative: bool, max_it
     arithmetic and symmetrised here. Bounded at 0 if ``nonnegative``; stops after ``max_iter``
     iterations or when the relative decrease falls below ``tol``; returns the last iterate, never
     worse than ``X``. Evaluated in float64 NumPy on one thread: the problems are small (``[S, S]``
-    or ``[C, C]``), where torch's per-call overhead was 4x the arithmetic and thread
-    synchronisation over 10x it on 2 busy cores. Every BLAS that NumPy and SciPy load is held to
-    one thread: besides, idle workers otherwise spin on the cores after the solve and slowed the
-    generator's next forward by ~70 ms on 2 cores.
+    or ``[C, C]``), where torch's per-call overhead and thread synchronisation outweigh
+    the arithmetic. Every BLAS that NumPy and SciPy load is held to one thread: besides, idle workers
+    otherwise spin on the cores after the solve and slow the generator's next forward.
     """
     F, G = (t.detach().cpu().double().numpy() for t in (F, G))
     F, G = (F + F.T) / 2, (G + G.T) / 2

@@ -29,8 +29,8 @@ REGIONS: dict[str, tuple[range, ...]] = {
     "mouth": (range(48, 68),),
 }
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
-# dlib's detector searches the image as given (``upscale`` sets its size): searching it doubled too took 4x
-# the time, found fewer faces and moved the landmarks by 0.4 px (median, 64 px DCGAN faces; docs/roir.md)
+# dlib's detector searches the image as given (``upscale`` sets its size): searching it doubled too took
+# longer, found fewer faces and moved the landmarks (64 px DCGAN faces; docs/roir.md)
 UPSAMPLE = 0
 
 

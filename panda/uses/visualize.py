@@ -159,7 +159,7 @@ def _grid(
     """``tiles`` ``[B, h, w, 3]`` uint8 shown at one image pixel per screen pixel in rows of ``columns``, each
     under its title (in ``colours[k]`` when given), with a ``legend`` of (name, RGB colour) below.
 
-    One image in one axes: a grid of axes per tile takes about a second to draw at 32 tiles.
+    One image in one axes: a grid of axes, one per tile, is much slower to draw.
     """
     count, height, width = tiles.shape[:3]
     cols = min(count, columns)
