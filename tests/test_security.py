@@ -124,3 +124,17 @@ def test_a_generator_config_that_extends_another_is_rebuilt_from_the_composed_pr
     assert rebuilt.net._target_ == "panda.generators.stylegan2.StyleGAN2"
     assert rebuilt.net.truncation_psi == 0.7
     assert rebuilt.net.arch.img_resolution == 512
+
+
+def test_a_url_the_project_does_not_configure_is_never_fetched_when_a_run_is_opened(tmp_path, listener, monkeypatch):
+    monkeypatch.setenv("PANDA_CACHE", str(tmp_path / "cache"))
+    weights = f"{listener}/ffhq.pkl"
+    net = {"_target_": "panda.generators.stylegan2.StyleGAN2", "weights": weights}
+    run_dir = write_run(tmp_path / "run", gen={"name": "stylegan2_ffhq", "weights": weights, "net": net},
+                        generator="stylegan2_ffhq")  # fmt: skip
+    with pytest.raises(ConfigError) as error:
+        open_run(run_dir)
+    assert f"gen.weights in the config stored in {run_dir} names the URL {weights}" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert _Listener.requests == []
+    assert not (tmp_path / "cache").exists()

@@ -25,6 +25,7 @@ from panda.base.errors import ConfigError
 from panda.base.factors_file import load_factors
 from panda.generators.api import gen_config
 from panda.generators.base import FeatureGenerator, ResumeState
+from panda.generators.weights import cached_path, is_url
 from panda.method.data import Stream, batch_generator, checked_features, layer_features
 from panda.method.factorization import normalized_parts
 
@@ -164,8 +165,11 @@ def generator_config(factors: dict[str, Any], source: Path) -> DictConfig:
             f"factors in {source} were learnt for generator '{name}', but their config is of {gen.get('name')!r}"
         )
     origin = f"conf/gen/{name}.yaml"
-    project = OmegaConf.to_container(gen_config(name), resolve=False)
-    return OmegaConf.create({"gen": _merge_plain(project, gen, "gen", origin, source)}).gen
+    composed = gen_config(name)
+    merged = _merge_plain(OmegaConf.to_container(composed, resolve=False), gen, "gen", origin, source)
+    resolved = OmegaConf.to_container(OmegaConf.create({"gen": composed}), resolve=True)["gen"]
+    _check_urls(merged, set(_strings(resolved)), "gen", origin, source)
+    return OmegaConf.create({"gen": merged}).gen
 
 
 def _merge_plain(project: Any, stored: Any, key: str, origin: str, source: Path) -> Any:
@@ -189,6 +193,28 @@ def _merge_plain(project: Any, stored: Any, key: str, origin: str, source: Path)
         raise ConfigError(f"{key} is a mapping in the config stored in {source}, but a value in {origin}")
     _check_plain(stored, key, source)
     return stored
+
+
+def _strings(node: Any) -> list[str]:
+    """Every string value in ``node`` (nested mappings and lists)."""
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def _check_urls(node: Any, allowed: set[str], key: str, origin: str, source: Path) -> None:
+    """A :class:`ConfigError` for a URL in ``node`` that ``origin`` does not name and that is not downloaded already:
+    opening a run never fetches what its file names."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            _check_urls(value, allowed, f"{key}.{name}", origin, source)
+    elif isinstance(node, str) and is_url(node) and node not in allowed and not cached_path(node).is_file():
+        raise ConfigError(
+            f"{key} in the config stored in {source} names the URL {node}, which {origin} does not: opening a run "
+            f"downloads nothing it names; to use that file, download it yourself and place it at {cached_path(node)}"
+        )
 
 
 def _is_special(name: Any) -> bool:
