@@ -87,9 +87,9 @@ def test_part_labels_come_from_the_factors_or_default(tmp_path: Path) -> None:
 
 
 def test_a_loaded_sample_is_the_numbered_sample(studio: Studio, loaded: Session) -> None:
-    latents = studio.run.latents(0, [3])
+    latents = studio.factors.latents(0, [3])
     with torch.inference_mode():
-        expected = to_uint8(studio.run.generator(latents))[0]
+        expected = to_uint8(studio.factors.generator(latents))[0]
     assert loaded.sample.index == 3
     np.testing.assert_array_equal(loaded.sample.image, expected)
     np.testing.assert_array_equal(studio.edited(loaded)[0], expected)  # nothing to edit yet
@@ -104,10 +104,10 @@ def test_an_edit_update_resumes_from_the_cached_features(
         raise AssertionError("the features were computed again")
 
     for method in ("features", "features_and_state", "forward"):
-        monkeypatch.setattr(studio.run.generator, method, no_features)
+        monkeypatch.setattr(studio.factors.generator, method, no_features)
     state = studio.set_strength(studio.choose_appearance(loaded, 5), 7.5)
-    offset = editing.edit_offset(studio.run, [Edit(0, 5, 7.5)])
-    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.state, offset)[0]
+    offset = editing.edit_offset(studio.factors, [Edit(0, 5, 7.5)])
+    expected = editing.edited_images(studio.factors, loaded.sample.features, loaded.sample.state, offset)[0]
     np.testing.assert_array_equal(studio.edited(state)[0], to_uint8(expected)[0])  # as task=edit computes it
 
 
@@ -189,8 +189,8 @@ def test_edits_stack_and_unstack(studio: Studio, loaded: Session) -> None:
     assert both.edits == [Edit(0, 1, 4.0), Edit(3, 1, -2.0)]  # the stack, then the current edit
     two = studio.add(both)
     assert studio.drop(two, 0).stack == (Edit(3, 1, -2.0),)
-    offset = editing.edit_offset(studio.run, two.edits)
-    expected = editing.edited_images(studio.run, loaded.sample.features, loaded.sample.state, offset)[0]
+    offset = editing.edit_offset(studio.factors, two.edits)
+    expected = editing.edited_images(studio.factors, loaded.sample.features, loaded.sample.state, offset)[0]
     np.testing.assert_array_equal(studio.edited(two)[0], to_uint8(expected)[0])
 
 
@@ -198,13 +198,13 @@ def test_the_generator_runs_one_pass_at_a_time(studio: Studio, monkeypatch: pyte
     """Sessions share the generator, whose split passes hook its modules: every pass holds the studio's lock."""
     calls = []
     for method in ("features_and_state", "resume"):
-        original = getattr(studio.run.generator, method)
+        original = getattr(studio.factors.generator, method)
 
         def locked(*args: Any, original: Any = original, **kwargs: Any) -> Any:
             calls.append(studio.generator_lock.locked())
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(studio.run.generator, method, locked)
+        monkeypatch.setattr(studio.factors.generator, method, locked)
     studio.live(studio.set_strength(studio.load(Session(), 1), 3))
     assert calls == [True, True, True]  # load: features and the image; the edit
 
@@ -223,9 +223,9 @@ def test_a_new_sample_keeps_the_edits(studio: Studio, loaded: Session) -> None:
 
 
 def test_remove_paints_the_background_found_as_task_remove_does(studio: Studio, loaded: Session) -> None:
-    maps = localization.dataset_maps(studio.run, 0, 24, 12)
+    maps = localization.dataset_maps(studio.factors, 0, 24, 12)
     masks = localization.binarize(maps, localization.thresholds(maps))
-    background, _ = localization.background_appearance(studio.run, masks, 2)
+    background, _ = localization.background_appearance(studio.factors, masks, 2)
     state = studio.remove_part(studio.choose_part(loaded, 2))
     assert state.edits == [Edit(2, background, 3.0)]  # eval.remove_alpha
 
@@ -249,12 +249,12 @@ def test_saved_edits_are_named_edits_of_the_zoo(studio: Studio, loaded: Session)
     state = studio.set_strength(studio.add(studio.set_strength(studio.choose_appearance(loaded, 6), 6)), -3)
     path = studio.save(state, "ginger", overwrite=False)
     assert path == studio.settings.zoo_dir / "dcgan_faces.yaml"
-    assert editing.named_edit(studio.run, "ginger", path.parent) == [Edit(0, 6, 6.0), Edit(0, 6, -3.0)]
+    assert editing.named_edit(studio.factors, "ginger", path.parent) == [Edit(0, 6, 6.0), Edit(0, 6, -3.0)]
     with pytest.raises(ConfigError, match="already has an edit named 'ginger': tick 'overwrite'"):
         studio.save(state, "ginger", overwrite=False)
     studio.save(studio.set_strength(loaded, 2), "ginger", overwrite=True)
     studio.save(studio.set_strength(loaded, 1), "other", overwrite=False)
-    assert editing.named_edit(studio.run, "ginger", path.parent) == [Edit(0, 0, 2.0)]
+    assert editing.named_edit(studio.factors, "ginger", path.parent) == [Edit(0, 0, 2.0)]
     assert set(editing.load_zoo("dcgan_faces", path.parent)["edits"]) == {"ginger", "other"}
 
 

@@ -54,7 +54,7 @@ def page_css(colours: Sequence[str]) -> str:
 
 def build(studio: Studio, exports: Path) -> gr.Blocks:
     """The page of ``studio``; exported files go to fresh folders under ``exports``."""
-    run, settings = studio.run, studio.settings
+    factors, settings = studio.factors, studio.settings
     low, high, step = settings.strength
     legend = studio.legend()
 
@@ -107,12 +107,12 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
     def export(state: Session) -> tuple:
         return [str(path) for path in studio.export(state, exports)], ""
 
-    title = f"panda studio: {run.name}"
+    title = f"panda studio: {factors.name}"
     image = {"interactive": False, "height": settings.display, "buttons": ["download"]}
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         session, stack = gr.State(Session()), gr.State(())
         gr.Markdown(
-            f"## {title}, layer `{run.layer}`, {run.parts} parts, {run.appearances} appearances\n"
+            f"## {title}, layer `{factors.layer}`, {factors.parts} parts, {factors.appearances} appearances\n"
             "Click a part on the left image (or in the legend), pick an appearance in the gallery (or by index) and "
             "move the strength: the edited image shows the stack and the current edit."
         )
@@ -191,12 +191,12 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
     return demo
 
 
-def serve(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
-    """Serve the studio of ``run`` as ``cfg.eval`` says until Ctrl-C; exports go under ``out``."""
+def serve(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
+    """Serve the studio of ``factors`` as ``cfg.eval`` says until Ctrl-C; exports go under ``out``."""
     settings = Settings.from_config(cfg.eval, cfg.run)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)  # process-wide: this process only serves the studio
-    studio = Studio(run, settings, part_labels(cfg.run, run.parts), cfg.seed)
+    studio = Studio(factors, settings, part_labels(cfg.run, factors.parts), cfg.seed)
     demo = build(studio, out / "exports")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to the app
     try:

@@ -167,42 +167,42 @@ class Session:
 class Studio:
     """The shared, read-only side of the editor; its methods are the page's callbacks."""
 
-    def __init__(self, run: Factors, settings: Settings, labels: Sequence[str], seed: int) -> None:
-        self.run, self.settings, self.labels, self.seed = run, settings, list(labels), seed
+    def __init__(self, factors: Factors, settings: Settings, labels: Sequence[str], seed: int) -> None:
+        self.factors, self.settings, self.labels, self.seed = factors, settings, list(labels), seed
         # every session shares the generator, whose split forward passes hook its modules: one pass at a time
         self.generator_lock = threading.Lock()
-        maps = localization.dataset_maps(run, seed, settings.statistics, settings.batch_size)
+        maps = localization.dataset_maps(factors, seed, settings.statistics, settings.batch_size)
         self.thresholds = localization.thresholds(maps)
         self.masks = localization.binarize(maps, self.thresholds)  # [N, R_C, H, W]: removal's backgrounds
 
     def legend(self) -> list[tuple[str, str]]:
         """``(name, hex colour)`` of every part, in the colours of the overlay."""
-        colours = (part_colours(self.run.parts) * 255).round().astype(int)
+        colours = (part_colours(self.factors.parts) * 255).round().astype(int)
         return [(f"{k}: {label}", "#{:02x}{:02x}{:02x}".format(*colours[k])) for k, label in enumerate(self.labels)]
 
     # ----- changing the session ---------------------------------------------------------------
     def load(self, session: Session, sample: object) -> Session:
         """``session`` showing ``sample`` (a number or ``"random"``); its features are computed here, once."""
         index = parse_sample(sample)
-        latents = self.run.latents(self.seed, [index])
+        latents = self.factors.latents(self.seed, [index])
         with self.generator_lock:
-            features, state = self.run.features_and_state(latents)
-            image = to_uint8(self.run.images(features, state))[0]
-        maps = localization.appearance_maps(self.run, features)
+            features, state = self.factors.features_and_state(latents)
+            image = to_uint8(self.factors.images(features, state))[0]
+        maps = localization.appearance_maps(self.factors, features)
         return replace(session, sample=Sample(index, latents, features, state, image, maps))
 
     def choose_part(self, session: Session, part: object) -> Session:
-        return replace(session, part=self.run.check_index(_whole(part), "part"))
+        return replace(session, part=self.factors.check_index(_whole(part), "part"))
 
     def part_at(self, session: Session, x: object, y: object) -> Session:
         """Choose the part strongest at pixel ``(x, y)`` of the :meth:`parts` image (``display`` pixels wide)."""
         size = self.settings.display
         if not all(isinstance(v, int) and 0 <= v < size for v in (x, y)):
             raise ConfigError(f"pixel ({x}, {y}) is outside the {size} x {size} image")
-        return replace(session, part=int(upsampled_parts(self.run.P, self.run.hw, size)[:, y, x].argmax()))
+        return replace(session, part=int(upsampled_parts(self.factors.P, self.factors.hw, size)[:, y, x].argmax()))
 
     def choose_appearance(self, session: Session, appearance: object) -> Session:
-        return replace(session, appearance=self.run.check_index(_whole(appearance), "appearance"))
+        return replace(session, appearance=self.factors.check_index(_whole(appearance), "appearance"))
 
     def set_strength(self, session: Session, value: object) -> Session:
         low, high, _ = self.settings.strength
@@ -229,7 +229,7 @@ class Studio:
 
     def remove_part(self, session: Session) -> Session:
         """Context-aware removal of the chosen part: the appearance around it at ``remove_alpha`` (as task=remove)."""
-        background, _ = localization.background_appearance(self.run, self.masks, session.part)
+        background, _ = localization.background_appearance(self.factors, self.masks, session.part)
         (removal,) = editing.removal(session.part, background, self.settings.remove_alpha)
         return replace(session, appearance=removal.appearance, strength=removal.alpha)
 
@@ -239,9 +239,9 @@ class Studio:
         sample = _loaded(session)
         if not session.edits:
             return np.stack([sample.image] * len(scales))
-        offset = editing.edit_offset(self.run, session.edits)
+        offset = editing.edit_offset(self.factors, session.edits)
         with self.generator_lock:
-            frames = editing.edited_images(self.run, sample.features, sample.state, offset, scales)
+            frames = editing.edited_images(self.factors, sample.features, sample.state, offset, scales)
         return to_uint8(frames[:, 0])
 
     def live(self, session: Session) -> np.ndarray:
@@ -257,7 +257,7 @@ class Studio:
         Enlarged here rather than by the page, so that the page reports clicks on it in its own pixels.
         """
         image = _as_tensor(_shown(_loaded(session).image, self.settings.display, enlarge=True))
-        return overlay(image, self.run.P if P is None else P, self.run.hw)[0]
+        return overlay(image, self.factors.P if P is None else P, self.factors.hw)[0]
 
     def gallery(self, session: Session) -> list[tuple[np.ndarray, str]]:
         """Where each appearance is on this sample: its localisation mask (as ``task=localize``) in red."""
@@ -265,12 +265,13 @@ class Studio:
         image = _as_tensor(_shown(sample.image, self.settings.thumbnail))
         size = image.shape[-1]
         masks = localization.concept_masks(sample.maps, self.thresholds, size)[0]
-        return [(mask_overlay(image, masks[None, j])[0], f"appearance {j}") for j in range(self.run.appearances)]
+        return [(mask_overlay(image, masks[None, j])[0], f"appearance {j}") for j in range(self.factors.appearances)]
 
     def refine(self, session: Session) -> tuple[np.ndarray, np.ndarray, float, float]:
         """Sample-specific parts (``task=refine``): the global and refined overlays, the error before and after."""
         Z = flatten_features(_loaded(session).features.float().cpu())
-        refined, errors = refine_parts(Z, self.run.A, self.run.P, self.settings.refine_steps, self.settings.refine_lr)
+        settings = self.settings
+        refined, errors = refine_parts(Z, self.factors.A, self.factors.P, settings.refine_steps, settings.refine_lr)
         return self.parts(session), self.parts(session, refined[0]), float(errors[0, 0]), float(errors[-1, 0])
 
     # ----- files ------------------------------------------------------------------------------
@@ -287,20 +288,22 @@ class Studio:
         run_dir, zoo_dir = self.settings.run_dir, self.settings.zoo_dir
         if zoo_dir.is_relative_to(run_dir) and not run_dir.is_dir():
             raise ConfigError(f"the run directory {run_dir} has disappeared, so its edit zoo cannot be written")
-        path = zoo_dir / f"{self.run.name}.yaml"
-        found = {"layer": self.run.layer, "ranks": {"parts": self.run.parts, "appearances": self.run.appearances}}
+        path = zoo_dir / f"{self.factors.name}.yaml"
+        ranks = {"parts": self.factors.parts, "appearances": self.factors.appearances}
+        found = {"layer": self.factors.layer, "ranks": ranks}
         zoo = {**found, "edits": {}}
         if path.is_file():
             if not path.read_text().startswith(ZOO_MARK):
                 raise ConfigError(f"{path} was not written by the studio, which would lose its comments: not changed")
-            zoo = editing.load_zoo(self.run.name, zoo_dir)
+            zoo = editing.load_zoo(self.factors.name, zoo_dir)
             del zoo["path"]
             if {key: zoo.get(key) for key in found} != found:
                 raise ConfigError(f"{path} holds edits of factors with another layer or ranks than this run's")
             if name in zoo["edits"] and not overwrite:
                 raise ConfigError(f"{path} already has an edit named '{name}': tick 'overwrite' to replace it")
         zoo["edits"][name] = [{"part": e.part, "appearance": e.appearance, "alpha": e.alpha} for e in session.edits]
-        header = f"{ZOO_MARK} for {self.run.name} at {self.run.layer}; apply: evaluate.py task=edit eval.name=NAME\n"
+        factors = self.factors
+        header = f"{ZOO_MARK} for {factors.name} at {factors.layer}; apply: evaluate.py task=edit eval.name=NAME\n"
         try:
             return atomic_write(path, (header + yaml.safe_dump(zoo, sort_keys=False, default_flow_style=None)).encode())
         except OSError as error:

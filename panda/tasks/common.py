@@ -16,20 +16,26 @@ from panda.uses.factors import Factors
 from panda.uses.visualize import image_grid, to_uint8
 
 
-def sample_features(cfg: DictConfig, run: Factors) -> tuple[list[int], torch.Tensor, ResumeState]:
+def sample_features(cfg: DictConfig, factors: Factors) -> tuple[list[int], torch.Tensor, ResumeState]:
     """The requested sample indices, their features at the run's layer and the state resuming from them."""
     samples = [int(i) for i in cfg.samples]
     if not samples or min(samples) < 0:
         raise ConfigError(f"samples={samples} must be a non-empty list of sample indices >= 0")
-    latents = run.latents(cfg.seed, samples)
-    return samples, *run.features_and_state(latents)
+    latents = factors.latents(cfg.seed, samples)
+    return samples, *factors.features_and_state(latents)
 
 
 def before_after(
-    run: Factors, features: torch.Tensor, state: ResumeState, edits: list[editing.Edit], samples: list[int], path: Path
+    factors: Factors,
+    features: torch.Tensor,
+    state: ResumeState,
+    edits: list[editing.Edit],
+    samples: list[int],
+    path: Path,
 ) -> Path:
-    offset = editing.edit_offset(run, edits)
-    before, after = editing.edited_images(run, features, state, offset, scales=(0.0, 1.0))
+    """The samples before (top) and after (bottom) ``edits``, as one grid at ``path``."""
+    offset = editing.edit_offset(factors, edits)
+    before, after = editing.edited_images(factors, features, state, offset, scales=(0.0, 1.0))
     titles = [f"sample {i}" for i in samples] + ["edited"] * len(samples)
     return image_grid(np.concatenate([to_uint8(before), to_uint8(after)]), path, columns=len(samples), titles=titles)
 

@@ -19,21 +19,21 @@ log = logging.getLogger(__name__)
 
 
 @task
-def localize(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+def localize(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Masks of every appearance over the samples, thresholded at the dataset mean of its map."""
     settings = cfg.eval
-    maps = localization.dataset_maps(run, cfg.seed, *statistics(settings))
+    maps = localization.dataset_maps(factors, cfg.seed, *statistics(settings))
     threshold = localization.thresholds(maps)
-    samples, features, state = sample_features(cfg, run)
-    images = run.images(features, state)
-    masks = localization.concept_masks(localization.appearance_maps(run, features), threshold, images.shape[-1])
+    samples, features, state = sample_features(cfg, factors)
+    images = factors.images(features, state)
+    masks = localization.concept_masks(localization.appearance_maps(factors, features), threshold, images.shape[-1])
     files = {}
-    for j in range(run.appearances):
+    for j in range(factors.appearances):
         tinted = mask_overlay(images, masks[:, j])
         both = np.concatenate([to_uint8(images), tinted])
         files[f"appearance{j}"] = image_grid(both, out / f"localize_appearance{j}.png", columns=len(samples))
-    summary = np.concatenate([mask_overlay(images, masks[:, j]) for j in range(run.appearances)])
-    titles = [f"a{j}" for j in range(run.appearances) for _ in samples]
+    summary = np.concatenate([mask_overlay(images, masks[:, j]) for j in range(factors.appearances)])
+    titles = [f"a{j}" for j in range(factors.appearances) for _ in samples]
     files["all"] = image_grid(summary, out / "localize_all.png", columns=len(samples), titles=titles)
     return {
         "statistics": settings.statistics,

@@ -20,17 +20,17 @@ log = logging.getLogger(__name__)
 
 
 @task
-def name(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+def name(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Name the run's parts after face regions (:mod:`panda.uses.face_regions`): ``names.md`` (each part's label, score
     and shares), ``parts.png`` and ``overlay.png`` with the labels; stored in the run's ``factors.pt`` with
     ``eval.store``."""
     settings = NamingSettings.from_config(cfg.naming, "naming")
-    naming = name_parts(run.generator, run.P, run.hw, settings, cfg.seed)
+    naming = name_parts(factors.generator, factors.P, factors.hw, settings, cfg.seed)
     files = {"table": atomic_write(out / "names.md", naming.table().encode())}
-    files["parts"] = parts_figure(run.P, run.hw, out / "parts.png", naming.labels, naming.scores)
-    samples, features, state = sample_features(cfg, run)
-    images = run.images(features, state)
-    files["overlay"] = overlay_figure(images, run.P, run.hw, out / "overlay.png", naming.labels)
+    files["parts"] = parts_figure(factors.P, factors.hw, out / "parts.png", naming.labels, naming.scores)
+    samples, features, state = sample_features(cfg, factors)
+    images = factors.images(features, state)
+    files["overlay"] = overlay_figure(images, factors.P, factors.hw, out / "overlay.png", naming.labels)
     if cfg.eval.store:
         files["factors"] = save_labels(cfg.run, naming.labels, naming.scores)
     shares = {

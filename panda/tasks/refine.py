@@ -20,19 +20,19 @@ log = logging.getLogger(__name__)
 
 
 @task
-def refine(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+def refine(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Sample-specific parts ``P_i`` from the global ``P``: errors before/after, global vs refined parts."""
     settings = cfg.eval
-    samples, features, state = sample_features(cfg, run)
-    refined, errors = refine_parts(flatten_features(features), run.A, run.P, settings.steps, settings.lr)
-    images = run.images(features, state)
-    rows = [overlay(images, run.P, run.hw)]
-    rows += [overlay(images[b : b + 1], refined[b], run.hw) for b in range(len(samples))]
+    samples, features, state = sample_features(cfg, factors)
+    refined, errors = refine_parts(flatten_features(features), factors.A, factors.P, settings.steps, settings.lr)
+    images = factors.images(features, state)
+    rows = [overlay(images, factors.P, factors.hw)]
+    rows += [overlay(images[b : b + 1], refined[b], factors.hw) for b in range(len(samples))]
     titles = [f"global P, {i}" for i in samples] + [f"refined P_{i}" for i in samples]
     files = {"overlays": image_grid(np.concatenate(rows), out / "refine_overlays.png", len(samples), titles)}
-    files["global_parts"] = parts_figure(run.P, run.hw, out / "refine_parts_global.png")
+    files["global_parts"] = parts_figure(factors.P, factors.hw, out / "refine_parts_global.png")
     for b, i in enumerate(samples):
-        files[f"parts_{i}"] = parts_figure(refined[b], run.hw, out / f"refine_parts_sample{i}.png")
+        files[f"parts_{i}"] = parts_figure(refined[b], factors.hw, out / f"refine_parts_sample{i}.png")
     return {
         "samples": samples,
         "error_before": [float(e) for e in errors[0]],

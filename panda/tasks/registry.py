@@ -46,13 +46,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"unknown task '{cfg.task}'; known tasks: {', '.join(task_names())}")
     if cfg.run is None:
         raise ConfigError("no run given: pass run=<a training run directory holding factors.pt>")
-    run = open_run(cfg.run, cfg.generator, cfg.layer)
+    factors = open_run(cfg.run, cfg.generator, cfg.layer)
     out = Path(cfg.output_dir)
     importlib.import_module(f"{__package__}.{cfg.task}")
-    result = TASKS[cfg.task](cfg, run, out)
+    result = TASKS[cfg.task](cfg, factors, out)
     if rank_zero_only.rank != 0:  # another process of a distributed task: rank 0 writes
         return result
-    result = {"task": cfg.task, "run": str(cfg.run), "generator": run.name, "layer": run.layer, **result}
+    result = {"task": cfg.task, "run": str(cfg.run), "generator": factors.name, "layer": factors.layer, **result}
     result["files"] = {key: str(path) for key, path in result["files"].items()}
     save_json(result, out / "evaluate.json")
     log.info("%s: results in %s", cfg.task, out)

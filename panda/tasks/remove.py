@@ -18,22 +18,22 @@ log = logging.getLogger(__name__)
 
 
 @task
-def remove(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+def remove(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Paint the background appearance over a part; found around the part unless given."""
     settings = cfg.eval
-    part = run.check_index(settings.part, "part")
+    part = factors.check_index(settings.part, "part")
     alpha = finite_number("eval.alpha", settings.alpha)
     coverage = None
     if settings.background is None:
-        maps = localization.dataset_maps(run, cfg.seed, *statistics(settings))
+        maps = localization.dataset_maps(factors, cfg.seed, *statistics(settings))
         masks = localization.binarize(maps, localization.thresholds(maps))
-        background, coverage = localization.background_appearance(run, masks, part)
+        background, coverage = localization.background_appearance(factors, masks, part)
         log.info("background appearance %d (covers %.3f of the part's surroundings)", background, coverage[background])
     else:
-        background = run.check_index(settings.background, "appearance")
-    samples, features, state = sample_features(cfg, run)
+        background = factors.check_index(settings.background, "appearance")
+    samples, features, state = sample_features(cfg, factors)
     edits = editing.removal(part, background, alpha)
-    path = before_after(run, features, state, edits, samples, out / "remove_before_after.png")
+    path = before_after(factors, features, state, edits, samples, out / "remove_before_after.png")
     return {
         "part": part,
         "background": background,

@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 
 
 @task
-def studio(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+def studio(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Serve the interactive editor (:mod:`panda.studio`) until Ctrl-C; Gradio is imported only for this task."""
     from panda.studio.app import serve
 
-    return serve(cfg, run, out)
+    return serve(cfg, factors, out)

@@ -51,16 +51,16 @@ def parse_edits(items: Sequence[Mapping[str, Any]]) -> list[Edit]:
     return edits
 
 
-def edit_offset(run: Factors, edits: Sequence[Edit]) -> Tensor:
+def edit_offset(factors: Factors, edits: Sequence[Edit]) -> Tensor:
     """The feature offset ``sum alpha a_j p_k^T`` ``[C, H, W]`` of ``edits`` (indices checked)."""
-    parts = torch.tensor([run.check_index(e.part, "part") for e in edits])
-    appearances = torch.tensor([run.check_index(e.appearance, "appearance") for e in edits])
+    parts = torch.tensor([factors.check_index(e.part, "part") for e in edits])
+    appearances = torch.tensor([factors.check_index(e.appearance, "appearance") for e in edits])
     alphas = torch.tensor([e.alpha for e in edits])
-    return edit_delta(run.A, run.part_maps(), parts, appearances, alphas)
+    return edit_delta(factors.A, factors.part_maps(), parts, appearances, alphas)
 
 
 def edited_images(
-    run: Factors, features: Tensor, state: ResumeState, offset: Tensor, scales: Sequence[float] = (1.0,)
+    factors: Factors, features: Tensor, state: ResumeState, offset: Tensor, scales: Sequence[float] = (1.0,)
 ) -> Tensor:
     """Images ``[len(scales), B, 3, H, W]`` resumed from ``features + t * offset`` for each ``t`` in ``scales``.
 
@@ -68,7 +68,7 @@ def edited_images(
     by the caller; only the generator after the layer runs here, once per strength on the whole batch (so
     ``t = 0`` gives the original images bit for bit, as the batch is the same as the unedited forward pass's).
     """
-    return torch.stack([run.images(features + t * offset.to(features), state) for t in scales])
+    return torch.stack([factors.images(features + t * offset.to(features), state) for t in scales])
 
 
 def load_zoo(generator: str, zoo_dir: str | Path | None = None) -> dict[str, Any]:
@@ -83,12 +83,12 @@ def load_zoo(generator: str, zoo_dir: str | Path | None = None) -> dict[str, Any
     return zoo
 
 
-def named_edit(run: Factors, name: str, zoo_dir: str | Path | None = None) -> list[Edit]:
-    """The zoo's edit ``name`` for ``run``'s generator; the run must match the layer and ranks it was found at."""
-    zoo = load_zoo(run.name, zoo_dir)
+def named_edit(factors: Factors, name: str, zoo_dir: str | Path | None = None) -> list[Edit]:
+    """The zoo's edit ``name`` for ``factors``'s generator; the run must match the layer and ranks it was found at."""
+    zoo = load_zoo(factors.name, zoo_dir)
     if name not in zoo["edits"]:
         raise ConfigError(f"no edit named '{name}' in {zoo['path']}; known edits: {', '.join(sorted(zoo['edits']))}")
-    found = {"layer": run.layer, "parts": run.parts, "appearances": run.appearances}
+    found = {"layer": factors.layer, "parts": factors.parts, "appearances": factors.appearances}
     expected = {"layer": zoo.get("layer"), **zoo.get("ranks", {})}
     mismatch = [f"{key} {expected[key]} (run has {found[key]})" for key in found if expected.get(key) != found[key]]
     if mismatch:

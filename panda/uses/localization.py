@@ -16,19 +16,19 @@ from panda.method.factorization import flatten_features, localization_maps
 from panda.uses.factors import Factors
 
 
-def appearance_maps(run: Factors, features: Tensor) -> Tensor:
+def appearance_maps(factors: Factors, features: Tensor) -> Tensor:
     """Localisation maps ``A^T Z_i`` of features ``[B, C, H, W]`` as ``[B, R_C, H, W]``."""
     Z = flatten_features(features.float().cpu())
-    return localization_maps(Z, run.A).reshape(Z.shape[0], run.appearances, *run.hw)
+    return localization_maps(Z, factors.A).reshape(Z.shape[0], factors.appearances, *factors.hw)
 
 
-def dataset_maps(run: Factors, seed: int, samples: int, batch_size: int) -> Tensor:
+def dataset_maps(factors: Factors, seed: int, samples: int, batch_size: int) -> Tensor:
     """Localisation maps ``[N, R_C, H, W]`` of ``samples`` fresh samples (the statistics stream)."""
     maps = []
     for index, start in enumerate(range(0, samples, batch_size)):
         size = min(batch_size, samples - start)
-        latents = run.generator.sample_latents(size, batch_generator(seed, Stream.STATS, index))
-        maps.append(appearance_maps(run, run.features(latents)))
+        latents = factors.generator.sample_latents(size, batch_generator(seed, Stream.STATS, index))
+        maps.append(appearance_maps(factors, factors.features(latents)))
     return torch.cat(maps)
 
 
@@ -48,10 +48,10 @@ def concept_masks(maps: Tensor, threshold: Tensor, size: int) -> Tensor:
     return binarize(upsampled, threshold)
 
 
-def surroundings(run: Factors, part: int, width: int = 2) -> Tensor:
+def surroundings(factors: Factors, part: int, width: int = 2) -> Tensor:
     """Where part ``part`` is not but its neighbourhood is: ``[H, W]`` bool, the positions within ``width`` of
     the part's mask (its map above half its maximum) outside it."""
-    part_map = run.part_maps()[part]
+    part_map = factors.part_maps()[part]
     inside = part_map > 0.5 * part_map.max()
     grown = F.max_pool2d(inside[None, None].float(), 2 * width + 1, stride=1, padding=width)[0, 0] > 0
     return grown & ~inside
@@ -63,9 +63,9 @@ def coverage(masks: Tensor, region: Tensor) -> Tensor:
     return masks[..., region].float().mean(dim=(0, 2))
 
 
-def background_appearance(run: Factors, masks: Tensor, part: int) -> tuple[int, Tensor]:
+def background_appearance(factors: Factors, masks: Tensor, part: int) -> tuple[int, Tensor]:
     """The appearance that covers the surroundings of ``part`` most in the binarised masks ``[B, R_C, H, W]`` (the
     skin around the eyebrows, the scene around the head), and every appearance's coverage of them ``[R_C]``:
     what context-aware removal paints over the part."""
-    covered = coverage(masks, surroundings(run, part))
+    covered = coverage(masks, surroundings(factors, part))
     return int(covered.argmax()), covered
