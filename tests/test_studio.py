@@ -259,7 +259,13 @@ def test_saved_edits_are_named_edits_of_the_zoo(studio: Studio, loaded: Session)
 
 
 @pytest.mark.parametrize(
-    ("name", "message"), [("", "must be letters"), ("a b", "must be letters"), ("x=1", "must be letters")]
+    ("name", "message"),
+    [
+        ("", "must be letters"),
+        ("a b", "must be letters"),
+        ("x=1", "must be letters"),
+        *((name, "not a number, true, false or null") for name in ("null", "true", "123", "1e3")),
+    ],
 )
 def test_bad_edit_names_are_refused(studio: Studio, loaded: Session, name: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -280,6 +286,11 @@ def test_save_refuses_what_it_should_not_write(studio: Studio, loaded: Session, 
     zoo.write_text(zoo.read_text().replace("parts: 8", "parts: 16"))
     with pytest.raises(ConfigError, match="another layer or ranks"):
         studio.save(edit, "mine2", overwrite=False)
+    written = zoo.read_text()
+    zoo.write_text(written.split("\n", 1)[0] + "\nedits: {a: [\n")  # the studio's, then damaged
+    with pytest.raises(ConfigError, match="is not a readable edit zoo"):
+        studio.save(edit, "mine2", overwrite=False)
+    zoo.write_text(written)
     shutil.rmtree(run_copy)
     with pytest.raises(ConfigError, match="has disappeared"):
         studio.save(edit, "mine3", overwrite=False)

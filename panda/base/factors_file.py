@@ -33,6 +33,7 @@ REQUIRED = ("A", "P", "generator", "layer", "feature_shape")  # what a reader ne
 METADATA = ("generator", "layer", "feature_shape", "ranks", "config")  # covered by the checksum with A and P
 LABELS = ("labels", "label_scores")  # optional, covered by the checksum when present
 CHECKSUM = "sha256"
+MAX_ENTRY = 1e3  # A's columns are orthonormal and P's near unit norm: far larger entries are no PandA factors
 
 
 def checksum(record: dict[str, Any]) -> str:
@@ -134,6 +135,8 @@ def _problem(factors: dict[str, Any]) -> str:
     needs = {"A": (channels, "R_C"), "P": (height * width, "R_S")}
     for name, (rows, rank) in needs.items():
         tensor: Tensor = factors[name]
+        if isinstance(tensor, Tensor) and tensor.layout != torch.strided:
+            return f"{name} is a {tensor.layout} tensor, not a dense one"
         if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
             kind = f"a tensor of {tensor.dtype}" if isinstance(tensor, Tensor) else f"a {type(tensor).__name__}"
             return f"{name} is {kind}, not a floating-point tensor"
@@ -141,6 +144,10 @@ def _problem(factors: dict[str, Any]) -> str:
             return f"{name} has shape {list(tensor.shape)}, but features {list(shape)} need [{rows}, {rank}]"
         if not torch.isfinite(tensor).all():
             return f"{name} holds NaN or infinite values"
+        if tensor.abs().max() > MAX_ENTRY:
+            return f"{name}'s entries reach {float(tensor.abs().max()):.3g}: PandA's columns have norms near 1"
+    if (factors["P"] < 0).any() or not factors["P"].any():
+        return "P must be non-negative with at least one non-zero entry"
     ranks = factors.get("ranks")
     if ranks is not None and ranks != {"parts": factors["P"].shape[1], "appearances": factors["A"].shape[1]}:
         return f"ranks {ranks} do not match A {list(factors['A'].shape)} and P {list(factors['P'].shape)}"

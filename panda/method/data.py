@@ -52,8 +52,10 @@ PRECISIONS = ("fp32", "bf16", "auto")  # of the generator's forward (data.precis
 
 
 def batch_generator(seed: int, stream: Stream, index: int) -> torch.Generator:
-    """The seeded RNG of batch ``index`` of ``stream``."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + stream) * 1_000_000_007 + index)
+    """The seeded RNG of batch ``index`` of ``stream`` (any integer ``seed`` and ``index``: a number beyond the
+    range ``torch`` seeds with is taken modulo ``2**64``)."""
+    number = (seed * 1_000_003 + stream) * 1_000_000_007 + index
+    return torch.Generator().manual_seed(number if -(1 << 63) <= number < 1 << 64 else number % (1 << 64))
 
 
 def check_precision(precision: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from PIL import Image
 from torch import Tensor
 
@@ -40,6 +41,7 @@ from panda.uses.visualize import mask_overlay, overlay, part_colours, save_gif, 
 
 MAX_SAMPLE = 2**31 - 1
 EDIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+OVERRIDES = OverridesParser.create()  # how Hydra reads the printed eval.name=NAME
 ZOO_MARK = "# Edit zoo written by panda's studio"
 
 
@@ -281,8 +283,11 @@ class Studio:
         ``python evaluate.py task=edit run=RUN eval.name=NAME eval.zoo_dir=ZOO_DIR`` applies it.
         """
         name = str(name).strip()
-        if not EDIT_NAME.fullmatch(name):
-            raise ConfigError(f"edit name {name!r} must be letters, digits, '_' or '-' (it is given as eval.name=...)")
+        if not EDIT_NAME.fullmatch(name) or not isinstance(OVERRIDES.parse_override(f"eval.name={name}").value(), str):
+            raise ConfigError(
+                f"edit name {name!r} must be letters, digits, '_' or '-', and not a number, true, false or null "
+                "(it is given as eval.name=...)"
+            )
         if not session.edits:
             raise ConfigError("nothing to save: move the strength slider or add edits to the stack first")
         run_dir, zoo_dir = self.settings.run_dir, self.settings.zoo_dir

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from panda.base.config import positive_int
 from panda.base.errors import ConfigError
@@ -18,8 +18,8 @@ from panda.uses.visualize import image_grid, to_uint8
 
 def sample_features(cfg: DictConfig, factors: Factors) -> tuple[list[int], torch.Tensor, ResumeState]:
     """The requested sample indices, their features at the run's layer and the state resuming from them."""
-    samples = [int(i) for i in cfg.samples]
-    if not samples or min(samples) < 0:
+    samples = list(cfg.samples) if OmegaConf.is_list(cfg.samples) else cfg.samples
+    if not isinstance(samples, list) or not samples or not all(_index(i) for i in samples):
         raise ConfigError(f"samples={samples} must be a non-empty list of sample indices >= 0")
     latents = factors.latents(cfg.seed, samples)
     return samples, *factors.features_and_state(latents)
@@ -43,3 +43,7 @@ def before_after(
 def statistics(settings: DictConfig) -> tuple[int, int]:
     """``(eval.statistics, eval.batch_size)``: the samples of the dataset statistics and their batch size."""
     return positive_int("eval.statistics", settings.statistics), positive_int("eval.batch_size", settings.batch_size)
+
+
+def _index(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

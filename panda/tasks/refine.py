@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
+from panda.base.config import finite_number, positive_int
+from panda.base.errors import ConfigError
 from panda.method.factorization import flatten_features
 from panda.tasks.common import sample_features
 from panda.tasks.registry import task
@@ -22,9 +24,12 @@ log = logging.getLogger(__name__)
 @task
 def refine(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Sample-specific parts ``P_i`` from the global ``P``: errors before/after, global vs refined parts."""
-    settings = cfg.eval
+    steps = positive_int("eval.steps", cfg.eval.steps)
+    lr = finite_number("eval.lr", cfg.eval.lr)
+    if lr <= 0:
+        raise ConfigError(f"eval.lr={lr} must be > 0")
     samples, features, state = sample_features(cfg, factors)
-    refined, errors = refine_parts(flatten_features(features), factors.A, factors.P, settings.steps, settings.lr)
+    refined, errors = refine_parts(flatten_features(features), factors.A, factors.P, steps, lr)
     images = factors.images(features, state)
     rows = [overlay(images, factors.P, factors.hw)]
     rows += [overlay(images[b : b + 1], refined[b], factors.hw) for b in range(len(samples))]

@@ -44,6 +44,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_known_keys(cfg, "evaluate")
     if cfg.task not in task_names():
         raise ConfigError(f"unknown task '{cfg.task}'; known tasks: {', '.join(task_names())}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
     if cfg.run is None:
         raise ConfigError("no run given: pass run=<a training run directory holding factors.pt>")
     factors = open_run(cfg.run, cfg.generator, cfg.layer)

@@ -40,12 +40,19 @@ class Edit:
 
 def parse_edits(items: Sequence[Mapping[str, Any]]) -> list[Edit]:
     """Edits from ``[{part, appearance, alpha}, ...]`` (as written in configs and the zoo; a part may be named)."""
+    if not isinstance(items, Sequence) or isinstance(items, str):
+        raise ConfigError(f"edits must be a list of {{part, appearance, alpha}} triples; got {items!r}")
     edits = []
     for item in items:
         if not isinstance(item, Mapping) or set(item) != {"part", "appearance", "alpha"}:
             raise ConfigError(f"an edit must be a mapping with keys part, appearance, alpha; got {item!r}")
+        part, appearance = item["part"], item["appearance"]
+        if isinstance(part, bool) or not isinstance(part, (int, str)) or part == "":
+            raise ConfigError(f"an edit's part must be an index or a part's name; got {part!r}")
+        if isinstance(appearance, bool) or not isinstance(appearance, int):
+            raise ConfigError(f"an edit's appearance must be an index; got {appearance!r}")
         alpha = finite_number("an edit's alpha", item["alpha"])
-        edits.append(Edit(part=item["part"], appearance=item["appearance"], alpha=alpha))
+        edits.append(Edit(part=part, appearance=appearance, alpha=alpha))
     if not edits:
         raise ConfigError("no edit given: pass at least one {part, appearance, alpha} triple or a named edit")
     return edits
@@ -56,7 +63,10 @@ def edit_offset(factors: Factors, edits: Sequence[Edit]) -> Tensor:
     parts = torch.tensor([factors.check_index(e.part, "part") for e in edits])
     appearances = torch.tensor([factors.check_index(e.appearance, "appearance") for e in edits])
     alphas = torch.tensor([e.alpha for e in edits])
-    return edit_delta(factors.A, factors.part_maps(), parts, appearances, alphas)
+    offset = edit_delta(factors.A, factors.part_maps(), parts, appearances, alphas)
+    if not torch.isfinite(offset).all():
+        raise ConfigError(f"edit strengths {[e.alpha for e in edits]} overflow float32 features; use smaller alphas")
+    return offset
 
 
 def edited_images(
@@ -68,7 +78,15 @@ def edited_images(
     by the caller; only the generator after the layer runs here, once per strength on the whole batch (so
     ``t = 0`` gives the original images bit for bit, as the batch is the same as the unedited forward pass's).
     """
-    return torch.stack([factors.images(features + t * offset.to(features), state) for t in scales])
+    frames = []
+    for t in scales:
+        edited = features + t * offset.to(features)
+        if not torch.isfinite(edited).all():
+            raise ConfigError(f"the edit at x{t:g} its strength overflows float32 features; use a smaller alpha")
+        frames.append(factors.images(edited, state))
+        if not torch.isfinite(frames[-1]).all():
+            raise ConfigError(f"the images are not finite at x{t:g} the edit's strength; use smaller alphas")
+    return torch.stack(frames)
 
 
 def load_zoo(generator: str, zoo_dir: str | Path | None = None) -> dict[str, Any]:
@@ -76,9 +94,14 @@ def load_zoo(generator: str, zoo_dir: str | Path | None = None) -> dict[str, Any
     path = Path(zoo_dir or ZOO_DIR) / f"{generator}.yaml"
     if not path.is_file():
         raise ConfigError(f"no edit zoo for generator '{generator}': expected {path}")
-    zoo = yaml.safe_load(path.read_text())
+    try:
+        zoo = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path} is not a readable edit zoo ({type(error).__name__}); fix or remove it") from None
     if not isinstance(zoo, dict) or not isinstance(zoo.get("edits"), dict):
         raise ConfigError(f"{path} is not an edit zoo: it needs an 'edits' mapping of name -> list of triples")
+    if not isinstance(zoo.get("ranks", {}), dict) or not isinstance(zoo.get("layer", ""), str):
+        raise ConfigError(f"{path} is not an edit zoo: 'layer' must be a module path and 'ranks' a mapping")
     zoo["path"] = str(path)
     return zoo
 

@@ -232,6 +232,8 @@ def _check_plain(value: Any, key: str, source: Path) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_plain(item, f"{key}[{index}]", source)
+    elif value == "???":
+        raise ConfigError(f"{key} is missing ('???') in the config stored in {source}: it cannot rebuild the generator")
     elif isinstance(value, str) and "${" in value:
         raise ConfigError(f"{key} holds an interpolation ('${{'), which a loaded file may not use ({source})")
     elif value is not None and not isinstance(value, (str, int, float, bool)):
