@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.utils import JobRuntime
 from omegaconf import OmegaConf
 
 from panda.base.errors import ConfigError, FeatureError, WeightsError
@@ -208,12 +210,22 @@ def _flat(node: dict, prefix: str = "") -> dict:
     return flat
 
 
-def test_unknown_defaults_entry_is_one_line(tmp_path, monkeypatch):
-    (tmp_path / "gen").mkdir()
-    (tmp_path / "gen" / "odd.yaml").write_text("defaults:\n  - {gen: dcgan_faces}\nname: odd\n")
-    monkeypatch.setattr("panda.generators.api.config_dir", lambda: tmp_path)
-    with pytest.raises(ConfigError, match=r"odd\.yaml: defaults entry .* is not a gen config name or _self_"):
-        gen_config("odd")
+def test_gen_config_inside_a_running_hydra_app_leaves_it_as_found(tmp_path):
+    """evaluate.py rebuilds a run's generator while its own Hydra app holds GlobalHydra (here: another config
+    dir with no gen group), and Hydra's job name stays the app's."""
+    (tmp_path / "app.yaml").write_text("x: 1\n")
+    with initialize_config_dir(str(tmp_path), job_name="evaluate", version_base="1.3"):
+        running = GlobalHydra.instance()
+        hydra = running.hydra
+        assert gen_config("stylegan2_afhqdog").net.arch.img_resolution == 512
+        with pytest.raises(ConfigError, match=r"^unknown generator 'nope'; configured generators: biggan, dcgan_faces"):
+            gen_config("nope")
+        assert GlobalHydra.instance() is running and running.hydra is hydra
+        assert JobRuntime.instance().get("name") == "evaluate"
+        assert compose("app").x == 1
+    assert not GlobalHydra.instance().is_initialized()
+    gen_config("dcgan_faces")
+    assert not GlobalHydra.instance().is_initialized()
 
 
 def test_a_wheel_install_finds_the_gen_configs_and_the_edit_zoo(tmp_path):
