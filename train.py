@@ -1,22 +1,7 @@
-"""Learn PandA parts and appearances: ``python train.py [gen=...] [rank.parts=...] [-m ...]``."""
+"""Learn PandA parts and appearances: ``python train.py [gen=...] [rank.parts=...] [-m ...]``, the ``panda-train``
+command of an installed panda (:mod:`panda.cli.train`, which takes the command's start first)."""
 
-import time
-
-STARTED = time.time()  # the command's start, for metrics.json's first_step_seconds
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from panda.cli.main import check_command_line, command  # noqa: E402
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float:
-    from panda.training.fit import train
-
-    return command(lambda: train(cfg, started=STARTED)["val_rel_error"])
-
+from panda.cli.train import main
 
 if __name__ == "__main__":
-    check_command_line("train")
     main()

@@ -9,7 +9,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from panda.base.config import instantiate
+from panda.base.config import check_overrides, instantiate
+from panda.base.errors import ConfigError
+from tests.conftest import run_script
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRIMARIES = ("train", "evaluate")
@@ -104,3 +106,74 @@ def test_each_solver_of_the_solver_ablation_sets_its_solver_and_rate(option, tar
     cfg = compose(config_name="train", overrides=["experiment=ablation_solvers", f"+experiment/solver={option}"])
     assert cfg.model.solver._target_ == target
     assert cfg.model.solver.get("lr") == lr
+
+
+GENERATORS = "biggan, dcgan_faces, progan_celebahq, stylegan1_ffhq, stylegan2_afhqdog, stylegan2_ffhq, stylegan3_afhqv2"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "primary", "multirun", "message"),
+    [
+        (["gen=nonexistent"], "train", False, f"Could not find 'gen/nonexistent': available gen configs: {GENERATORS}"),
+        (["gen=dcgan_faces,other"], "train", True, "Could not find 'gen/other': available gen configs: biggan,"),
+        (["gen=dcgan_faces,biggan"], "train", False, "Ambiguous value for argument 'gen=dcgan_faces,biggan' 1."),
+        (["trainer=tpu"], "train", False, "Could not find 'trainer/tpu': available trainer configs: cpu, ddp, default"),
+        (
+            ["task=paint"],
+            "evaluate",
+            False,
+            "Could not find 'task/paint': available task configs: edit, localize, name",
+        ),
+        (["+experiment/solver=adam"], "train", False, "Could not find 'experiment/solver/adam': available experiment"),
+        (["rank.part=16"], "train", False, "unknown config key rank.part (did you mean rank.parts?)"),
+        (["+rank.part=16"], "train", False, "unknown config key rank.part (did you mean rank.parts?)"),
+        (
+            ["++trainer.max_step=3"],
+            "train",
+            False,
+            "unknown config key trainer.max_step (did you mean trainer.max_steps?)",
+        ),
+        (["+eval.scale=[1]"], "evaluate", False, "unknown config key eval.scale (did you mean eval.scales?)"),
+        (["hydra.run.dirr=out"], "train", False, "unknown config key hydra.run.dirr (did you mean hydra.run.dir?)"),
+        (["gen.nett.arch.resolution=64"], "train", False, "unknown config key gen.nett (did you mean gen.net?)"),
+        (
+            ["gen=biggan,dcgan_faces", "gen.net.class_name=tench"],
+            "train",
+            True,
+            "unknown config key gen.net.class_name",
+        ),
+        (["+rank.parts=16"], "train", False, "Could not append to config. An item is already at 'rank.parts'."),
+        (["rank.parts=["], "train", False, "no viable alternative at input '['"),
+    ],
+)
+def test_hydra_refuses_a_command_line_in_one_line(overrides, primary, multirun, message):
+    with pytest.raises(ConfigError) as error:
+        check_overrides(overrides, primary, multirun=multirun)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert compose(config_name="train").rank.parts == 48  # the test's GlobalHydra is still initialised
+
+
+def test_hydra_composes_each_job_of_a_sweep_of_known_options_and_keys():
+    check_overrides(
+        [
+            "gen=dcgan_faces,biggan",
+            "rank.parts=4,8",
+            "++rank.appearances=3",
+            "~callbacks.artifacts",
+            "gen.weights=/w",
+            "experiment=ablation_solvers",
+            "+experiment/solver=stats",
+            "hydra/job_logging=disabled",
+            "hydra.run.dir=o",
+        ],
+        "train",
+        multirun=True,
+    )
+
+
+def test_the_command_line_is_checked_before_hydra_starts(tmp_path):
+    for args in (["-m", "gen=dcgan_faces,nope"], ["--config-name", "evaluate", "eval.scale=[1]"]):
+        done = run_script("train.py", *args, cwd=tmp_path)
+        assert done.returncode == 2 and not list(tmp_path.iterdir()), done.stderr
+        assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: ")
+    assert "Could not find 'gen/nope'" in run_script("train.py", "-m", "gen=dcgan_faces,nope", cwd=tmp_path).stderr

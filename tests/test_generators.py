@@ -1,14 +1,11 @@
 """The generator interface on the real DCGAN face model: layers, the split, resuming, weights; the gen configs
-and the installed package's copy of them."""
-
-import os
-import shutil
-import subprocess
-import sys
+as train.py composes them (the installed package's copy: tests/test_packaging.py)."""
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.utils import JobRuntime
 from omegaconf import OmegaConf
 
 from panda.base.errors import ConfigError, FeatureError, WeightsError
@@ -208,36 +205,19 @@ def _flat(node: dict, prefix: str = "") -> dict:
     return flat
 
 
-def test_unknown_defaults_entry_is_one_line(tmp_path, monkeypatch):
-    (tmp_path / "gen").mkdir()
-    (tmp_path / "gen" / "odd.yaml").write_text("defaults:\n  - {gen: dcgan_faces}\nname: odd\n")
-    monkeypatch.setattr("panda.generators.api.config_dir", lambda: tmp_path)
-    with pytest.raises(ConfigError, match=r"odd\.yaml: defaults entry .* is not a gen config name or _self_"):
-        gen_config("odd")
-
-
-def test_a_wheel_install_finds_the_gen_configs_and_the_edit_zoo(tmp_path):
-    """``pip install .`` (not editable) ships conf/ as panda/conf: load_generator and load_zoo work from anywhere."""
-    source, target = tmp_path / "source", tmp_path / "site"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source)
-    for name in ("panda", "conf", "hydra_plugins"):
-        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
-    subprocess.run([*install, "--target", str(target), str(source)], check=True, capture_output=True, cwd=tmp_path)
-    shipped = {p.relative_to(target).as_posix() for p in (target / "panda").rglob("*") if p.suffix in {".py", ".yaml"}}
-    sources = {f"panda/{p.relative_to(ROOT / 'panda').as_posix()}" for p in (ROOT / "panda").rglob("*.py")}
-    configs = {f"panda/conf/{p.relative_to(ROOT / 'conf').as_posix()}" for p in (ROOT / "conf").rglob("*.yaml")}
-    assert shipped == sources | configs
-    script = (
-        "import panda, panda.generators as g, panda.uses.editing as e, panda.base.resources as r\n"
-        "print(panda.__file__, r.config_dir(), g.load_generator('dcgan_faces').name,"
-        " sorted(e.load_zoo('dcgan_faces')['edits']))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    run = [sys.executable, "-c", script]
-    out = subprocess.run(run, check=True, capture_output=True, text=True, env=env, cwd=tmp_path)
-    module, configs_dir, name, edits = out.stdout.split(maxsplit=3)
-    assert module == str(target / "panda" / "__init__.py") and configs_dir == str(target / "panda" / "conf")
-    assert name == "dcgan_faces" and "hair_colour" in edits
+def test_gen_config_inside_a_running_hydra_app_leaves_it_as_found(tmp_path):
+    """evaluate.py rebuilds a run's generator while its own Hydra app holds GlobalHydra (here: another config
+    dir with no gen group), and Hydra's job name stays the app's."""
+    (tmp_path / "app.yaml").write_text("x: 1\n")
+    with initialize_config_dir(str(tmp_path), job_name="evaluate", version_base="1.3"):
+        running = GlobalHydra.instance()
+        hydra = running.hydra
+        assert gen_config("stylegan2_afhqdog").net.arch.img_resolution == 512
+        with pytest.raises(ConfigError, match=r"^unknown generator 'nope'; configured generators: biggan, dcgan_faces"):
+            gen_config("nope")
+        assert GlobalHydra.instance() is running and running.hydra is hydra
+        assert JobRuntime.instance().get("name") == "evaluate"
+        assert compose("app").x == 1
+    assert not GlobalHydra.instance().is_initialized()
+    gen_config("dcgan_faces")
+    assert not GlobalHydra.instance().is_initialized()

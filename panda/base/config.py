@@ -1,26 +1,31 @@
-"""Building objects from Hydra configs, the project's config groups and keys, and checks of plain values.
+"""Building objects from Hydra configs, composing panda's configs with Hydra's compose API, and checks of plain values.
 
-A key that no config of the project defines is refused (:func:`check_known_keys`), so a misspelt
-one (``+rank.part=16``) is not silently ignored: the known keys of a primary config (``train``,
-``evaluate``) are its own and the union of those every option of its groups defines (with their
-packages: ``conf/model/solver/pgd.yaml`` defines ``model.solver.*``, a ``# @package _global_``
-file its keys as written). Below a key that some option sets to a plain value or ``null`` (an
-open node such as ``gen.net.arch``), any key is accepted.
+The command line is checked by Hydra itself before a command starts (:func:`check_overrides`): in struct mode
+an override of a key that no config defines fails, and so does an option that a group lacks; an addition
+(``+key=value``, ``++key=value``) must name a key the composed config has, so that a misspelt one
+(``+rank.part=16``) is refused rather than silently added. Hydra's error becomes one line, naming the closest key.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import math
 import re
-from collections.abc import Iterable
-from functools import cache
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.errors import InstantiationException
+import hydra
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobRuntime
+from hydra.errors import HydraException, InstantiationException, MissingConfigException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from panda.base.errors import ConfigError, PandaError, WeightsError
 from panda.base.resources import cache_dir, config_dir
@@ -42,11 +47,6 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         raise
 
 
-def options(group: str) -> list[str]:
-    """The options of config group ``group`` (``gen``: ``biggan``, ``dcgan_faces``, ...), sorted."""
-    return sorted(path.stem for path in (config_dir() / group).glob("*.yaml"))
-
-
 def finite_number(label: str, value: Any) -> float:
     """``value`` as a float; a :class:`ConfigError` naming ``label`` unless it is a finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -61,97 +61,69 @@ def positive_int(label: str, value: Any) -> int:
     return value
 
 
-def groups(config_name: str) -> list[str]:
-    """The config groups in the defaults list of the primary config ``config_name`` (``hydra`` aside)."""
-    defaults = OmegaConf.to_container(OmegaConf.load(config_dir() / f"{config_name}.yaml")).get("defaults", [])
-    names = [str(key).split()[-1].split("@")[0] for entry in defaults if isinstance(entry, dict) for key in entry]
-    return [name for name in names if name != "hydra"]
+@contextmanager
+def project_hydra() -> Iterator[None]:
+    """Hydra initialised on panda's configs (:func:`config_dir`) for its compose API; afterwards GlobalHydra and
+    the job name are as found, also inside a running Hydra app (``evaluate.py`` opening a run)."""
+    found = GlobalHydra.instance()
+    running = found.hydra
+    found.clear()
+    try:
+        with initialize_config_dir(str(config_dir()), job_name=JobRuntime.instance().get("name"), version_base="1.3"):
+            yield
+    finally:
+        found.hydra = running
+        GlobalHydra.set_instance(found)
 
 
-@cache
-def known_keys(config_name: str) -> tuple[frozenset[str], frozenset[str]]:
-    """``(keys, open keys)`` of the primary config ``config_name`` and every option of its groups."""
-    keys: set[str] = set()
-    leaves: set[str] = set()
-    sources = [(config_dir() / f"{config_name}.yaml", "")]
-    for group in groups(config_name):
-        for path in sorted((config_dir() / group).rglob("*.yaml")):
-            sources.append((path, path.parent.relative_to(config_dir()).as_posix().replace("/", ".")))
-    for path, package in sources:
-        header = re.search(r"^#\s*@package\s+(\S+)", path.read_text(), re.MULTILINE)
-        if header:
-            package = "" if header.group(1) == "_global_" else header.group(1).replace("_group_", package)
-        parts = package.split(".") if package else []
-        keys.update(".".join(parts[: i + 1]) for i in range(len(parts)))
-        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        if isinstance(node, dict):
-            node.pop("defaults", None)
-        _collect(node, package, keys, leaves)
-    return frozenset(keys), frozenset(leaves)
+def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config ``config_name`` (``train``, ``evaluate``) with ``overrides`` as Hydra composes it, less ``hydra``."""
+    with project_hydra():
+        return hydra.compose(config_name, overrides=list(overrides))
 
 
-def unknown_keys(names: Iterable[str], config_name: str) -> list[str]:
-    """One message per key of ``names`` that the configs of ``config_name`` do not define, naming the closest."""
-    keys, leaves = known_keys(config_name)
-    messages = []
-    for name in names:
-        parts = name.split(".")
-        if name in keys or any(".".join(parts[:i]) in leaves for i in range(1, len(parts))):
-            continue
-        close = difflib.get_close_matches(name, keys, n=1)
-        messages.append(f"unknown config key {name}" + (f" (did you mean {close[0]}?)" if close else ""))
-    return messages
+def options(group: str) -> list[str]:
+    """The options of config group ``group`` (``gen``: ``biggan``, ``dcgan_faces``, ...), as Hydra lists them."""
+    with project_hydra():
+        return GlobalHydra.instance().config_loader().get_group_options(group)
 
 
-def check_known_keys(cfg: DictConfig, config_name: str) -> None:
-    """A :class:`ConfigError` naming every key of the composed ``cfg`` that no config of ``config_name`` defines."""
-    names = list(_flatten(OmegaConf.to_container(cfg, resolve=False), ""))
-    messages = unknown_keys(names, config_name)
-    if messages:
-        raise ConfigError("; ".join(messages))
+def check_overrides(overrides: Sequence[str], config_name: str, multirun: bool = False) -> None:
+    """A one-line :class:`ConfigError` unless Hydra composes ``config_name`` with the command line's ``overrides``
+    (each job of a ``multirun`` sweep) and each addition of a key (``+key=value``) names one the config has."""
+    if not overrides:
+        return  # the project's configs compose (tests/test_configs.py)
+    try:
+        with project_hydra():
+            loader = GlobalHydra.instance().config_loader()
+            choices = []
+            for override in OverridesParser.create(config_loader=loader).parse_overrides(list(overrides)):
+                sweep = list(override.sweep_string_iterator()) if multirun and override.is_sweep_override() else []
+                lines = [f"{override.get_key_element()}={v}" for v in sweep] if sweep else [override.input_line]
+                added_key = override.is_add() or override.is_force_add()
+                added_key = added_key and not loader.get_group_options(override.key_or_group)
+                choices.append([(line, line.lstrip("+") if added_key else line) for line in lines])
+            for job in itertools.product(*choices):
+                given, as_overrides = [line for line, _ in job], [plain for _, plain in job]
+                hydra.compose(config_name, overrides=given)
+                if as_overrides != given:  # an added key must be one an override may set
+                    hydra.compose(config_name, overrides=as_overrides)
+    except (HydraException, ValueError) as error:  # a group override of null is a ValueError of Hydra's
+        raise ConfigError(_one_line(error)) from None
 
 
-def check_overrides(overrides: Iterable[str], config_name: str) -> None:
-    """A :class:`ConfigError` for a command-line override of ``config_name`` that names an option its group lacks
-    (``gen=<unknown>``) or an unknown key (``rank.part=16``), before Hydra composes the config."""
-    messages = []
-    for override in overrides:
-        if override.startswith("-") or "=" not in override:
-            continue  # Hydra's own flags (-m, --cfg job, ...) and deletions (~key)
-        key, value = override.split("=", 1)
-        key = key.lstrip("+~")
-        if key.split(".")[0].split("/")[0] == "hydra":
-            continue
-        if (config_dir() / key).is_dir():
-            found = options(key)
-            for choice in value.split(","):
-                if re.fullmatch(r"[\w.-]+", choice) and choice != "null" and choice not in found:
-                    messages.append(f"Could not find '{key}/{choice}': available {key} configs: {', '.join(found)}")
-        else:
-            messages += unknown_keys([key], config_name)
-    if messages:
-        raise ConfigError("; ".join(messages))
-
-
-def _collect(node: Any, prefix: str, keys: set[str], leaves: set[str]) -> None:
-    """Add the dotted keys of ``node`` (under ``prefix``) to ``keys``, those of plain values to ``leaves``."""
-    if not isinstance(node, dict):
-        if prefix:
-            leaves.add(prefix)
-        return
-    for key, value in node.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        keys.add(name)
-        _collect(value, name, keys, leaves)
-
-
-def _flatten(node: Any, prefix: str) -> Iterable[str]:
-    """The dotted keys of the mappings in ``node``."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            yield name
-            yield from _flatten(value, name)
+def _one_line(error: Exception) -> str:
+    """Hydra's (multi-line) composition ``error`` as one line; an unknown key names the closest one."""
+    cause = error.__cause__
+    if isinstance(error, MissingConfigException) and error.options is not None and error.missing_cfg_file:
+        group = error.missing_cfg_file.rpartition("/")[0]
+        return f"Could not find '{error.missing_cfg_file}': available {group} configs: {', '.join(error.options)}"
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and isinstance(cause.parent_node, DictConfig):
+        close = difflib.get_close_matches(str(cause.key), [str(k) for k in cause.parent_node], n=1)
+        parent = cause.full_key.rpartition(".")[0]
+        closest = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+        return f"unknown config key {cause.full_key}{closest}"
+    return " ".join(str(error).split())
 
 
 def with_cache_hint(error: WeightsError) -> WeightsError:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def config_dir() -> Path:
-    """The directory of panda's configs (``gen/``, ``edits/``, ``model/``, ...).
+    """The directory of panda's configs (``gen/``, ``edits/``, ``model/``, ...): Hydra's ``config_path`` of
+    ``panda-train`` / ``panda-evaluate`` (``train.py`` / ``evaluate.py``) and of its compose API in panda.
 
     A wheel ships them inside the package, as ``panda/conf`` (pyproject.toml maps the top-level
     ``conf/`` there); a source checkout (an editable install, or ``PYTHONPATH``) has them in ``conf/``

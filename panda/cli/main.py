@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 
 from panda.base.config import check_overrides
@@ -52,10 +53,12 @@ def command(task: Callable[[], T]) -> T | None:
 
 
 def check_command_line(config_name: str) -> None:
-    """Exit with code 2 and one line when the command line names an option a config group lacks (``gen=<unknown>``)
-    or an unknown key (``rank.part=16``): checked before Hydra composes ``config_name``."""
+    """Exit with code 2 and one line unless Hydra composes ``config_name`` (or ``--config-name``) with the command
+    line's overrides (:func:`panda.base.config.check_overrides`): checked before Hydra starts, whose own error is
+    several lines and exit code 1."""
+    args = get_args_parser().parse_args()
     try:
-        check_overrides(sys.argv[1:], config_name)
+        check_overrides(args.overrides, args.config_name or config_name, multirun=args.multirun)
     except PandaError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -8,37 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from panda.base.config import instantiate
+from panda.base.config import compose, instantiate
+from panda.base.config import options as group_options
 from panda.base.errors import ConfigError
-from panda.base.resources import config_dir
 from panda.generators.base import FeatureGenerator
-
-SELF = "_self_"
 
 
 def gen_config(name: str) -> DictConfig:
-    """The ``gen`` node of ``conf/gen/<name>.yaml`` as Hydra composes it (``python train.py gen=<name>``).
-
-    A config's defaults list names the configs of the group it extends (merged in order) and
-    ``_self_`` (its own values; last when not listed).
-    """
-    directory = config_dir() / "gen"
-    path = directory / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in directory.glob("*.yaml"))
-        raise ConfigError(f"unknown generator '{name}'; configured generators: {known}")
-    own = OmegaConf.load(path)
-    entries = list(own.pop("defaults", []))
-    if SELF not in entries:
-        entries.append(SELF)
-    merged = OmegaConf.create()
-    for entry in entries:
-        if not isinstance(entry, str):
-            raise ConfigError(f"{path}: defaults entry {entry!r} is not a gen config name or {SELF}")
-        merged = OmegaConf.merge(merged, own if entry == SELF else gen_config(entry))
-    return merged
+    """The ``gen`` node of ``python train.py gen=<name>``, composed by Hydra (``conf/gen/<name>.yaml`` over the
+    configs its defaults list extends)."""
+    known = group_options("gen")
+    if name not in known:
+        raise ConfigError(f"unknown generator '{name}'; configured generators: {', '.join(known)}")
+    return compose("train", [f"gen={name}"]).gen
 
 
 def load_generator(
@@ -56,4 +40,4 @@ def load_generator(
         if key not in gen.net:
             raise ConfigError(f"generator '{name}' has no option '{key}'; options: {list(gen.net)}")
         gen.net[key] = value
-    return instantiate(OmegaConf.create({"gen": gen}).gen.net)
+    return instantiate(gen.net)
