@@ -9,7 +9,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from panda.base.config import check_overrides
 from panda.base.errors import ConfigError, DivergenceError
 from panda.tasks.registry import evaluate
 from panda.training.fit import StopOnDivergence, train
@@ -79,50 +78,6 @@ def test_non_finite_or_empty_evaluation_settings_are_refused(run_dir, tmp_path, 
         evaluated(run_dir, tmp_path, *overrides)
     assert message in str(error.value)
     assert not list(tmp_path.glob("*.png"))
-
-
-def test_an_unknown_key_in_the_composed_config_is_refused_with_the_closest_one(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown config key rank\.part \(did you mean rank\.parts\?\)"):
-        train(configured(tmp_path / "run", "+rank.part=16"))
-    assert not (tmp_path / "run").exists()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["+eval.scale=[1]", "run=x"])
-    with pytest.raises(ConfigError, match=r"unknown config key eval\.scale \(did you mean eval\.scales\?\)"):
-        evaluate(cfg)
-
-
-@pytest.mark.parametrize(
-    ("overrides", "config", "message"),
-    [
-        (["gen=nonexistent"], "train", "Could not find 'gen/nonexistent': available gen configs: biggan, dcgan_faces"),
-        (["-m", "gen=dcgan_faces,other"], "train", "Could not find 'gen/other'"),
-        (["trainer=tpu"], "train", "Could not find 'trainer/tpu': available trainer configs: cpu, ddp, default, gpu"),
-        (["task=paint"], "evaluate", "Could not find 'task/paint': available task configs: edit, localize"),
-        (["rank.part=16"], "train", "unknown config key rank.part (did you mean rank.parts?)"),
-        (["++trainer.max_step=3"], "train", "unknown config key trainer.max_step (did you mean trainer.max_steps?)"),
-    ],
-)
-def test_command_line_overrides_are_checked_before_composing(overrides, config, message):
-    with pytest.raises(ConfigError) as error:
-        check_overrides(overrides, config)
-    assert message in str(error.value)
-
-
-def test_known_options_keys_and_open_nodes_pass():
-    check_overrides(
-        [
-            "-m",
-            "gen=dcgan_faces,biggan",
-            "experiment=null",
-            "callbacks={}",
-            "~callbacks.artifacts",
-            "gen.net.arch.resolution=64",  # under a node that an option leaves open (biggan's arch: null)
-            "hydra.run.dir=out",
-            "hydra/job_logging=disabled",
-            "rank.parts=4",
-        ],
-        "train",
-    )
 
 
 def test_parts_collapsed_to_zero_stop_training_with_one_line():

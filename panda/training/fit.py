@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from panda.base.config import check_known_keys, instantiate, positive_int
+from panda.base.config import instantiate, positive_int
 from panda.base.errors import ConfigError, DivergenceError, Interrupted, WeightsError
 from panda.base.factors_file import FACTORS_FILE, load_factors, save_factors
 from panda.base.files import METRICS_FILE, lock_directory, save_json
@@ -98,7 +98,6 @@ def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
 
     The run holds the lock of its output directory throughout (:func:`panda.base.files.lock_directory`).
     """
-    check_known_keys(cfg, "train")
     positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
     check_accelerator(cfg.trainer.accelerator)
     check_processes(cfg.trainer)
