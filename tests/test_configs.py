@@ -177,3 +177,26 @@ def test_the_command_line_is_checked_before_hydra_starts(tmp_path):
         assert done.returncode == 2 and not list(tmp_path.iterdir()), done.stderr
         assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("error: ")
     assert "Could not find 'gen/nope'" in run_script("train.py", "-m", "gen=dcgan_faces,nope", cwd=tmp_path).stderr
+
+
+def dotted_keys(node: object, prefix: str = "") -> set[str]:
+    """The dotted keys of the mappings in ``node``."""
+    if not isinstance(node, dict):
+        return set()
+    keys = {f"{prefix}{k}" for k in node}
+    return keys.union(*(dotted_keys(v, f"{prefix}{k}.") for k, v in node.items()))
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_an_experiment_sets_only_keys_its_config_has(experiment):
+    # Hydra merges a config file's keys as they are; a misspelt one in an experiment would be silently added
+    body = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"))
+    defaults = body.pop("defaults", [])
+    body.pop("hydra", None)
+    groups = {key.removeprefix("override /"): v for entry in defaults for key, v in entry.items()}
+    options = [f"{g}=[{','.join(v)}]" if isinstance(v, list) else f"{g}={v}" for g, v in groups.items()]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose(config_name="train", overrides=options)
+    known = dotted_keys(OmegaConf.to_container(base))
+    assert dotted_keys(body) <= known, dotted_keys(body) - known
