@@ -22,7 +22,6 @@ import torch
 from lightning_fabric import Fabric
 
 from panda.base.errors import ConfigError
-from panda.base.resources import cache_dir
 from panda.method.data import Stream
 from panda.roir.editors import build_editors, direction_seconds
 from panda.roir.faces import face_batches, face_set
@@ -31,7 +30,6 @@ from panda.roir.report import Results, row
 from panda.roir.search import choose_all
 from panda.roir.settings import ROIRSettings
 from panda.uses.factors import Factors
-from panda.uses.landmarks import LandmarkDetector
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +45,7 @@ def benchmark(
     sum over the processes.
     """
     gen = factors.generator
-    detector = LandmarkDetector(settings.upscale, min_face=settings.min_face)
-    cache = cache_dir() / "landmarks" if settings.landmark_cache else None
+    detector, cache = settings.detector(), settings.cache
     calibration = face_set(
         face_batches(gen, detector, seed, Stream.CALIBRATION, settings.calibration, settings.batch_size, cache=cache)
     )

@@ -22,7 +22,6 @@ from panda.roir.report import write_tables
 from panda.roir.search import choose
 from panda.roir.settings import ROIRSettings
 from panda.uses.factors import Factors
-from panda.uses.landmarks import LandmarkDetector
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +44,16 @@ class ROIRMonitor(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         data: FeatureDataModule = trainer.datamodule
         settings = self.settings
-        detector = LandmarkDetector(settings.upscale, min_face=settings.min_face)
-        self.faces = face_set(
-            face_batches(
-                data.generator, detector, data.seed, Stream.CALIBRATION, settings.calibration, settings.batch_size
-            )
+        batches = face_batches(
+            data.generator,
+            settings.detector(),
+            data.seed,
+            Stream.CALIBRATION,
+            settings.calibration,
+            settings.batch_size,
+            cache=settings.cache,
         )
+        self.faces = face_set(batches)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: PandA) -> None:
         if trainer.sanity_checking or self.faces is None or trainer.global_step == self.measured_step:

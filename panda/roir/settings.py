@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from panda.base.config import finite_number, positive_int
 from panda.base.errors import ConfigError
-from panda.uses.landmarks import check_min_face, check_regions
+from panda.base.resources import cache_dir
+from panda.uses.landmarks import LandmarkDetector, check_min_face, check_regions
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,15 @@ class ROIRSettings:
             raise ConfigError(f"{key}.methods and {key}.regions must each name at least one")
         plain["baselines"] = {name: dict(options or {}) for name, options in (plain.get("baselines") or {}).items()}
         return _build(cls, plain, key)
+
+    def detector(self) -> LandmarkDetector:
+        """dlib's detector at ``upscale``, skipping faces narrower than ``min_face``."""
+        return LandmarkDetector(self.upscale, min_face=self.min_face)
+
+    @property
+    def cache(self) -> Path | None:
+        """Where dlib's landmarks are kept (``landmark_cache``), or ``None``."""
+        return cache_dir() / "landmarks" if self.landmark_cache else None
 
 
 def _build(cls: type, node: Mapping[str, Any], key: str) -> Any:
