@@ -254,6 +254,8 @@ def test_roir_monitor_names_its_own_settings_when_they_are_bad():
         instantiate(monitor_config("callbacks.roir.choose.finalists=0"))
     with pytest.raises(ConfigError, match=r"callbacks\.roir\.min_face=-0\.1 must be a share of the image width"):
         instantiate(monitor_config("callbacks.roir.min_face=-0.1"))
+    with pytest.raises(ConfigError, match=r"callbacks\.roir\.methods=\['sefa'\]: the monitor measures \[panda\]"):
+        instantiate(monitor_config("callbacks.roir.methods=[sefa]"))
 
 
 @pytest.mark.parametrize(

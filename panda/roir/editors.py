@@ -16,7 +16,7 @@ from panda.base.errors import ConfigError
 from panda.generators.base import ResumeState
 from panda.method.factorization import edit_delta
 from panda.roir.baselines import BASELINES
-from panda.roir.baselines.base import Editor, Need
+from panda.roir.baselines.base import Baseline, Editor, Need
 from panda.roir.faces import Faces
 from panda.roir.settings import ROIRSettings
 from panda.uses.factors import Factors
@@ -100,7 +100,7 @@ def _panda(name: str) -> Make:
     return lambda factors, seconds, options, parts: PandAEditor(factors, seconds, parts, name)
 
 
-def _baseline(cls: type[Editor]) -> Method:
+def _baseline(cls: type[Baseline]) -> Method:
     def make(factors: Factors, seconds: float, options: dict[str, Any], parts: list[int] | None) -> Editor:
         try:
             return cls(factors.generator, **options)
