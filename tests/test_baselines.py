@@ -17,14 +17,14 @@ from panda.generators.stylegan3 import StyleGAN3
 from panda.roir.baselines import Baseline, GANSpace, LowRankGAN, ReSeFa, SeFa, StyleSpace
 from panda.roir.baselines.ganspace import first_activation
 from panda.roir.baselines.jacobian import region_statistics
-from panda.roir.protocol import PandAEditor
+from panda.roir.editors import PandAEditor
 from tests.conftest import PROGAN_ARCH, ROOT, STYLEGAN1_ARCH, STYLEGAN2_ARCH, STYLEGAN3_ARCHS
 
-OPTIONS = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "roir.yaml").eval.baselines)
+OPTIONS = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "roir" / "default.yaml").baselines)
 
 
 def configured(cls: type[Baseline], gen: FeatureGenerator, **options: Any) -> Baseline:
-    """``cls`` on ``gen`` with its options of conf/task/roir.yaml, ``options`` replacing some."""
+    """``cls`` on ``gen`` with its options of conf/roir/default.yaml, ``options`` replacing some."""
     return cls(gen, **{**OPTIONS[cls.name], **options})
 
 

@@ -16,8 +16,9 @@ from tests.conftest import run_script
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRIMARIES = ("train", "evaluate")
 NOT_GROUPS = {"edits"}  # the edit zoo, read by panda.uses.editing, not composed
-# groups no defaults list names: appended (+group=option) to the config that sweeps them
-APPENDED = {("train", "experiment/solver"): ["experiment=ablation_solvers"]}
+# groups no primary config's defaults list names: appended (+group=option) to the config that sweeps them, or to
+# one whose options pull them in (roir: conf/task/roir.yaml and conf/callbacks/roir*.yaml, at a package of theirs)
+APPENDED = {("train", "experiment/solver"): ["experiment=ablation_solvers"], ("evaluate", "roir"): []}
 
 
 def group_options() -> list[tuple[str, str, str]]:

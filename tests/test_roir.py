@@ -1,4 +1,5 @@
-"""The ROIR protocol: disjoint calibration/test samples, scale calibration, choosing, the task end to end."""
+"""The ROIR benchmark: disjoint calibration/test samples, scale calibration, choosing, the methods' needs, the task
+and the callbacks end to end."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,16 +24,25 @@ from panda.base.config import instantiate
 from panda.base.errors import ConfigError
 from panda.base.factors_file import save_labels
 from panda.method.data import FeatureDataModule, Stream
-from panda.roir import protocol
-from panda.roir.baselines.base import Editor, repeat
-from panda.roir.protocol import Faces, PandAEditor, Settings, Worst, choose, face_batches, inside_change, table
+from panda.roir import benchmark as benchmark_module
+from panda.roir import editors as editors_module
+from panda.roir.baselines.base import Editor, Need, repeat
+from panda.roir.callbacks import FinalROIR
+from panda.roir.editors import NAMED, Method, PandAEditor, build_editors, direction_seconds, named_parts
+from panda.roir.faces import Faces, face_batches
+from panda.roir.measure import Worst, measure
+from panda.roir.metric import inside_change
+from panda.roir.report import row as result_row
+from panda.roir.report import table
+from panda.roir.search import Choice, choose
+from panda.roir.settings import ChooseSettings, ROIRSettings
 from panda.tasks.registry import evaluate as evaluate_task
 from panda.uses.landmarks import LandmarkDetector
-from tests.conftest import ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script
+from tests.conftest import LAYER, ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script, write_run
 
-CONF = OmegaConf.merge(  # conf/task/roir.yaml reads dlib's settings from conf/naming/default.yaml
+CONF = OmegaConf.merge(  # conf/roir/default.yaml reads dlib's settings from conf/naming/default.yaml
     {"naming": OmegaConf.load(ROOT / "conf" / "naming" / "default.yaml")},
-    {"eval": OmegaConf.load(ROOT / "conf" / "task" / "roir.yaml").eval},
+    {"eval": OmegaConf.load(ROOT / "conf" / "roir" / "default.yaml")},
 ).eval
 
 
@@ -43,9 +54,14 @@ def tiny_roir(run: Path, out: Path, *overrides: str) -> DictConfig:
         return compose("evaluate", overrides=["task=roir", f"run={run}", f"output_dir={out}", *budget, *overrides])
 
 
-def settings(**options: Any) -> Settings:
-    """The search settings of conf/task/roir.yaml, ``options`` replacing some."""
-    return Settings(**{**CONF.choose, **options}, config_key="eval.choose")
+def settings(**options: Any) -> ChooseSettings:
+    """The search settings of conf/roir/default.yaml, ``options`` replacing some."""
+    return ChooseSettings.from_config({**CONF.choose, **options}, "eval.choose")
+
+
+def benchmark_settings(**options: Any) -> ROIRSettings:
+    """The benchmark's settings of conf/roir/default.yaml, ``options`` replacing some."""
+    return ROIRSettings.from_config(OmegaConf.merge(CONF, options), "eval")
 
 
 class PatternEditor(Editor):
@@ -111,13 +127,13 @@ def test_calibration_and_test_samples_are_disjoint(dcgan):
 
 def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(run_dir, tmp_path, monkeypatch):
     streams: list[int] = []
-    original = protocol.face_batches
+    original = benchmark_module.face_batches
 
     def recording(gen, detector, seed, stream, *args, **kwargs):
         streams.append(stream)
         return original(gen, detector, seed, stream, *args, **kwargs)
 
-    monkeypatch.setattr(protocol, "face_batches", recording)
+    monkeypatch.setattr(benchmark_module, "face_batches", recording)
     cfg = tiny_roir(run_dir, tmp_path, "eval.methods=[sefa]", "eval.regions=[mouth]", "eval.choose.candidates=2")
     result = evaluate_task(cfg)
     assert streams == [Stream.CALIBRATION, Stream.TEST]
@@ -215,7 +231,7 @@ def monitor_config(*overrides: str) -> Any:
 def test_roir_monitor_logs_the_roir_of_each_region_during_training(dcgan, tmp_path: Path):
     data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
     model = panda_model(SHAPE, 2, 2)
-    overrides = ["callbacks.roir.regions=[mouth]", "callbacks.roir.samples=6", "callbacks.roir.choose.screen=2"]
+    overrides = ["callbacks.roir.regions=[mouth]", "callbacks.roir.calibration=6", "callbacks.roir.choose.screen=2"]
     trainer = pl.Trainer(
         max_steps=2,
         val_check_interval=2,
@@ -238,6 +254,8 @@ def test_roir_monitor_names_its_own_settings_when_they_are_bad():
         instantiate(monitor_config("callbacks.roir.choose.finalists=0"))
     with pytest.raises(ConfigError, match=r"callbacks\.roir\.min_face=-0\.1 must be a share of the image width"):
         instantiate(monitor_config("callbacks.roir.min_face=-0.1"))
+    with pytest.raises(ConfigError, match=r"callbacks\.roir\.methods=\['sefa'\]: the monitor measures \[panda\]"):
+        instantiate(monitor_config("callbacks.roir.methods=[sefa]"))
 
 
 @pytest.mark.parametrize(
@@ -294,31 +312,72 @@ def test_panda_named_searches_only_the_parts_named_after_the_region(run_dir, tmp
 
 
 def test_panda_named_is_skipped_for_a_run_whose_parts_are_not_named(run, caplog):
+    no_faces = Faces(torch.empty(0, 100), torch.empty(0, 3, 64, 64), [])  # PandA fits nothing on them
     with caplog.at_level(logging.WARNING):
-        assert protocol.named_parts(run, ["eyes", "mouth"]) == {}
-    assert "panda_named skipped: the run's parts are not named" in caplog.text
+        editors = build_editors(run, no_faces, benchmark_settings(methods=[NAMED, "panda"]), 5.0)
+    assert "panda_named skipped: the run's parts are not named" in caplog.text and list(editors) == ["panda"]
     named = dataclasses.replace(run, labels=["eyes_2", "mouth", "eyes", "eyesore", *map(str, "abcd")])
-    assert protocol.named_parts(named, ["eyes", "mouth"]) == {"eyes": [0, 2], "mouth": [1]}
-    editor = protocol.PandAEditor(named, 5.0, [0, 2], protocol.NAMED)
+    assert named_parts(named, ["eyes", "mouth"]) == {"eyes": [0, 2], "mouth": [1]}
+    editor = PandAEditor(named, 5.0, [0, 2], NAMED)
     assert editor.count == 2 * run.appearances and editor.label(run.appearances + 1) == "part 2 (eyes), appearance 1"
-    assert protocol.direction_seconds({"eyes": editor, "mouth": protocol.PandAEditor(named, 5.0, [1])}) == 5.0
+    assert direction_seconds({"eyes": editor, "mouth": PandAEditor(named, 5.0, [1])}) == 5.0
+
+
+def test_a_method_is_skipped_when_the_generator_lacks_what_it_declares_it_needs(run, monkeypatch, caplog):
+    made = []
+    probe = Method("probe", lambda *args: made.append(args), frozenset({Need.STYLE_CHANNELS}))
+    monkeypatch.setitem(editors_module.METHODS, "probe", probe)
+    no_faces = Faces(torch.empty(0, 100), torch.empty(0, 3, 64, 64), [])
+    with caplog.at_level(logging.WARNING):
+        editors = build_editors(run, no_faces, benchmark_settings(methods=["probe", "stylespace", "panda"]), 1.0)
+    assert list(editors) == ["panda"] and made == []  # the DCGAN has no style channels: neither is made
+    for name in ("probe", "stylespace"):
+        assert f"{name} skipped: generator 'dcgan_faces' has no style channels" in caplog.text
+    with pytest.raises(ConfigError, match=r"none of the methods \['probe'\] applies to generator 'dcgan_faces'"):
+        build_editors(run, no_faces, benchmark_settings(methods=["probe"]), 1.0)
 
 
 def test_an_edit_panda_and_panda_named_share_is_made_once_and_measured_for_both(run, monkeypatch):
-    everything, first_part = protocol.PandAEditor(run), protocol.PandAEditor(run, parts=[0], name=protocol.NAMED)
+    everything, first_part = PandAEditor(run), PandAEditor(run, parts=[0], name=NAMED)
     assert everything.edit(5) == first_part.edit(5) == (id(run), (0, 5))
     assert everything.edit(run.appearances) != first_part.edit(5)
-    original, made = protocol.PandAEditor.images, []
+    original, made = PandAEditor.images, []
 
     def counting(self, *args):
         made.append(self.name)
         return original(self, *args)
 
-    monkeypatch.setattr(protocol.PandAEditor, "images", counting)
-    choices = {(name, "mouth"): protocol.Choice(name, "mouth", 5, "", 2.0, 1.0) for name in ("panda", protocol.NAMED)}
-    editors = {"panda": {"mouth": everything}, protocol.NAMED: {"mouth": first_part}}
+    monkeypatch.setattr(PandAEditor, "images", counting)
+    choices = {(name, "mouth"): Choice(name, "mouth", 5, "", 2.0, 1.0) for name in ("panda", NAMED)}
+    editors = {"panda": {"mouth": everything}, NAMED: {"mouth": first_part}}
     detector = LandmarkDetector(CONF.upscale, min_face=CONF.min_face)
-    results, _, _ = protocol.measure(run.generator, detector, editors, choices, 0, Stream.TEST, 8, 8, 1, 5.0, 0)
+    measured = measure(editors, choices, face_batches(run.generator, detector, 0, Stream.TEST, 8, 8), 1, 5.0, 0)
     assert made == ["panda"]  # one batch, one edit
-    panda, named = (results[key].row(0) for key in choices)
+    panda, named = (result_row(measured.results[key], 0) for key in choices)
     assert panda["images"] > 0 and panda.pop("method") != named.pop("method") and panda == named
+
+
+def test_the_task_and_the_final_callback_measure_the_same_rows(run, tmp_path):
+    """``evaluate.py task=roir`` and ``callbacks=roir_final`` run one benchmark: same settings, same factors, same
+    rows (but PandA's time to find directions: the task reads the run's training time); the callback writes the
+    tables into the run directory and publishes each region's test mean in the trainer's callback metrics."""
+    budget = {"methods": ["panda"], "regions": ["mouth"], "calibration": 8, "test_samples": 4, "grid": 1}
+    budget["choose"] = {"screen": 2, "finalists": 2, "iterations": 1}
+    overrides = ["eval.methods=[panda]", "eval.regions=[mouth]", "eval.choose.screen=2", "eval.choose.finalists=2"]
+    cfg = tiny_roir(write_run(tmp_path / "trained"), tmp_path / "task", *overrides, "eval.choose.iterations=1")
+    task = evaluate_task(cfg)
+    (tmp_path / "run").mkdir()
+    callback = FinalROIR(str(tmp_path / "run"), **OmegaConf.to_container(OmegaConf.merge(CONF, budget), resolve=True))
+    data = SimpleNamespace(generator=run.generator, seed=cfg.seed, layer=LAYER)
+    trainer = SimpleNamespace(is_global_zero=True, datamodule=data, loggers=[], global_step=2, callback_metrics={})
+    callback.on_fit_end(trainer, SimpleNamespace(A=run.A, P=run.P, hparams=SimpleNamespace(feature_shape=SHAPE)))
+
+    def measured(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+        return [{key: str(value) for key, value in r.items() if key != "find_seconds"} for r in rows]
+
+    assert measured(list(csv.DictReader((tmp_path / "run" / "roir.csv").open()))) == measured(task["rows"])
+    assert (tmp_path / "run" / "roir.md").read_text() == (tmp_path / "task" / "roir.md").read_text().replace(
+        f"| {task['rows'][0]['find_seconds']:.1f} |", "| 0.0 |"
+    )
+    assert list(trainer.callback_metrics) == ["roir/mouth"]
+    assert trainer.callback_metrics["roir/mouth"].item() == task["rows"][0]["roir_mean"]

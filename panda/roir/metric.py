@@ -1,7 +1,7 @@
 """ROIR, the region-of-interest ratio of an edit (lower is better).
 
 ``ROIR = ||(x' - x) * (1 - M)|| / ||(x' - x) * M||`` per image: how much an edit changes the image
-outside the region of interest ``M`` relative to inside it.
+outside the region of interest ``M`` relative to inside it; :func:`inside_change` measures an edit's strength.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ def roir(original: Tensor, edited: Tensor, mask: Tensor) -> Tensor:
     outside = (change * (1 - mask)).flatten(1).norm(dim=1)
     inside = (change * mask).flatten(1).norm(dim=1)
     return torch.where(inside > 0, outside / inside, torch.full_like(inside, float("nan")))
+
+
+def inside_change(original: Tensor, edited: Tensor, mask: Tensor) -> Tensor:
+    """RMS change ``[B]`` per pixel and channel inside the ROI of images ``[B, 3, H, W]`` and masks ``[B, 1, H, W]``:
+    every method's edit is scaled to the same inside change, so that ROIR compares only what leaks out."""
+    area = 3 * mask.flatten(1).sum(1)
+    return ((edited - original) * mask).flatten(1).norm(dim=1) / area.clamp_min(1).sqrt()
 
 
 class ROIR(Metric):

@@ -1,9 +1,9 @@
-"""What every edit method offers the ROIR protocol: ranked candidate directions and edited images.
+"""What every edit method offers the ROIR benchmark: ranked candidate directions and edited images.
 
 An :class:`Editor` turns a batch of latents into edited images along its ``k``-th candidate
-direction at a signed ``scale``. A :class:`Baseline` is an editor whose directions ``[K, D]`` live
-in the generator's code space (:meth:`FeatureGenerator.codes`: ``z``, or ``w`` for StyleGAN) and
-are found by :meth:`Baseline.fit`, which records how long that took.
+direction at a signed ``scale``, and declares what it :class:`Need` s beyond a generator. A :class:`Baseline`
+is an editor whose directions ``[K, D]`` live in the generator's code space (:meth:`FeatureGenerator.codes`:
+``z``, or ``w`` for StyleGAN) and are found by :meth:`Baseline.fit`, which records how long that took.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
+from enum import Enum
 from typing import Any
 
 import torch
@@ -22,12 +23,22 @@ from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator, ResumeState
 
 
+class Need(Enum):
+    """What a method needs beyond a generator and calibration latents; the benchmark skips a method whose need the
+    generator or the run cannot meet, or meets it (a fit per region)."""
+
+    STYLE_CHANNELS = "style channels"  # the generator's style vectors (StyleGAN2/3)
+    REGION_FIT = "a fit per region"  # its directions are found on each region's calibration masks
+    NAMED_PARTS = "parts named after the region"  # the run's part labels (panda.uses.face_regions)
+
+
 class Editor(ABC):
     """Edits images along ranked candidate directions (the first is the method's best guess)."""
 
     name: str = "editor"
     seconds: float = 0.0  # time spent finding the directions
     ranked: bool = True  # False: no order among the candidates, so a search must try them all
+    needs: frozenset[Need] = frozenset()
 
     @property
     @abstractmethod
@@ -38,10 +49,24 @@ class Editor(ABC):
         """A readable name of direction ``k``."""
         return f"direction {k}"
 
+    @property
+    def source(self) -> Hashable:
+        """What found the directions: editors of one source prepare batches alike and took its time once."""
+        return id(self)
+
     def edit(self, k: int) -> tuple[Hashable, Hashable]:
         """What direction ``k`` is: editors that give equal values prepare batches alike, and their
         directions of equal values make equal images at equal scales (so an evaluation makes them once)."""
-        return id(self), k
+        return self.source, k
+
+    def fit(self, latents: Tensor, masks: Tensor | None = None) -> Editor:
+        """This editor with its directions found on calibration ``latents`` (and ROI ``masks`` ``[N, 1, H, W]``);
+        an editor whose directions need no fitting is ready as it is."""
+        return self
+
+    def fit_regions(self, latents: Tensor, masks: Mapping[str, Tensor]) -> dict[str, Editor]:
+        """A copy of this editor fitted to each region's calibration ``masks``."""
+        return {region: copy.copy(self).fit(latents, mask) for region, mask in masks.items()}
 
     def prepare(self, latents: Tensor) -> Any:
         """What :meth:`images` needs of a batch (a tensor, a resume state or a tuple of them, the batch
@@ -72,10 +97,8 @@ def per_sample(values: Tensor, like: Tensor) -> Tensor:
 class Baseline(Editor):
     """A latent-space method: unit directions ``[K, D]`` in the generator's code space, best first.
 
-    Subclasses implement :meth:`find`; region-conditioned methods use the calibration ``masks``.
+    Subclasses implement :meth:`find`; those that need :attr:`Need.REGION_FIT` use the calibration ``masks``.
     """
-
-    region_conditioned: bool = False
 
     def __init__(self, gen: FeatureGenerator) -> None:
         self.gen = gen
@@ -91,14 +114,10 @@ class Baseline(Editor):
 
     def fit(self, latents: Tensor, masks: Tensor | None = None) -> Baseline:
         """Find the directions and record the seconds it took in :attr:`seconds`."""
-        if self.region_conditioned and masks is None:
+        if Need.REGION_FIT in self.needs and masks is None:
             raise ConfigError(f"{self.name} is region-conditioned: it needs ROI masks of its calibration samples")
         device = self.gen.device
         return self._found(lambda: self.find(latents.to(device), None if masks is None else masks.to(device)))
-
-    def fit_regions(self, latents: Tensor, masks: Mapping[str, Tensor]) -> dict[str, Baseline]:
-        """A copy of this (region-conditioned) baseline fitted to each region's calibration ``masks``."""
-        return {region: copy.copy(self).fit(latents, mask) for region, mask in masks.items()}
 
     def _found(self, find: Callable[[], Tensor], seconds: float = 0.0) -> Baseline:
         """This baseline with ``find()``'s directions; :attr:`seconds`: its time plus ``seconds``."""

@@ -26,7 +26,7 @@ from torch.func import jvp, vmap
 
 from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator
-from panda.roir.baselines.base import Baseline, unit_rows
+from panda.roir.baselines.base import Baseline, Need, unit_rows
 
 
 def region_statistics(
@@ -65,7 +65,7 @@ class JacobianBaseline(Baseline):
     """A region-conditioned baseline solved from :func:`region_statistics` (resolution, chunk: of the Jacobian);
     fitted to several regions, it computes each calibration sample's Jacobian once."""
 
-    region_conditioned = True
+    needs = frozenset({Need.REGION_FIT})
 
     def __init__(self, gen: FeatureGenerator, resolution: int, chunk: int) -> None:
         super().__init__(gen)

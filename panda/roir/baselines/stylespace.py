@@ -15,14 +15,14 @@ from torch import Tensor
 
 from panda.base.errors import ConfigError
 from panda.generators.base import FeatureGenerator
-from panda.roir.baselines.base import Baseline
+from panda.roir.baselines.base import Baseline, Need
 
 
 class StyleSpace(Baseline):
     """Args: gen; channels: how many top channels to keep; delta: probe size in standard deviations."""
 
     name = "stylespace"
-    region_conditioned = True
+    needs = frozenset({Need.STYLE_CHANNELS, Need.REGION_FIT})
 
     def __init__(self, gen: FeatureGenerator, channels: int, delta: float) -> None:
         super().__init__(gen)
