@@ -12,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from panda.base.config import check_overrides
 from panda.base.errors import ConfigError, DivergenceError
 from panda.tasks.registry import evaluate
-from panda.training.fit import StopOnDivergence, train
+from panda.training.callbacks import StopOnDivergence
+from panda.training.fit import train
 from tests.conftest import ROOT, TINY, configured, panda_model, run_script
 
 
