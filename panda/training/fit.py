@@ -108,6 +108,8 @@ def built(nodes: Mapping[str, Any], group: str, facts: Mapping[str, Any]) -> lis
     for name, node in nodes.items():
         if node is None:
             continue
+        if "_target_" not in node:
+            raise ConfigError(f"{group}.{name} has no _target_: nothing to build (~{group}.{name} removes it)")
         given = [key for key in node if OmegaConf.is_missing(node, key)]
         unknown = [key for key in given if key not in facts]
         if unknown:
