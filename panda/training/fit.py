@@ -90,8 +90,8 @@ def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", resume[0], resume[1]["global_step"])
 
     facts = {"config": cfg, "started": started, "resume_step": None if resume is None else resume[1]["global_step"]}
-    callbacks = built(cfg.get("callbacks") or {}, "callbacks", facts)
-    loggers = built(cfg.get("logger") or {}, "logger", facts)
+    callbacks = _built(cfg.get("callbacks") or {}, "callbacks", facts)
+    loggers = _built(cfg.get("logger") or {}, "logger", facts)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
     )
@@ -101,7 +101,7 @@ def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
     return record.metrics(trainer)
 
 
-def built(nodes: Mapping[str, Any], group: str, facts: Mapping[str, Any]) -> list[Any]:
+def _built(nodes: Mapping[str, Any], group: str, facts: Mapping[str, Any]) -> list[Any]:
     """The objects the entries of config group ``group`` build (an entry set to ``null`` or building ``None`` is
     off); the values an entry leaves ``???`` are given from ``facts`` (:data:`FACTS`)."""
     objects = []
