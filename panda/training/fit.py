@@ -120,7 +120,12 @@ def _built(nodes: Mapping[str, Any], group: str, facts: Mapping[str, Any]) -> li
     return objects
 
 
-def _fit(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule, resume: Any) -> None:
+def _fit(
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    resume: tuple[Path, dict[str, Any]] | None,
+) -> None:
     """``trainer.fit``, resuming from ``resume`` (a checkpoint path and its contents) when given. A checkpoint of the
     last step leaves ``fit`` nothing to train, nor to validate, so its factors are validated first (not logged: the
     run that wrote it logged that validation)."""
