@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 
 from panda.base.errors import ConfigError, DivergenceError
 from panda.tasks.registry import evaluate
-from panda.training.fit import StopOnDivergence, train
+from panda.training.callbacks import StopOnDivergence
+from panda.training.fit import train
 from tests.conftest import ROOT, TINY, configured, panda_model, run_script
 
 
@@ -87,3 +88,9 @@ def test_parts_collapsed_to_zero_stop_training_with_one_line():
         model.P.zero_()
     with pytest.raises(DivergenceError, match=r"^training collapsed at step 7: every part became zero \(P = 0\)"):
         StopOnDivergence().on_train_batch_end(SimpleNamespace(global_step=7), model, torch.tensor(1.0), None, 0)
+
+
+def test_training_without_its_record_is_refused_before_it_starts(tmp_path):
+    with pytest.raises(ConfigError, match=r"^callbacks\.record is off: training needs it"):
+        train(configured(tmp_path, "~callbacks.record"))
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "factors.pt").exists()

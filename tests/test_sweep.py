@@ -11,6 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
@@ -24,7 +26,8 @@ from hydra_plugins.panda_launcher import _outcome
 from panda.base.files import save_json
 from panda.base.multirun import in_multirun, sweep_group
 from panda.cli.sweep import read_status, record, summarize, sweep_job
-from panda.training.callbacks import AfterFit
+from panda.training.callbacks import LABELS
+from panda.training.fit import train
 from panda.training.loggers import flatten
 from tests.conftest import ROOT, TINY, compose_two_steps, run_script
 
@@ -230,26 +233,29 @@ def test_summary_has_solver_roir_and_label_columns(tmp_path):
     assert "| 2.5000 | 1.2500 | eyes; hair |" in (tmp_path / "summary.md").read_text()
 
 
-class PartsTotal(AfterFit):
-    """Measures the sum of the final parts and whether training had ended."""
+class PartsTotal(pl.Callback):
+    """Once training has ended, publishes the sum of the final parts (as FinalROIR publishes ROIR) and the steps
+    taken, and labels the parts (as PartNames does)."""
 
-    def after_fit(self, trainer, model):
-        return {"parts_total": float(model.P.sum()), "fit_ended": trainer.state.finished}
+    def on_fit_end(self, trainer, pl_module):
+        trainer.callback_metrics["test/parts_total"] = pl_module.P.detach().double().sum()
+        trainer.callback_metrics["test/steps"] = torch.tensor(trainer.global_step)
+        setattr(pl_module, LABELS, (["eyes", "hair", *(f"part {k}" for k in range(2, 8))], [0.5] * 8))
 
 
-def test_metrics_record_the_solver_its_rate_labels_and_what_is_measured_after_fit(tmp_path, monkeypatch):
-    from panda.training import fit as training
-
-    load_factors = training.load_factors
-    monkeypatch.setattr(training, "load_factors", lambda path: {**load_factors(path), "labels": ["eyes", "hair"]})
+def test_metrics_record_the_solver_its_rate_labels_and_what_callbacks_publish_after_fit(tmp_path):
     cfg = compose_two_steps(tmp_path, "model.solver.lr=0.002")
-    with open_dict(cfg):  # under a key the configs know (training checks them)
-        cfg.callbacks.roir_final = {"_target_": "tests.test_sweep.PartsTotal"}
-    metrics = training.train(cfg)
-    assert (metrics["solver"], metrics["lr"], metrics["labels"]) == ("Adam", 0.002, ["eyes", "hair"])
-    assert json.loads((tmp_path / "metrics.json").read_text())["labels"] == ["eyes", "hair"]
-    assert metrics["fit_ended"] is True
-    assert metrics["parts_total"] == pytest.approx(float(load_factors(tmp_path)["P"].sum()))
+    with open_dict(cfg):  # under a key the configs know (training checks them), and first: whatever the order, the
+        # results are written once every on_fit_end hook has run
+        cfg.callbacks = {"roir_final": {"_target_": "tests.test_sweep.PartsTotal"}, **cfg.callbacks}
+    metrics = train(cfg)
+    factors = torch.load(tmp_path / "factors.pt", weights_only=True)
+    assert (metrics["solver"], metrics["lr"], metrics["labels"][:2]) == ("Adam", 0.002, ["eyes", "hair"])
+    assert metrics["test/steps"] == metrics["steps"] == 2
+    assert metrics["test/parts_total"] == pytest.approx(float(factors["P"].double().sum()), rel=1e-12)
+    assert factors["labels"] == metrics["labels"]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert list(metrics)[-3:] == ["test/parts_total", "test/steps", "labels"]  # after the run's own keys
 
 
 def test_the_ablation_plot_draws_each_layer_and_writes_the_results_file(tmp_path):

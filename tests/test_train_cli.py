@@ -18,6 +18,7 @@ import yaml
 
 from panda.base.progress import quiet_lightning
 from tests.conftest import ROOT, TINY, run_script
+from tests.test_sweep import wandb_run
 
 # TINY with the progress bar on, stopping at step 3, before its first scheduled validation (step 5)
 PROGRESS = [*TINY, "trainer.enable_progress_bar=true"]  # the debug budget with its progress output on
@@ -240,6 +241,8 @@ def test_wandb_runs_offline_without_credentials(tmp_path):
     assert len(runs) == 1
     assert list(runs[0].glob("*.wandb"))
     assert list((runs[0] / "files" / "media" / "images" / "images").glob("parts_*.png"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {k: v for k, v in wandb_run(tmp_path / "run")["summary"].items() if k in metrics} == metrics
 
 
 def test_tensorboard_logger_writes_events_and_the_pictures(tmp_path):
@@ -250,3 +253,39 @@ def test_tensorboard_logger_writes_events_and_the_pictures(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
     assert "val/rel_error" in events.Tags()["scalars"]
     assert {"images/parts", "images/overlay", "images/error_curve"} <= set(events.Tags()["images"])
+
+
+def test_each_part_after_training_turns_off_as_conf_callbacks_default_says(tmp_path):
+    comment = (ROOT / "conf" / "callbacks" / "default.yaml").read_text()
+    assert "~callbacks.<name> or callbacks.<name>=null" in comment
+    result = train(tmp_path, "~callbacks.artifacts", "callbacks.part_names=null", "naming.after_training=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(tmp_path.glob("*.png")) and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "labels" not in metrics and "labels" not in torch.load(tmp_path / "factors.pt", weights_only=True)
+
+
+def test_callbacks_none_keeps_only_what_every_run_needs(tmp_path):
+    """No checkpoints or pictures, the same results. experiment=debug sets callbacks.artifacts.num_images, which
+    callbacks=none leaves without a callback to build: one line says so."""
+    result = train(tmp_path / "bad", "callbacks=none")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "callbacks.artifacts has no _target_" in output, output[-3000:]
+    result = train(tmp_path / "run", "callbacks=none", "~callbacks.artifacts")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")) == [
+        "csv",
+        "factors.pt",
+        "metrics.json",
+        "train.log",
+    ]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    keys = "val_rel_error steps samples fit_seconds first_step_seconds generator layer solver lr parts appearances"
+    assert sorted(metrics) == sorted([*keys.split(), "overrides"])
+    assert metrics["steps"] == 4 and 0 < metrics["val_rel_error"] < 1
+
+
+def test_a_value_left_unset_in_a_callback_config_is_one_line(tmp_path):
+    result = train(tmp_path, "callbacks.artifacts.num_images=???")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "callbacks.artifacts.num_images is not set" in output, output[-3000:]

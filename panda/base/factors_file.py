@@ -70,7 +70,7 @@ def save_factors(
     if labels is not None:
         record |= _labelled(labels, scores)
     problem = _problem(record)
-    if problem:  # never written: training stops on non-finite factors (panda.training.fit.StopOnDivergence)
+    if problem:  # never written: training stops on non-finite factors (panda.training.callbacks.StopOnDivergence)
         raise DivergenceError(f"the factors cannot be written to {path}: {problem}")
     return save_torch({**record, CHECKSUM: checksum(record)}, path)
 

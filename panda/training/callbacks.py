@@ -1,38 +1,253 @@
-"""Lightning callbacks: the pictures of a run, its error history and a stop at convergence.
+"""The Lightning callbacks of a training run, configured in ``conf/callbacks/`` (``base.yaml``: what every run needs;
+``default.yaml``: the default set, which says what runs after training and how to turn each part off).
 
-ROIR during training is :mod:`panda.roir.callbacks`.
+During training: :class:`StopOnDivergence`, :class:`FitRecord` (the timing and the final validation error),
+:class:`Convergence`. Once training has ended (``on_fit_end``, in the config's order): :class:`PartNames`, then
+:class:`PandaArtifacts`. Once every ``on_fit_end`` hook has run (``teardown``): :class:`SaveFactors` writes
+``factors.pt``, :class:`FitRecord` ``metrics.json`` (then :class:`panda.training.loggers.WandbSummary`). ROIR during
+and after training is :mod:`panda.roir.callbacks`.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 from PIL import Image
+from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
-from panda.base.errors import ConfigError
-from panda.method.data import FeatureDataModule, Stream
+from panda.base.errors import ConfigError, DivergenceError, WeightsError
+from panda.base.factors_file import FACTORS_FILE, save_factors
+from panda.base.files import METRICS_FILE, save_json
+from panda.base.progress import progress_bar
+from panda.method.data import Stream
 from panda.method.model import PandA
 from panda.uses import visualize
+from panda.uses.face_regions import NamingSettings, name_parts
 
 log = logging.getLogger(__name__)
 PARTS_PNG, OVERLAY_PNG, CURVE_PNG = "parts.png", "overlay.png", "error_curve.png"
+LABELS = "part_labels"  # the LightningModule's attribute holding (labels, scores) once PartNames has named the parts
+
+
+def part_labels(pl_module: pl.LightningModule) -> tuple[list[str] | None, list[float] | None]:
+    """The parts' labels and scores that :class:`PartNames` set on ``pl_module``, or ``(None, None)``."""
+    return getattr(pl_module, LABELS, (None, None))
+
+
+def published(trainer: pl.Trainer) -> dict[str, Any]:
+    """Every ``trainer.callback_metrics`` entry outside ``train/`` and ``val/`` (what callbacks measure and publish,
+    e.g. ``roir/<region>`` of :class:`panda.roir.callbacks.FinalROIR`), tensors as numbers."""
+    return {
+        key: value.item() if isinstance(value, torch.Tensor) else value
+        for key, value in trainer.callback_metrics.items()
+        if not key.startswith(("train/", "val/"))
+    }
+
+
+def command_overrides() -> list[str]:
+    """The command line's overrides (none outside a Hydra application)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def solver_name(model: PandA) -> str:
+    """The ``model/solver`` option the run chose (``pgd``, ``stats``), or the solver's class name outside Hydra."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices["model/solver"]
+    return type(model.solver).__name__
+
+
+def progress(every: int, enabled: bool) -> ProgressBar | None:
+    """The progress of training (:func:`panda.base.progress.progress_bar`: a tqdm bar on a terminal, else a line every
+    ``every`` steps), or ``None`` (no callback) when ``trainer.enable_progress_bar`` is off."""
+    return progress_bar(every) if enabled else None
+
+
+class StopOnDivergence(pl.Callback):
+    """Stops training with a :class:`DivergenceError` after the first step whose loss or factors are NaN or
+    infinite, or whose parts are all zero (a collapse: the factors reconstruct nothing), before anything of that
+    step is saved (Lightning runs checkpoint callbacks last)."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        values = [*pl_module.parameters(), *([loss] if isinstance(loss, torch.Tensor) else [])]
+        if not all(torch.isfinite(v).all() for v in values):
+            raise DivergenceError(
+                f"training diverged at step {trainer.global_step}: the loss or the factors became NaN or infinite; "
+                "lower the learning rate"
+            )
+        if not pl_module.P.any():
+            raise DivergenceError(
+                f"training collapsed at step {trainer.global_step}: every part became zero (P = 0), so the factors "
+                "reconstruct nothing; lower the learning rate"
+            )
+
+
+class FitRecord(pl.Callback):
+    """The run's record, written to ``metrics.json`` by rank 0 once every ``on_fit_end`` hook has run (``teardown``):
+    the final validation error, the steps and samples, the training time, when the first training step started,
+    the run's settings, every metric that callbacks published (:func:`published`) and the part labels when named.
+
+    Training validates after its last step (it asks Lightning to stop there, and Lightning validates a run asked to
+    stop), so the final error is always that of the final factors. ``fit_seconds``: from the start of ``fit`` to the
+    end of training (what runs after training is not in it); ``first_step_seconds``: since ``started``.
+
+    Args:
+        output_dir: where ``metrics.json`` is written.
+        generator: the generator's config name (``gen.name``).
+        layer: the layer learnt at.
+        lr: the solver's learning rate (``None``: a solver without one).
+        started: when the command started (a :func:`time.time`), given by :func:`panda.training.fit.train`.
+    """
+
+    def __init__(self, output_dir: str, generator: str, layer: str, lr: float | None, started: float) -> None:
+        self.output_dir, self.generator, self.layer, self.lr = Path(output_dir), generator, layer, lr
+        self.started = started
+        self.began = time.perf_counter()
+        self.seconds: float | None = None
+        self.first_step_seconds: float | None = None
+        self.error: float | None = None  # of the factors as they are now, once validated
+
+    @staticmethod
+    def of(trainer: pl.Trainer) -> FitRecord:
+        """The trainer's :class:`FitRecord`; a :class:`ConfigError` when the config turned it off."""
+        found = [c for c in trainer.callbacks if isinstance(c, FitRecord)]
+        if not found:
+            raise ConfigError("callbacks.record is off: training needs it (the final metrics, metrics.json)")
+        return found[0]
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.began = time.perf_counter()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.began  # a run resumed at its last step trains no further
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.first_step_seconds is None:
+            self.first_step_seconds = time.time() - self.started
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self.error = None  # the factors changed
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True  # Lightning validates when a run is asked to stop
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.error = float(trainer.callback_metrics["val/rel_error"])
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.began
+
+    def metrics(self, trainer: pl.Trainer) -> dict[str, Any]:
+        """The run's final metrics (complete once every ``on_fit_end`` hook has run)."""
+        model: PandA = trainer.lightning_module
+        labels, _ = part_labels(model)
+        metrics = {
+            "val_rel_error": self.error,
+            "steps": trainer.global_step,
+            "samples": trainer.global_step * trainer.datamodule.global_batch_size,
+            "fit_seconds": None if self.seconds is None else round(self.seconds, 2),
+            "first_step_seconds": None if self.first_step_seconds is None else round(self.first_step_seconds, 2),
+            "generator": self.generator,
+            "layer": self.layer,
+            "solver": solver_name(model),
+            "lr": self.lr,
+            "parts": model.hparams.parts,
+            "appearances": model.hparams.appearances,
+            "overrides": command_overrides(),
+        }
+        return metrics | published(trainer) | ({} if labels is None else {"labels": labels})
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or not trainer.is_global_zero:
+            return
+        metrics = self.metrics(trainer)
+        save_json(metrics, self.output_dir / METRICS_FILE)
+        log.info(
+            "final validation relative error %.4f after %d steps (training %.1f s, its first step %s s after the "
+            "command started); results in %s",
+            metrics["val_rel_error"],
+            metrics["steps"],
+            metrics["fit_seconds"],
+            metrics["first_step_seconds"],
+            self.output_dir,
+        )
+
+
+class PartNames(pl.Callback):
+    """Once training has ended (``on_fit_end``, rank 0), names the parts after the face region their mass falls on
+    (:mod:`panda.uses.face_regions`) and sets their labels and scores on the LightningModule (:func:`part_labels`),
+    where :class:`SaveFactors` and :class:`PandaArtifacts` read them. Nothing when ``naming.after_training`` is off;
+    a warning, and the parts stay unnamed, when dlib finds no face (a generator of random weights) or its landmark
+    model is missing.
+
+    Args:
+        naming: the ``naming`` config node (``after_training`` and the fields of :class:`NamingSettings`).
+        seed: seed of the samples drawn.
+    """
+
+    def __init__(self, naming: Mapping[str, Any], seed: int) -> None:
+        self.enabled = bool(naming["after_training"])
+        self.settings = NamingSettings.from_config(naming, "naming")
+        self.seed = seed
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled or not trainer.is_global_zero:
+            return
+        _, height, width = pl_module.hparams.feature_shape
+        generator = trainer.datamodule.generator
+        try:
+            naming = name_parts(generator, pl_module.P.detach(), (height, width), self.settings, self.seed)
+        except (ConfigError, WeightsError) as error:
+            log.warning("the parts are not named: %s", error)
+            return
+        log.info("the parts, named on %d faces:\n%s", naming.faces, naming.table())
+        setattr(pl_module, LABELS, (naming.labels, naming.scores))
+
+
+class SaveFactors(pl.Callback):
+    """Once every ``on_fit_end`` hook has run (``teardown``), rank 0 writes the factors to ``factors.pt``
+    (:func:`panda.base.factors_file.save_factors`, atomically), with the part labels when they are named.
+
+    Args:
+        output_dir: the run directory.
+        generator: the generator's config name (``gen.name``).
+        layer: the layer learnt at.
+        config: the run's config (stored in the file), given by :func:`panda.training.fit.train`.
+    """
+
+    def __init__(self, output_dir: str, generator: str, layer: str, config: DictConfig) -> None:
+        self.path = Path(output_dir) / FACTORS_FILE
+        self.generator, self.layer, self.config = generator, layer, config
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero:
+            labels, scores = part_labels(pl_module)
+            save_factors(pl_module, self.generator, self.layer, self.config, self.path, labels, scores)
 
 
 class PandaArtifacts(pl.Callback):
-    """Records the validation error after every validation; :func:`panda.training.fit.train` calls :meth:`write`
-    once training has ended and the parts are named, which writes ``parts.png`` (every part as a mask),
-    ``overlay.png`` (parts over validation samples in distinct colours) and ``error_curve.png`` into
-    ``output_dir`` and logs them to the run's W&B or TensorBoard logger. Training also validates after its
-    last step (whether or not that step is a multiple of ``val_check_interval``), so the curve always ends at
-    the final factors.
+    """Records the validation error after every validation of training; once training has ended (``on_fit_end``,
+    rank 0, after :class:`PartNames` in the config's order) writes ``parts.png`` (every part as a mask, with its
+    label and score when named), ``overlay.png`` (parts over validation samples in distinct colours) and
+    ``error_curve.png`` into ``output_dir`` and logs them to the run's W&B or TensorBoard logger. Training validates
+    after its last step (:class:`FitRecord`), so the curve always ends at the final factors.
     """
 
     def __init__(self, output_dir: str, num_images: int = 16) -> None:
@@ -40,12 +255,8 @@ class PandaArtifacts(pl.Callback):
         self.num_images = num_images
         self.history: list[tuple[int, float]] = []
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if 0 < trainer.max_steps <= trainer.global_step:
-            trainer.should_stop = True  # Lightning validates when a run is asked to stop
-
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or "val/rel_error" not in trainer.callback_metrics:
+        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
         entry = (trainer.global_step, float(trainer.callback_metrics["val/rel_error"]))
         self.history = [h for h in self.history if h[0] != entry[0]] + [entry]
@@ -56,17 +267,16 @@ class PandaArtifacts(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [tuple(h) for h in state_dict["history"]]
 
-    def write(
-        self,
-        trainer: pl.Trainer,
-        model: PandA,
-        data: FeatureDataModule,
-        labels: list[str] | None = None,
-        scores: list[float] | None = None,
-    ) -> list[Path]:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.write(trainer, pl_module)
+
+    def write(self, trainer: pl.Trainer, model: PandA) -> list[Path]:
         """Write and log ``parts.png`` and ``overlay.png`` (with the parts' labels and scores when they are
         named) and ``error_curve.png``."""
         _, height, width = model.hparams.feature_shape
+        labels, scores = part_labels(model)
+        data = trainer.datamodule
         log.info("rendering %s", PARTS_PNG)
         paths = [visualize.parts_figure(model.P, (height, width), self.output_dir / PARTS_PNG, labels, scores)]
         log.info("rendering %s: generating %d validation images", OVERLAY_PNG, self.num_images)
@@ -95,15 +305,6 @@ def log_images(trainer: pl.Trainer, paths: list[Path]) -> None:
                 logger.experiment.add_image(key, pixels, trainer.global_step, dataformats="HWC")
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.flush()  # written now: the pictures come after training, once the logger has finished
-
-
-class AfterFit(pl.Callback):
-    """A callback that measures the trained factors once training has ended: :func:`panda.training.fit.train` calls
-    :meth:`after_fit` after ``fit`` (outside ``fit_seconds``) and adds what it returns to ``metrics.json``."""
-
-    def after_fit(self, trainer: pl.Trainer, model: PandA) -> dict[str, Any]:
-        """The metrics measured on ``model``'s final factors (e.g. ``roir/<region>``)."""
-        raise NotImplementedError
 
 
 class Convergence(pl.Callback):

@@ -90,11 +90,21 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(path)
 
 
-class ConfigInCheckpoint(pl.Callback):
-    """Stores the resolved training config in every checkpoint (as ``panda_config``)."""
+class RunConfig(pl.Callback):
+    """The run's resolved config: logged as every logger's hyperparameters when ``fit`` sets up, and stored in every
+    checkpoint (as ``panda_config``), where resuming checks it (:func:`resume_checkpoint`).
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
+    Args:
+        config: the run's config, given by :func:`panda.training.fit.train`.
+    """
+
+    def __init__(self, config: DictConfig) -> None:
+        self.config = OmegaConf.to_container(config, resolve=True)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            for logger in trainer.loggers:
+                logger.log_hyperparams(self.config)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint[CONFIG_KEY] = self.config

@@ -1,107 +1,58 @@
-"""The training entry point behind ``train.py``: compose, validate, fit, write the results."""
+"""The training entry point behind ``train.py``: compose, instantiate, fit.
+
+Everything else a run does is a configured Lightning callback (``conf/callbacks/``): the divergence stop, the
+timing and the final metrics (``metrics.json``), the config in every checkpoint, the part names, the pictures,
+``factors.pt``, the W&B summary; a resumed run's CSV log is its logger's (``conf/logger/csv.yaml``).
+"""
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import shlex
 import signal
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
-from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from panda.base.config import instantiate, positive_int
-from panda.base.errors import ConfigError, DivergenceError, Interrupted, WeightsError
-from panda.base.factors_file import FACTORS_FILE, load_factors, save_factors
-from panda.base.files import METRICS_FILE, lock_directory, save_json
-from panda.base.progress import console, progress_bar, quiet_lightning
-from panda.training.callbacks import AfterFit, PandaArtifacts
+from panda.base.errors import ConfigError, Interrupted
+from panda.base.files import lock_directory
+from panda.base.progress import console, quiet_lightning
+from panda.training.callbacks import FitRecord, command_overrides
 from panda.training.checkpoints import (
     CHECKPOINT_DIR,
     RESUMABLE,
-    ConfigInCheckpoint,
     SafeCheckpointIO,
     check_checkpoint,
     resume_checkpoint,
 )
-from panda.training.loggers import finish_wandb
-from panda.uses.face_regions import Naming, NamingSettings, name_parts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STRATEGIES = ("auto", "ddp")  # one process, or DDP (trainer=ddp)
 GPU_ACCELERATORS = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,), "mps": (MPSAccelerator,)}
-
-
-class StopOnDivergence(pl.Callback):
-    """Stops training with a :class:`DivergenceError` after the first step whose loss or factors are NaN or
-    infinite, or whose parts are all zero (a collapse: the factors reconstruct nothing), before anything of that
-    step is saved (Lightning runs checkpoint callbacks last)."""
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        values = [*pl_module.parameters(), *([loss] if isinstance(loss, torch.Tensor) else [])]
-        if not all(torch.isfinite(v).all() for v in values):
-            raise DivergenceError(
-                f"training diverged at step {trainer.global_step}: the loss or the factors became NaN or infinite; "
-                "lower the learning rate"
-            )
-        if not pl_module.P.any():
-            raise DivergenceError(
-                f"training collapsed at step {trainer.global_step}: every part became zero (P = 0), so the factors "
-                "reconstruct nothing; lower the learning rate"
-            )
-
-
-class FitRecord(pl.Callback):
-    """When the first training step started, in seconds since ``started`` (a :func:`time.time`; start-up as a user
-    waits for it: imports, the generator, the initialisation), and the step and error of the last validation of
-    ``fit``."""
-
-    def __init__(self, started: float) -> None:
-        self.started = started
-        self.first_step_seconds: float | None = None
-        self.last_validation: tuple[int, float] | None = None
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self.first_step_seconds is None:
-            self.first_step_seconds = time.time() - self.started
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            self.last_validation = (trainer.global_step, float(trainer.callback_metrics["val/rel_error"]))
+# What a callback or logger config may leave ``???`` for train() to give: facts of this run that no config holds
+FACTS = ("config", "started", "resume_step")
 
 
 def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
-    """Learn PandA factors as configured; returns the final metrics (also in ``metrics.json``): the final
-    validation error, the training time, when the first step started (``first_step_seconds``, since ``started``,
-    ``train.py``'s first line, or since this process started if that is later or not given), the run's
-    settings (solver, ``lr`` of a gradient solver), the part ``labels`` when ``factors.pt`` holds them, and what the
-    :class:`~panda.training.callbacks.AfterFit` callbacks measure on the final factors
-    (:class:`panda.roir.callbacks.FinalROIR`: ``roir/<region>``). W&B runs get them in their summary.
+    """Learn PandA factors as configured; returns the final metrics, those of ``metrics.json``
+    (:meth:`~panda.training.callbacks.FitRecord.metrics`). ``started``: when the command started (``train.py``'s
+    first line), from which ``first_step_seconds`` counts; this process's start when that is later or not given.
 
     The run holds the lock of its output directory throughout (:func:`panda.base.files.lock_directory`).
     """
     positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
     check_accelerator(cfg.trainer.accelerator)
     check_processes(cfg.trainer)
-    NamingSettings.from_config(cfg.naming, "naming")
     output_dir = Path(cfg.paths.output_dir)
     # never before this process started: a SLURM job of Hydra's submitit launcher runs a pickled train.py, whose
     # start is its submission's
@@ -115,6 +66,7 @@ def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
+    """Instantiate the run's objects as ``cfg`` says, fit, return the final metrics."""
     quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
@@ -132,126 +84,64 @@ def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
         model.hparams.parts,
         model.hparams.appearances,
     )
-
-    ckpt_path = None
     if resume is not None:
-        ckpt_path, checkpoint = resume
-        check_checkpoint(ckpt_path, checkpoint, model)
-        log.info("resuming from %s (step %d)", ckpt_path, checkpoint["global_step"])
+        check_checkpoint(*resume, model)
+        log.info("resuming from %s (step %d)", resume[0], resume[1]["global_step"])
 
-    config = OmegaConf.to_container(cfg, resolve=True)
-    record = FitRecord(started)
-    callbacks = [
-        record,
-        ConfigInCheckpoint(config),
-        StopOnDivergence(),
-        *(instantiate(c) for c in cfg.get("callbacks", {}).values()),
-    ]
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(progress_bar(cfg.trainer.log_every_n_steps))
-    loggers = [instantiate(c) for c in cfg.get("logger", {}).values()]
-    logged = _logged_rows(loggers, checkpoint["global_step"]) if resume is not None else {}
-    for logger in loggers:
-        logger.log_hyperparams(config)
-    for logger, rows in logged.items():
-        for row in rows:
-            values = {k: _number(v) for k, v in row.items() if k != "step" and v != ""}
-            logger.experiment.log_metrics(values, int(row["step"]))
-        logger.save()
+    facts = {"config": cfg, "started": started, "resume_step": None if resume is None else resume[1]["global_step"]}
+    callbacks = _built(cfg.get("callbacks") or {}, "callbacks", facts)
+    loggers = _built(cfg.get("logger") or {}, "logger", facts)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
     )
-
+    record = FitRecord.of(trainer)
     with console():
-        start = time.perf_counter()
-        _until_interrupted(trainer, output_dir, lambda: trainer.fit(model, datamodule=data, ckpt_path=ckpt_path))
-        seconds = time.perf_counter() - start
-        if record.last_validation is not None and record.last_validation[0] == trainer.global_step:
-            error = record.last_validation[1]  # fit's last validation saw the final factors
-        else:
-            (final,) = _until_interrupted(
-                trainer, output_dir, lambda: trainer.validate(model, datamodule=data, verbose=False)
-            )
-            error = float(final["val/rel_error"])
-        measured: dict[str, Any] = {}  # on the final factors, after training (not in fit_seconds)
-        for callback in callbacks:
-            if isinstance(callback, AfterFit):
-                measured |= callback.after_fit(trainer, model)
-
-    metrics = {
-        "val_rel_error": error,
-        "steps": trainer.global_step,
-        "samples": trainer.global_step * data.global_batch_size,
-        "fit_seconds": round(seconds, 2),
-        "first_step_seconds": None if record.first_step_seconds is None else round(record.first_step_seconds, 2),
-        "generator": cfg.gen.name,
-        "layer": layer,
-        "solver": _solver_name(model),
-        "lr": cfg.model.solver.get("lr"),
-        "parts": model.hparams.parts,
-        "appearances": model.hparams.appearances,
-        "overrides": _overrides(),
-    }
-    metrics |= measured
-    if not trainer.is_global_zero:  # every process holds the same factors; rank 0 writes them
-        return metrics
-    naming = _name_parts(cfg, generator, model) if cfg.naming.after_training else None
-    labels, scores = (naming.labels, naming.scores) if naming else (None, None)
-    path = save_factors(model, cfg.gen.name, layer, cfg, output_dir / FACTORS_FILE, labels, scores)
-    for artifacts in (c for c in callbacks if isinstance(c, PandaArtifacts)):
-        artifacts.write(trainer, model, data, labels, scores)
-    labels = load_factors(path).get("labels")
-    if labels is not None:
-        metrics["labels"] = labels
-    save_json(metrics, output_dir / METRICS_FILE)
-    finish_wandb(loggers, metrics)
-    log.info(
-        "final validation relative error %.4f after %d steps (training %.1f s, its first step %s s after the "
-        "command started); results in %s",
-        metrics["val_rel_error"],
-        metrics["steps"],
-        seconds,
-        metrics["first_step_seconds"],
-        output_dir,
-    )
-    return metrics
+        _until_interrupted(trainer, output_dir, lambda: _fit(trainer, model, data, resume))
+    return record.metrics(trainer)
 
 
-def _name_parts(cfg: DictConfig, generator: Any, model: pl.LightningModule) -> Naming | None:
-    """The parts named after face regions (:mod:`panda.uses.face_regions`), or ``None`` with a warning when dlib finds
-    no face (a generator of random weights) or its landmark model is missing: the factors are kept unnamed."""
-    _, height, width = model.hparams.feature_shape
-    settings = NamingSettings.from_config(cfg.naming, "naming")
-    try:
-        naming = name_parts(generator, model.P.detach(), (height, width), settings, cfg.seed)
-    except (ConfigError, WeightsError) as error:
-        log.warning("the parts are not named: %s", error)
-        return None
-    log.info("the parts, named on %d faces:\n%s", naming.faces, naming.table())
-    return naming
+def _built(nodes: Mapping[str, Any], group: str, facts: Mapping[str, Any]) -> list[Any]:
+    """The objects the entries of config group ``group`` build (an entry set to ``null`` or building ``None`` is
+    off); the values an entry leaves ``???`` are given from ``facts`` (:data:`FACTS`)."""
+    objects = []
+    for name, node in nodes.items():
+        if node is None:
+            continue
+        if "_target_" not in node:
+            raise ConfigError(f"{group}.{name} has no _target_: nothing to build (~{group}.{name} removes it)")
+        given = [key for key in node if OmegaConf.is_missing(node, key)]
+        unknown = [key for key in given if key not in facts]
+        if unknown:
+            raise ConfigError(f"{group}.{name}.{unknown[0]} is not set (??? only stands for one of {', '.join(FACTS)})")
+        built_object = instantiate(node, _partial_=True)(**{k: facts[k] for k in given}) if given else instantiate(node)
+        if built_object is not None:
+            objects.append(built_object)
+    return objects
 
 
-def _logged_rows(loggers: list[Any], step: int) -> dict[CSVLogger, list[dict[str, str]]]:
-    """The rows each CSV logger's ``metrics.csv`` holds before ``step`` (the logger rewrites the file: a resumed
-    run logs them again, then its own)."""
-    found = {}
-    for logger in loggers:
-        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
-        if path is not None and path.is_file():
-            with path.open(newline="") as handle:
-                found[logger] = [row for row in csv.DictReader(handle) if int(row["step"]) < step]
-    return found
-
-
-def _number(text: str) -> int | float:
-    """A logged value as it was logged: an integer or a float."""
-    return int(text) if text.lstrip("-").isdigit() else float(text)
+def _fit(
+    trainer: pl.Trainer,
+    model: pl.LightningModule,
+    data: pl.LightningDataModule,
+    resume: tuple[Path, dict[str, Any]] | None,
+) -> None:
+    """``trainer.fit``, resuming from ``resume`` (a checkpoint path and its contents) when given. A checkpoint of the
+    last step leaves ``fit`` nothing to train, nor to validate, so its factors are validated first (not logged: the
+    run that wrote it logged that validation)."""
+    ckpt_path = None if resume is None else resume[0]
+    if resume is not None and resume[1]["global_step"] >= trainer.max_steps:
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            trainer.validate(model, datamodule=data, ckpt_path=ckpt_path, verbose=False)
+        finally:
+            trainer.loggers = loggers
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
 
 
 def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[], T]) -> T:
-    """``stage()`` (the trainer's ``fit`` or ``validate``); :class:`Interrupted`, saying how to resume, when a
-    signal stopped it (Lightning raises ``SystemExit`` for ``SIGTERM`` and Ctrl-C, or, in older versions,
-    returns with the trainer interrupted)."""
+    """``stage()`` (the trainer's ``fit``); :class:`Interrupted`, saying how to resume, when a signal stopped it
+    (Lightning raises ``SystemExit`` for ``SIGTERM`` and Ctrl-C, or, in older versions, returns with the trainer
+    interrupted)."""
     try:
         result = stage()
     except SystemExit:
@@ -270,7 +160,7 @@ def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[]
 
 def _resume_overrides() -> list[str]:
     """The command line's overrides without ``ckpt_path``: a re-run resumes from its directory's newest checkpoint."""
-    return [o for o in _overrides() if not o.lstrip("+~").startswith("ckpt_path=")]
+    return [o for o in command_overrides() if not o.lstrip("+~").startswith("ckpt_path=")]
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -305,17 +195,6 @@ def check_processes(trainer: DictConfig, group: str = "trainer") -> None:
         return  # Lightning checks the others
     if devices > available:
         raise ConfigError(f"{group}.devices={devices} is more than this machine has ({available} {kind})")
-
-
-def _solver_name(model: pl.LightningModule) -> str:
-    """The ``model/solver`` option the run chose (``pgd``, ``stats``), or the solver's class name outside Hydra."""
-    if HydraConfig.initialized():
-        return HydraConfig.get().runtime.choices["model/solver"]
-    return type(model.solver).__name__
-
-
-def _overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _cpu_cores() -> int:

@@ -1,8 +1,9 @@
-"""Logger factories that degrade gracefully instead of failing a run, and what a run and a sweep send to W&B
-(docs/dashboards.md)."""
+"""Loggers of a training run: a CSV log that a resumed run continues, a W&B logger that degrades gracefully instead
+of failing a run, and what a run and a sweep send to W&B (docs/dashboards.md)."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -12,9 +13,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytorch_lightning.loggers import Logger, WandbLogger
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities import rank_zero_only
 
 from panda.base.multirun import sweep_group
+from panda.training.callbacks import FitRecord
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +73,54 @@ def wandb_logger(offline: bool | None = None, group: str | None = None, **kwargs
     return FlatWandbLogger(offline=wandb_offline(offline), group=group, **kwargs)
 
 
-def finish_wandb(loggers: Sequence[Logger], summary: Mapping[str, Any]) -> None:
-    """Put ``summary`` (a run's final metrics) into the summary of each W&B logger's run, and end that run (the next
-    job of a multirun in this process starts its own)."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(dict(summary))
+class WandbSummary(pl.Callback):
+    """Once every ``on_fit_end`` hook has run (``teardown``), puts the run's final metrics
+    (:meth:`FitRecord.metrics`, as in ``metrics.json``) into the summary of each W&B logger's run, and ends that run
+    (the next job of a multirun in this process starts its own)."""
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if stage != "fit" or not loggers or not trainer.is_global_zero:
+            return
+        metrics = FitRecord.of(trainer).metrics(trainer)
+        for logger in loggers:
+            logger.experiment.summary.update(metrics)
             logger.experiment.finish()
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's :class:`CSVLogger`, whose ``metrics.csv`` a resumed run continues: Lightning's writer starts the
+    file afresh, so the rows it held before ``resume_step`` are read when the logger is built and logged again, as
+    they were logged, when the writer starts.
+
+    Args:
+        resume_step: the step of the checkpoint this run resumes from (``None``: a fresh start), given by
+            :func:`panda.training.fit.train`.
+        **kwargs: :class:`CSVLogger`'s.
+    """
+
+    def __init__(self, resume_step: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        self.earlier: list[dict[str, str]] = []
+        if resume_step is not None and rank_zero_only.rank == 0 and path.is_file():
+            with path.open(newline="") as handle:
+                self.earlier = [row for row in csv.DictReader(handle) if int(row["step"]) < resume_step]
+
+    @property
+    def experiment(self) -> Any:
+        writer = super().experiment
+        rows, self.earlier = self.earlier, []
+        for row in rows:
+            writer.log_metrics({k: _number(v) for k, v in row.items() if k != "step" and v != ""}, int(row["step"]))
+        if rows:
+            writer.save()
+        return writer
+
+
+def _number(text: str) -> int | float:
+    """A logged value as it was logged: an integer or a float."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 def log_sweep_summary(
