@@ -18,7 +18,7 @@ from panda.method.model import PandA
 from panda.roir.benchmark import benchmark
 from panda.roir.editors import PandAEditor
 from panda.roir.faces import Faces, face_batches, face_set
-from panda.roir.report import write_tables
+from panda.roir.report import write_report
 from panda.roir.search import choose
 from panda.roir.settings import ROIRSettings
 from panda.uses.factors import Factors
@@ -103,7 +103,7 @@ class FinalROIR(pl.Callback):
             return
         data: FeatureDataModule = trainer.datamodule
         results = benchmark(trained_factors(trainer, pl_module), self.settings, data.seed, fit_seconds=0.0)
-        write_tables(results, self.output_dir)
+        write_report(results, self.output_dir, figures=False)
         rows = results.rows
         for row in rows:
             log.info(

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from panda.base.dashboards import log_results_to_wandb
 from panda.base.files import atomic_write
-from panda.roir.measure import Examples, Result, Worst
+from panda.roir.measure import Examples, Result
 from panda.roir.search import Choice
 from panda.uses.visualize import image_grid, mask_overlay, to_uint8
 
@@ -100,21 +101,29 @@ def table(rows: Sequence[dict[str, Any]], regions: Sequence[str], seconds: Mappi
     return "\n".join(lines) + "\n"
 
 
-def write_tables(results: Results, out: Path) -> dict[str, Path]:
-    """Write ``roir.md`` (the table) and ``roir.csv`` (the rows) into ``out``, atomically."""
+def write_report(
+    results: Results, out: Path, figures: bool = True, wandb: tuple[str, str, dict[str, Any]] | None = None
+) -> dict[str, Path]:
+    """Into ``out``: the figures (:func:`write_figures`, unless ``figures`` is false), ``roir.md`` (the table) and
+    ``roir.csv`` (the rows), atomically; with ``wandb`` (project, run name, config) also a W&B run holding the rows
+    and the figures."""
+    files = write_figures(results, out) if figures else {}
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(results.rows[0]))
     writer.writeheader()
     writer.writerows(results.rows)
-    return {
-        "table": atomic_write(out / ROIR_MD, results.table.encode()),
-        "csv": atomic_write(out / ROIR_CSV, buffer.getvalue().encode()),
-    }
+    files["table"] = atomic_write(out / ROIR_MD, results.table.encode())
+    files["csv"] = atomic_write(out / ROIR_CSV, buffer.getvalue().encode())
+    if wandb is not None:
+        images = [path for key, path in files.items() if key.startswith("grid_")]
+        log_results_to_wandb(out, *wandb, results.rows, images)
+    return files
 
 
 def write_figures(results: Results, out: Path) -> dict[str, Path]:
     """Per region some method has a direction for: ``roir_<region>.png`` (the first test faces, region tinted, and
-    each method's edits) and ``roir_<region>_worst.png`` (each method's worst faces)."""
+    each method's edits) and ``roir_<region>_worst.png`` (per method, a row of its worst test faces, ROIR in the
+    title, above a row of their edits)."""
     files, examples = {}, results.examples
     for region in examples.masks:
         shown = [mask_overlay(examples.originals, examples.masks[region][:, 0])]
@@ -123,20 +132,15 @@ def write_figures(results: Results, out: Path) -> dict[str, Path]:
         titles = [name for name in ["original", *methods] for _ in range(len(examples.originals))]
         columns = max(1, len(examples.originals))
         files[f"grid_{region}"] = image_grid(np.concatenate(shown), out / f"roir_{region}.png", columns, titles)
-        worst = {method: results.measured[method, region].worst for method in methods}
-        files[f"grid_{region}_worst"] = _worst_faces(worst, out / f"roir_{region}_worst.png")
+        worst = [(method, results.measured[method, region].worst) for method in methods]
+        worst = [(method, faces) for method, faces in worst if len(faces.ratios)]
+        columns = max(1, *(len(faces.ratios) for _, faces in worst)) if worst else 1
+        shown, titles = [], []
+        for method, faces in worst:
+            blank = np.full((columns - len(faces.ratios), *faces.originals.shape[-2:], 3), 255, dtype=np.uint8)
+            shown += [mask_overlay(faces.originals, faces.masks[:, 0]), blank, to_uint8(faces.edits), blank]
+            titles += [f"{method} {r:.2f}" for r in faces.ratios.tolist()] + [""] * len(blank)
+            titles += ["edited"] * len(faces.ratios) + [""] * len(blank)
+        path = out / f"roir_{region}_worst.png"
+        files[f"grid_{region}_worst"] = image_grid(np.concatenate(shown), path, columns, titles)
     return files
-
-
-def _worst_faces(worst: dict[str, Worst], path: Path) -> Path:
-    """Per method, a row of its worst test faces (region tinted, ROIR in the title) above a row of their edits."""
-    columns = max(1, *(len(w.ratios) for w in worst.values()))
-    shown, titles = [], []
-    for method, faces in worst.items():
-        if not len(faces.ratios):
-            continue
-        blank = np.full((columns - len(faces.ratios), *faces.originals.shape[-2:], 3), 255, dtype=np.uint8)
-        shown += [mask_overlay(faces.originals, faces.masks[:, 0]), blank, to_uint8(faces.edits), blank]
-        titles += [f"{method} {r:.2f}" for r in faces.ratios.tolist()] + [""] * len(blank)
-        titles += ["edited"] * len(faces.ratios) + [""] * len(blank)
-    return image_grid(np.concatenate(shown), path, columns, titles)

@@ -15,32 +15,28 @@ from panda.base.config import positive_int
 from panda.base.files import METRICS_FILE
 from panda.generators.base import FeatureGenerator
 from panda.roir.benchmark import benchmark
-from panda.roir.report import write_figures, write_tables
+from panda.roir.report import write_report
 from panda.roir.settings import ROIRSettings
 from panda.tasks.registry import task
 from panda.training.fit import check_processes
-from panda.training.loggers import log_results_to_wandb
 from panda.uses.factors import Factors
 
 log = logging.getLogger(__name__)
 
 
 @task
-def roir(cfg: DictConfig, run: Factors, out: Path) -> dict[str, Any]:
+def roir(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """ROIR of PandA and the baselines per face region: ``roir.md``, ``roir.csv``, edit grids (``roir_<region>.png``:
     the first test faces; ``roir_<region>_worst.png``: each method's worst)."""
     settings = ROIRSettings.from_config(cfg.eval, "eval")
-    fabric = _processes(positive_int("eval.devices", cfg.eval.devices), run.generator)
+    fabric = _processes(positive_int("eval.devices", cfg.eval.devices), factors.generator)
     metrics = Path(cfg.run) / METRICS_FILE
     fit_seconds = float(json.loads(metrics.read_text()).get("fit_seconds", "nan")) if metrics.is_file() else np.nan
-    results = benchmark(run, settings, cfg.seed, fit_seconds, fabric)
+    results = benchmark(factors, settings, cfg.seed, fit_seconds, fabric)
     if fabric is not None and fabric.global_rank != 0:  # rank 0 writes
         return {"rows": results.rows, "skipped": results.skipped, "files": {}}
-    files = write_tables(results, out) | write_figures(results, out)
-    if cfg.eval.wandb:
-        images = [path for key, path in files.items() if key.startswith("grid_")]
-        project, name = cfg.eval.wandb_project, f"roir-{run.name}"
-        log_results_to_wandb(out, project, name, {"run": str(cfg.run)}, results.rows, images)
+    wandb = (cfg.eval.wandb_project, f"roir-{factors.name}", {"run": str(cfg.run)}) if cfg.eval.wandb else None
+    files = write_report(results, out, wandb)
     log.info("ROIR (lower is better):\n%s", results.table)
     return {
         "rows": results.rows,

@@ -70,53 +70,58 @@ def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
     quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-
-    generator = instantiate(cfg.gen.net)
-    layer = cfg.gen.layer
-    feature_shape = generator.check_layer(layer)
-    model = instantiate(cfg.model, feature_shape=feature_shape, parts=cfg.rank.parts, appearances=cfg.rank.appearances)
-    data = instantiate(cfg.data, generator=generator, layer=layer)
-    log.info(
-        "generator %s, layer %s with features %s; ranks R_S=%d, R_C=%d",
-        cfg.gen.name,
-        layer,
-        tuple(feature_shape),
-        model.hparams.parts,
-        model.hparams.appearances,
-    )
+    model, data = _method(cfg)
+    step = None
     if resume is not None:
         check_checkpoint(*resume, model)
-        log.info("resuming from %s (step %d)", resume[0], resume[1]["global_step"])
-
-    facts = {"config": cfg, "started": started, "resume_step": None if resume is None else resume[1]["global_step"]}
-    callbacks = _built(cfg.get("callbacks") or {}, "callbacks", facts)
-    loggers = _built(cfg.get("logger") or {}, "logger", facts)
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[SafeCheckpointIO()]
-    )
+        step = resume[1]["global_step"]
+        log.info("resuming from %s (step %d)", resume[0], step)
+    trainer = _trainer(cfg, {"config": cfg, "started": started, "resume_step": step})
     record = FitRecord.of(trainer)
     with console():
         _until_interrupted(trainer, output_dir, lambda: _fit(trainer, model, data, resume))
     return record.metrics(trainer)
 
 
-def _built(nodes: Mapping[str, Any], group: str, facts: Mapping[str, Any]) -> list[Any]:
-    """The objects the entries of config group ``group`` build (an entry set to ``null`` or building ``None`` is
-    off); the values an entry leaves ``???`` are given from ``facts`` (:data:`FACTS`)."""
-    objects = []
-    for name, node in nodes.items():
-        if node is None:
-            continue
-        if "_target_" not in node:
-            raise ConfigError(f"{group}.{name} has no _target_: nothing to build (~{group}.{name} removes it)")
-        given = [key for key in node if OmegaConf.is_missing(node, key)]
-        unknown = [key for key in given if key not in facts]
-        if unknown:
-            raise ConfigError(f"{group}.{name}.{unknown[0]} is not set (??? only stands for one of {', '.join(FACTS)})")
-        built_object = instantiate(node, _partial_=True)(**{k: facts[k] for k in given}) if given else instantiate(node)
-        if built_object is not None:
-            objects.append(built_object)
-    return objects
+def _method(cfg: DictConfig) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    """The model and the stream of features of the configured generator's layer."""
+    generator = instantiate(cfg.gen.net)
+    feature_shape = generator.check_layer(cfg.gen.layer)
+    ranks = {"parts": cfg.rank.parts, "appearances": cfg.rank.appearances}
+    model = instantiate(cfg.model, feature_shape=feature_shape, **ranks)
+    data = instantiate(cfg.data, generator=generator, layer=cfg.gen.layer)
+    log.info(
+        "generator %s, layer %s with features %s; ranks R_S=%d, R_C=%d",
+        cfg.gen.name,
+        cfg.gen.layer,
+        tuple(feature_shape),
+        model.hparams.parts,
+        model.hparams.appearances,
+    )
+    return model, data
+
+
+def _trainer(cfg: DictConfig, facts: Mapping[str, Any]) -> pl.Trainer:
+    """The trainer with the objects the entries of ``callbacks`` and ``logger`` build (an entry set to ``null`` or
+    building ``None`` is off); the values an entry leaves ``???`` are given from ``facts`` (:data:`FACTS`)."""
+    built: dict[str, list[Any]] = {"callbacks": [], "logger": []}
+    for group, objects in built.items():
+        for name, node in (cfg.get(group) or {}).items():
+            if node is None:
+                continue
+            if "_target_" not in node:
+                raise ConfigError(f"{group}.{name} has no _target_: nothing to build (~{group}.{name} removes it)")
+            given = [key for key in node if OmegaConf.is_missing(node, key)]
+            unknown = [key for key in given if key not in facts]
+            if unknown:
+                raise ConfigError(
+                    f"{group}.{name}.{unknown[0]} is not set (??? only stands for one of {', '.join(FACTS)})"
+                )
+            made = instantiate(node, _partial_=True)(**{k: facts[k] for k in given}) if given else instantiate(node)
+            if made is not None:
+                objects.append(made)
+    logger = built["logger"] or False
+    return instantiate(cfg.trainer, callbacks=built["callbacks"], logger=logger, plugins=[SafeCheckpointIO()])
 
 
 def _fit(
