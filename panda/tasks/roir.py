@@ -36,7 +36,7 @@ def roir(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     if fabric is not None and fabric.global_rank != 0:  # rank 0 writes
         return {"rows": results.rows, "skipped": results.skipped, "files": {}}
     wandb = (cfg.eval.wandb_project, f"roir-{factors.name}", {"run": str(cfg.run)}) if cfg.eval.wandb else None
-    files = write_report(results, out, wandb)
+    files = write_report(results, out, wandb=wandb)
     log.info("ROIR (lower is better):\n%s", results.table)
     return {
         "rows": results.rows,
