@@ -10,6 +10,7 @@ from panda.cli.main import check_command_line, command
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="evaluate")
 def _evaluate(cfg: DictConfig) -> None:
+    # imported once Hydra has set up logging: Lightning, imported earlier, would keep its lines out of the log
     from panda.tasks.registry import evaluate
 
     command(lambda: evaluate(cfg))

@@ -13,6 +13,7 @@ from panda.cli.main import check_command_line, command  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def _train(cfg: DictConfig) -> float:
+    # imported once Hydra has set up logging: Lightning, imported earlier, would keep its lines out of the log
     from panda.training.fit import train
 
     return command(lambda: train(cfg, started=STARTED)["val_rel_error"])
