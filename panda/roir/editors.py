@@ -33,15 +33,15 @@ class PandAEditor(Editor):
     ranked = False
 
     def __init__(
-        self, run: Factors, seconds: float = 0.0, parts: Sequence[int] | None = None, name: str = "panda"
+        self, factors: Factors, seconds: float = 0.0, parts: Sequence[int] | None = None, name: str = "panda"
     ) -> None:
-        self.run, self.seconds, self.name = run, seconds, name
-        self.parts = list(range(run.parts)) if parts is None else list(parts)
-        ks = torch.tensor(self.parts).repeat_interleave(run.appearances)
-        appearances = torch.arange(run.appearances).repeat(len(self.parts))
-        maps = run.part_maps()
+        self.factors, self.seconds, self.name = factors, seconds, name
+        self.parts = list(range(factors.parts)) if parts is None else list(parts)
+        ks = torch.tensor(self.parts).repeat_interleave(factors.appearances)
+        appearances = torch.arange(factors.appearances).repeat(len(self.parts))
+        maps = factors.part_maps()
         self.deltas = torch.stack(  # [parts * R_C, C, H, W]
-            [edit_delta(run.A, maps, k[None], j[None], torch.ones(1)) for k, j in zip(ks, appearances, strict=True)]
+            [edit_delta(factors.A, maps, k[None], j[None], torch.ones(1)) for k, j in zip(ks, appearances, strict=True)]
         )
 
     @property
@@ -50,23 +50,23 @@ class PandAEditor(Editor):
 
     @property
     def source(self) -> Hashable:
-        return id(self.run)  # restricted to some parts or not, one training run found the directions
+        return id(self.factors)  # restricted to some parts or not, one training run found the directions
 
     def label(self, k: int) -> str:
-        part = self.parts[k // self.run.appearances]
-        named = f" ({self.run.labels[part]})" if self.run.labels else ""
-        return f"part {part}{named}, appearance {k % self.run.appearances}"
+        part = self.parts[k // self.factors.appearances]
+        named = f" ({self.factors.labels[part]})" if self.factors.labels else ""
+        return f"part {part}{named}, appearance {k % self.factors.appearances}"
 
     def edit(self, k: int) -> tuple[Hashable, Hashable]:
-        return self.source, (self.parts[k // self.run.appearances], k % self.run.appearances)
+        return self.source, (self.parts[k // self.factors.appearances], k % self.factors.appearances)
 
     def prepare(self, latents: Tensor) -> tuple[Tensor, ResumeState]:
-        return self.run.features_and_state(latents)
+        return self.factors.features_and_state(latents)
 
     def images(self, prepared: tuple[Tensor, ResumeState], directions: Tensor, scales: Tensor) -> Tensor:
         features, state = prepared
         offsets = scales[:, None, None, None].to(features) * self.deltas[directions].to(features)
-        return self.run.images(features + offsets, state)
+        return self.factors.images(features + offsets, state)
 
 
 Make = Callable[[Factors, float, dict[str, Any], "list[int] | None"], Editor]
