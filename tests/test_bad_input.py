@@ -16,7 +16,7 @@ from panda.method.data import batch_generator
 from panda.tasks.registry import evaluate
 from panda.uses import editing
 from panda.uses.factors import Factors, open_run
-from tests.conftest import DCGAN_GEN, LAYER, ROOT, SHAPE, made_up_factors, run_evaluate, write_run
+from tests.conftest import DCGAN_GEN, LAYER, ROOT, SHAPE, TINY, made_up_factors, run_evaluate, run_script, write_run
 
 
 @pytest.mark.parametrize("alpha", [1e38, 1e39, -1e39])
@@ -119,3 +119,17 @@ def test_a_missing_value_in_a_stored_config_is_one_line(tmp_path: Path) -> None:
     gen = {**DCGAN_GEN, "net": {**DCGAN_GEN["net"], "weights": "???"}}
     with pytest.raises(ConfigError, match=r"gen.net.weights is missing \('\?\?\?'\)"):
         open_run(write_run(tmp_path, gen=gen))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=abc", "error: seed='abc' must be an integer"),
+        ("~rank.parts", "error: the config has no value for rank.parts, which this command needs"),
+    ],
+)
+def test_a_bad_training_config_is_one_line(tmp_path: Path, override: str, message: str) -> None:
+    done = run_script("train.py", *TINY, override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2 and message in output and "Traceback" not in output
+    assert not (tmp_path / "run").exists()

@@ -54,6 +54,13 @@ def finite_number(label: str, value: Any) -> float:
     return float(value)
 
 
+def integer(label: str, value: Any) -> int:
+    """``value``; a :class:`ConfigError` naming ``label`` unless it is an integer."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{label}={value!r} must be an integer")
+    return value
+
+
 def positive_int(label: str, value: Any) -> int:
     """``value``; a :class:`ConfigError` naming ``label`` unless it is an integer ``>= 1``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -13,14 +14,17 @@ from typing import TypeVar
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from panda.base.config import check_overrides
-from panda.base.errors import BusyError, Interrupted, PandaError
+from panda.base.errors import BusyError, ConfigError, Interrupted, PandaError
 from panda.base.files import LOCK_FILE, locked_by_another
 from panda.base.multirun import in_multirun
 from panda.cli.sweep import sweep_job
 
 T = TypeVar("T")
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+TRANSLATED = (OSError, OmegaConfBaseException)  # said in one line when bad_input knows them
 log = logging.getLogger("panda")
 
 
@@ -40,7 +44,8 @@ def command(task: Callable[[], T]) -> T | None:
         return sweep_job(task)
     try:
         return task()
-    except PandaError as error:
+    except (PandaError, *TRANSLATED) as error:
+        error = error if isinstance(error, PandaError) else bad_input(error)
         log.error("error: %s", error)
         if not isinstance(error, BusyError):  # a busy directory is another run's
             remove_stub()
@@ -50,6 +55,20 @@ def command(task: Callable[[], T]) -> T | None:
         sys.exit(stop.exit_code)
     finally:
         gc.freeze()
+
+
+def bad_input(error: Exception) -> PandaError:
+    """A full disk, an unwritable directory or a key the config lacks, said in one line with what to do; any other
+    error as it is."""
+    if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
+        return ConfigError(
+            f"cannot write {error.filename or 'a result'}: {error.strerror}; make room or make it writable, then run "
+            "the same command again (training resumes from its last checkpoint)"
+        )
+    if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+        reason = str(error.msg).splitlines()[0]
+        return ConfigError(f"the config has no value for {error.full_key}, which this command needs ({reason})")
+    raise error
 
 
 def check_command_line(config_name: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from panda.base.config import integer
 from panda.base.errors import ConfigError
 from panda.base.files import save_json
 from panda.uses.factors import Factors, open_run
@@ -42,8 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg.task`` on the factors of ``cfg.run``; writes ``evaluate.json`` and the task's images."""
     if cfg.task not in task_names():
         raise ConfigError(f"unknown task '{cfg.task}'; known tasks: {', '.join(task_names())}")
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    integer("seed", cfg.seed)
     if cfg.run is None:
         raise ConfigError("no run given: pass run=<a training run directory holding factors.pt>")
     factors = open_run(cfg.run, cfg.generator, cfg.layer)

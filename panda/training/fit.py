@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.utilities import rank_zero_only
 
-from panda.base.config import instantiate, positive_int
+from panda.base.config import instantiate, integer, positive_int
 from panda.base.errors import ConfigError, Interrupted
 from panda.base.files import lock_directory
 from panda.base.progress import console, quiet_lightning
@@ -51,6 +51,7 @@ def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
     The run holds the lock of its output directory throughout (:func:`panda.base.files.lock_directory`).
     """
     positive_int("trainer.max_steps", cfg.trainer.max_steps)  # the stream of samples is endless
+    integer("seed", cfg.seed)
     check_accelerator(cfg.trainer.accelerator)
     check_processes(cfg.trainer)
     output_dir = Path(cfg.paths.output_dir)
