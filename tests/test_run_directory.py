@@ -4,6 +4,7 @@ one that cannot be read."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -191,3 +192,28 @@ def test_read_checkpoint_still_refuses_what_is_not_a_checkpoint(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ConfigError, match="is not a Lightning training checkpoint"):
         read_checkpoint(path)
+
+
+def test_fewer_steps_than_a_directory_holds_are_refused_and_its_factors_kept(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    before = (run / "factors.pt").read_bytes()
+    done = run_script("train.py", *TINY, "trainer.max_steps=2", f"hydra.run.dir={run}", cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert "holds factors trained for 4 steps, more than trainer.max_steps=2" in output
+    assert (run / "factors.pt").read_bytes() == before
+
+
+def test_training_time_sums_over_the_commands_that_trained_the_factors(trained, tmp_path):
+    run = copy_of(trained, tmp_path)
+    first = json.loads((run / "metrics.json").read_text())
+    done = run_script("train.py", *TINY, "trainer.max_steps=6", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = json.loads((run / "metrics.json").read_text())
+    assert second["steps"] == 6 and 0 < second["command_fit_seconds"] < second["fit_seconds"]
+    assert second["fit_seconds"] >= second["command_fit_seconds"] + 0.5 * first["fit_seconds"]
+    assert second["first_step_seconds"] == first["first_step_seconds"]  # the first command's start-up
+    again = run_script("train.py", *TINY, "trainer.max_steps=6", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert again.returncode == 0
+    third = json.loads((run / "metrics.json").read_text())
+    assert third["fit_seconds"] >= second["fit_seconds"] - second["command_fit_seconds"]  # never only this command

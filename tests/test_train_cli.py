@@ -280,7 +280,8 @@ def test_callbacks_none_keeps_only_what_every_run_needs(tmp_path):
         "train.log",
     ]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    keys = "val_rel_error steps samples fit_seconds first_step_seconds generator layer solver lr parts appearances"
+    keys = "val_rel_error steps samples fit_seconds command_fit_seconds first_step_seconds generator layer solver lr"
+    keys += " parts appearances"
     assert sorted(metrics) == sorted([*keys.split(), "overrides"])
     assert metrics["steps"] == 4 and 0 < metrics["val_rel_error"] < 1
 

@@ -102,8 +102,10 @@ class FitRecord(pl.Callback):
     the run's settings, every metric that callbacks published (:func:`published`) and the part labels when named.
 
     Training validates after its last step (it asks Lightning to stop there, and Lightning validates a run asked to
-    stop), so the final error is always that of the final factors. ``fit_seconds``: from the start of ``fit`` to the
-    end of training (what runs after training is not in it); ``first_step_seconds``: since ``started``.
+    stop), so the final error is always that of the final factors. ``fit_seconds``: the training of the factors,
+    from the start of ``fit`` to the end of training (what runs after training is not in it), summed over the
+    commands that trained them (a resumed run adds its own to what its checkpoint holds; ``command_fit_seconds``:
+    this command's alone); ``first_step_seconds``: since ``started``, in the first command that trained.
 
     Args:
         output_dir: where ``metrics.json`` is written.
@@ -120,6 +122,20 @@ class FitRecord(pl.Callback):
         self.seconds: float | None = None
         self.first_step_seconds: float | None = None
         self.error: float | None = None  # of the factors as they are now, once validated
+        self.earlier: dict[str, float | None] = {"fit_seconds": 0.0, "first_step_seconds": None}  # of earlier commands
+
+    def state_dict(self) -> dict[str, Any]:
+        first = self.earlier["first_step_seconds"]
+        return {
+            "fit_seconds": self.earlier["fit_seconds"] + time.perf_counter() - self.began,
+            "first_step_seconds": self.first_step_seconds if first is None else first,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        seconds, first = state_dict.get("fit_seconds"), state_dict.get("first_step_seconds")
+        if not _seconds(seconds) or not (first is None or _seconds(first)):
+            raise ConfigError(f"the checkpoint's FitRecord state {state_dict!r} is not times in seconds")
+        self.earlier = {"fit_seconds": float(seconds), "first_step_seconds": first}
 
     @staticmethod
     def of(trainer: pl.Trainer) -> FitRecord:
@@ -162,8 +178,9 @@ class FitRecord(pl.Callback):
             "val_rel_error": self.error,
             "steps": trainer.global_step,
             "samples": trainer.global_step * trainer.datamodule.global_batch_size,
-            "fit_seconds": None if self.seconds is None else round(self.seconds, 2),
-            "first_step_seconds": None if self.first_step_seconds is None else round(self.first_step_seconds, 2),
+            "fit_seconds": None if self.seconds is None else round(self.earlier["fit_seconds"] + self.seconds, 2),
+            "command_fit_seconds": None if self.seconds is None else round(self.seconds, 2),
+            "first_step_seconds": _rounded(self.state_dict()["first_step_seconds"]),
             "generator": self.generator,
             "layer": self.layer,
             "solver": solver_name(model),
@@ -377,3 +394,11 @@ class Convergence(pl.Callback):
                 changes,
                 self.rel_tol,
             )
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
