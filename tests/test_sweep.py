@@ -4,6 +4,7 @@ sweeps (ROIR per job, the plot) and what a sweep logs to W&B."""
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,6 +70,21 @@ def test_a_failing_job_is_recorded_and_the_others_complete(failed_sweep):
     assert "| 1 | " in (sweep_dir / "summary.md").read_text()
     status = json.loads((sweep_dir / "1" / "status.json").read_text())
     assert status["status"] == "failed" and BAD_RANK in status["error"]
+
+
+def test_a_sweep_directory_holds_one_sweep(failed_sweep, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(failed_sweep[0], sweep_dir)
+    metrics = (sweep_dir / "0" / "metrics.json").read_text()
+    result = sweep(sweep_dir, "rank.parts=16,32")
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]
+    table = rows(sweep_dir)
+    assert [(r["job"], r["status"], r["parts"], r["val_rel_error"]) for r in table] == [
+        ("0", "failed", "", ""),
+        ("1", "failed", "", ""),
+    ]  # job 2 of the earlier sweep is not this sweep's, and no row carries another job's metrics
+    assert all("holds a job of another sweep" in r["error"] for r in table)
+    assert (sweep_dir / "0" / "metrics.json").read_text() == metrics  # the earlier sweep's results are kept
 
 
 def test_rerunning_a_sweep_resumes_unfinished_jobs_and_skips_completed_ones(failed_sweep):

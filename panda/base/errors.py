@@ -1,5 +1,11 @@
 """Errors the command line reports as one line, without a traceback: bad input (with what to do) and interruptions."""
 
+import errno
+
+from omegaconf.errors import OmegaConfBaseException
+
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 class PandaError(Exception):
     """Base class of the errors the command line reports as plain messages."""
@@ -32,3 +38,19 @@ class Interrupted(Exception):  # noqa: N818 (not an error: the run was stopped)
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def as_bad_input(error: BaseException) -> PandaError | None:
+    """``error`` as the one line of bad input it is: itself (a :class:`PandaError`), a full disk or an unwritable
+    directory, a key the config lacks (with what to do); ``None`` for any other error."""
+    if isinstance(error, PandaError):
+        return error
+    if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
+        return ConfigError(
+            f"cannot write {error.filename or 'a result'}: {error.strerror}; make room or make it writable, then run "
+            "the same command again (training resumes from its last checkpoint)"
+        )
+    if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+        reason = str(error.msg).splitlines()[0]
+        return ConfigError(f"the config has no value for {error.full_key}, which this command needs ({reason})")
+    return None

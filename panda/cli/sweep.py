@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from panda.base.errors import Interrupted, PandaError
+from panda.base.errors import Interrupted, as_bad_input
 from panda.base.files import METRICS_FILE, atomic_write, save_json
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ COLUMNS = [  # the roir/<region> columns of the jobs that measured ROIR (callbac
     "error",
 ]
 ROIR_PREFIX = "roir/"
+CLOCK_SKEW = 2.0  # seconds a job's file time may lag the sweep's start (a job on another node)
 
 
 def record(job_dir: str | Path, status: str, overrides: Sequence[str], error: str = "") -> None:
@@ -75,8 +77,18 @@ def sweep_job(task: Callable[[], T]) -> T | None:
     hydra = HydraConfig.get()
     job_dir, overrides = Path(hydra.runtime.output_dir), list(hydra.overrides.task)
     previous = read_status(job_dir)
-    if previous is not None and previous["status"] == COMPLETED and previous["overrides"] == overrides:
+    if previous is not None and previous["overrides"] != overrides:
+        error = (
+            f"{job_dir} holds a job of another sweep ({' '.join(previous['overrides'])}): a sweep directory holds one "
+            "sweep; pass another hydra.sweep.dir"
+        )
+        log.error("error: %s", error)
+        if rank_zero_only.rank == 0:
+            record(job_dir, FAILED, overrides, error)
+        return None
+    if previous is not None and previous["status"] == COMPLETED:
         log.info("job %s already completed (%s): not run again", hydra.job.num, job_dir / STATUS_FILE)
+        record(job_dir, COMPLETED, overrides)  # a job of this sweep (SweepSummary: the jobs recorded since it began)
         return None
 
     def note(status: str, error: str = "") -> None:  # the first process of a multi-process (DDP) job writes
@@ -90,36 +102,35 @@ def sweep_job(task: Callable[[], T]) -> T | None:
         log.error("%s", stop)
         note(INTERRUPTED, str(stop))
         sys.exit(stop.exit_code)  # as a single run exits; the requeued run records how it ends
-    except PandaError as error:
-        log.error("error: %s", error)
-        note(FAILED, str(error))
-        return None
     except UncompletedJobError as error:  # submitit's end of a job that reached its time limit too often
         log.error("%s", error)
         note(TIMED_OUT, str(error))
         return None
     except Exception as error:
-        log.exception("job %s failed", hydra.job.num)
-        note(FAILED, f"{type(error).__name__}: {error}")
+        problem = as_bad_input(error)
+        if problem is None:
+            log.exception("job %s failed", hydra.job.num)
+        else:
+            log.error("error: %s", problem)
+        note(FAILED, f"{type(error).__name__}: {error}" if problem is None else str(problem))
         return None
     note(COMPLETED)
     return result
 
 
-def summarize(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per job under ``sweep_dir`` (its ``status.json`` and, if it has one, its ``metrics.json``): the
-    :data:`COLUMNS` and the ``roir/<region>`` of any job; writes ``summary.csv`` and ``summary.md``."""
+def summarize(sweep_dir: str | Path, since: float = 0.0) -> list[dict[str, Any]]:
+    """One row per job under ``sweep_dir`` whose ``status.json`` was written at ``since`` (a :func:`time.time`) or
+    later, with its ``metrics.json`` when that is the same job's (the same overrides): the :data:`COLUMNS` and the
+    ``roir/<region>`` of any job; writes ``summary.csv`` and ``summary.md``."""
     sweep_dir = Path(sweep_dir)
     jobs = []
     for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"), key=lambda p: _job_key(p.parent.name)):
-        metrics_file = path.parent / METRICS_FILE
-        jobs.append(
-            (
-                path.parent,
-                json.loads(path.read_text()),
-                json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-            )
-        )
+        if path.stat().st_mtime < since:
+            continue  # a job of an earlier sweep in this directory
+        status, metrics_file = json.loads(path.read_text()), path.parent / METRICS_FILE
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        same = metrics.get("overrides", status["overrides"]) == status["overrides"]
+        jobs.append((path.parent, status, metrics if same else {}))
     regions = list(dict.fromkeys(k for _, _, metrics in jobs for k in metrics if k.startswith(ROIR_PREFIX)))
     at = COLUMNS.index("fit_seconds") + 1
     columns = [*COLUMNS[:at], *regions, *COLUMNS[at:]]
@@ -173,9 +184,14 @@ class SweepSummary(Callback):
     when the sweep logs there (``logger=wandb``: :func:`panda.training.loggers.log_sweep_summary`); then exits
     with code 1 if any job did not complete."""
 
+    began = 0.0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.began = time.time() - CLOCK_SKEW
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = summarize(sweep_dir)
+        rows = summarize(sweep_dir, self.began)
         log.info("sweep summary of %d jobs in %s", len(rows), sweep_dir / SUMMARY_MD)
         wandb = config.get("logger", {}).get("wandb")
         if wandb is not None:
