@@ -242,3 +242,16 @@ def test_resuming_a_finished_run_validates_its_factors_once(copy, monkeypatch):
     metrics = train(configured(copy))
     assert validations == [1] and metrics["steps"] == before["steps"]
     assert metrics["val_rel_error"] == pytest.approx(before["val_rel_error"], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["plain", "é run", "a,b", 'say "hi"', "back\\slash"])
+def test_the_printed_resume_command_names_the_directory_as_hydra_reads_it(tmp_path, name):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from panda.training.fit import resume_command
+
+    directory = tmp_path / name
+    words = shlex.split(resume_command(directory))
+    assert words[:2] == ["python", "train.py"]
+    override = OverridesParser.create().parse_override(words[-1])
+    assert override.key_or_group == "hydra.run.dir" and override.value() == str(directory)

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import psutil
 import pytorch_lightning as pl
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CUDAAccelerator, MPSAccelerator
 from pytorch_lightning.utilities import rank_zero_only
@@ -162,7 +164,7 @@ def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[]
     if not trainer.interrupted:
         return result
     name, code = ("SIGTERM", 128 + signal.SIGTERM) if trainer.received_sigterm else ("Ctrl-C", 128 + signal.SIGINT)
-    command = shlex.join(["python", "train.py", *_resume_overrides(), f"hydra.run.dir={output_dir}"])
+    command = resume_command(output_dir)
     if any((output_dir / CHECKPOINT_DIR / name).is_file() for name in RESUMABLE):
         hint = f"its checkpoints are in {output_dir / CHECKPOINT_DIR}; resume with: {command}"
     else:
@@ -170,9 +172,18 @@ def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[]
     raise Interrupted(f"training stopped by {name} at step {trainer.global_step}; {hint}", code)
 
 
-def _resume_overrides() -> list[str]:
-    """The command line's overrides without ``ckpt_path``: a re-run resumes from its directory's newest checkpoint."""
-    return [o for o in command_overrides() if not o.lstrip("+~").startswith("ckpt_path=")]
+def resume_command(output_dir: Path) -> str:
+    """The command that resumes the run in ``output_dir``: its overrides without ``ckpt_path`` (a re-run resumes
+    from its directory's newest checkpoint) and the directory, quoted for Hydra and for the shell."""
+    overrides = [o for o in command_overrides() if not o.lstrip("+~").startswith("ckpt_path=")]
+    directory = str(output_dir)
+    try:
+        plain = OverridesParser.create().parse_override(f"hydra.run.dir={directory}").value() == directory
+    except HydraException:
+        plain = False
+    if not plain:  # e.g. a non-ASCII, comma or quote in the path
+        directory = '"' + directory.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return shlex.join(["python", "train.py", *overrides, f"hydra.run.dir={directory}"])
 
 
 def check_accelerator(accelerator: str) -> None:
