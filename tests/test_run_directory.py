@@ -217,3 +217,54 @@ def test_training_time_sums_over_the_commands_that_trained_the_factors(trained, 
     assert again.returncode == 0
     third = json.loads((run / "metrics.json").read_text())
     assert third["fit_seconds"] >= second["fit_seconds"] - second["command_fit_seconds"]  # never only this command
+
+
+def _string_step(c: dict) -> None:
+    c["global_step"] = "4"
+
+
+def _junk_history(c: dict) -> None:
+    c["callbacks"]["PandaArtifacts"] = {"history": [["a", None]]}
+
+
+def _extra_weight(c: dict) -> None:
+    c["state_dict"]["Q"] = torch.zeros(2)
+
+
+def _junk_optimizer(c: dict) -> None:
+    c["optimizer_states"] = [{"junk": 1}]
+
+
+def _junk_loop(c: dict) -> None:
+    c["loops"]["fit_loop"] = 5
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (_string_step, "no checkpoint in"),
+        (_junk_history, "the checkpoint's PandaArtifacts history is not (step, error) pairs"),
+        (_extra_weight, "was saved for other settings: Q (now none)"),
+        (_junk_optimizer, "holds an optimizer state that does not load"),
+        (_junk_loop, "holds a loop state 'fit_loop' that is not Lightning's"),
+    ],
+)
+def test_a_damaged_checkpoint_state_is_one_line_and_nothing_is_rewritten(trained, tmp_path, tamper, message):
+    run = copy_of(trained, tmp_path)
+    path = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=True)
+    tamper(checkpoint)
+    torch.save(checkpoint, path)
+    (run / "checkpoints" / "interrupted.ckpt").unlink(missing_ok=True)
+    for other in (run / "checkpoints").glob("step*.ckpt"):
+        other.unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    done = run_script("train.py", *TINY, "trainer.max_steps=6", f"hydra.run.dir={run}", cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert message in output and "Traceback" not in output
+    assert "global_step '4'" in output or tamper is not _string_step
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k not in ("train.log", ".lock")} == {
+        k: v for k, v in before.items() if k != "train.log"
+    }

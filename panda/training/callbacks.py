@@ -282,7 +282,7 @@ class PandaArtifacts(pl.Callback):
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [tuple(h) for h in state_dict["history"]]
+        self.history = checked_history(state_dict, type(self).__name__)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -351,7 +351,7 @@ class Convergence(pl.Callback):
         return {"history": self.history}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [tuple(h) for h in state_dict["history"]]
+        self.history = checked_history(state_dict, type(self).__name__)
 
     def recent_changes(self) -> list[float]:
         """The relative changes of ``monitor`` at the last ``patience`` validations (fewer early on)."""
@@ -402,3 +402,19 @@ def _seconds(value: Any) -> bool:
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def checked_history(state: Any, name: str) -> list[tuple[int, float]]:
+    """The ``history`` of a checkpoint's callback ``state``: ``(step, error)`` pairs; a :class:`ConfigError` for
+    anything else (a damaged or crafted checkpoint), before training writes anything."""
+    history = state.get("history") if isinstance(state, dict) else None
+    if not isinstance(history, list) or not all(
+        isinstance(h, (list, tuple))
+        and len(h) == 2
+        and isinstance(h[0], int)
+        and not isinstance(h[0], bool)
+        and isinstance(h[1], float)
+        for h in history
+    ):
+        raise ConfigError(f"the checkpoint's {name} history is not (step, error) pairs: the checkpoint is damaged")
+    return [(int(step), float(error)) for step, error in history]

@@ -10,6 +10,7 @@ same), so a checkpoint file cannot run code.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -58,7 +59,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in ("state_dict", "global_step", "optimizer_states", "loops") if k not in checkpoint]
     if missing:
         raise ConfigError(f"{path} is not a Lightning training checkpoint (it lacks {', '.join(missing)})")
-    for name, state in (checkpoint.get("callbacks") or {}).items():
+    kinds = {"state_dict": dict, "optimizer_states": list, "loops": dict, "callbacks": dict, "lr_schedulers": list}
+    wrong = [key for key, kind in kinds.items() if key in checkpoint and not isinstance(checkpoint[key], kind)]
+    step = checkpoint["global_step"]
+    if wrong or isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        what = f"its {wrong[0]} is a {type(checkpoint[wrong[0]]).__name__}" if wrong else f"global_step {step!r}"
+        raise ConfigError(f"{path} is not a usable Lightning training checkpoint ({what})")
+    for name, state in checkpoint.get("callbacks", {}).items():
         if isinstance(name, str) and name.startswith("ModelCheckpoint") and isinstance(state, dict):
             _confine(state, Path(os.path.realpath(Path(path).parent)))
     return checkpoint
@@ -193,23 +200,47 @@ def check_checkpoint(path: Path, checkpoint: dict[str, Any], model: pl.Lightning
     ]
     state, expected = checkpoint["state_dict"], model.state_dict()
     for name, tensor in expected.items():
-        found = state.get(name) if isinstance(state, dict) else None
+        found = state.get(name)
         if not isinstance(found, torch.Tensor) or found.shape != tensor.shape:
             shape = list(found.shape) if isinstance(found, torch.Tensor) else "none"
             differ.append(f"{name} of shape {shape} (now {list(tensor.shape)})")
+    differ += [f"{name} (now none)" for name in state if name not in expected]
     if differ:
         raise ConfigError(f"checkpoint {path} was saved for other settings: {', '.join(differ)}")
+    _check_states(path, checkpoint, model)
+
+
+def _check_states(path: Path, checkpoint: dict[str, Any], model: pl.LightningModule) -> None:
+    """A :class:`ConfigError` when the optimizer's or the loops' state of ``checkpoint`` would not load (a damaged or
+    crafted checkpoint), before training starts."""
+    states = checkpoint["optimizer_states"]
+    try:
+        if len(states) != 1:
+            raise ValueError(f"{len(states)} optimizer states for one optimizer")
+        copy.deepcopy(model.solver).load_state_dict(states[0])
+    except (ValueError, KeyError, TypeError, IndexError, RuntimeError, AttributeError) as error:
+        raise ConfigError(f"checkpoint {path} holds an optimizer state that does not load ({error})") from None
+    junk = [name for name, loop in checkpoint["loops"].items() if not isinstance(loop, dict)]
+    if junk:
+        raise ConfigError(f"checkpoint {path} holds a loop state {junk[0]!r} that is not Lightning's")
 
 
 def _directory_checkpoint(output_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest readable checkpoint of the run directory (highest step) and its contents; an unreadable one (a
-    disk that filled up while an older panda wrote it) is skipped with a warning."""
-    found = []
+    disk that filled up while an older panda wrote it) is skipped with a warning, and when none is readable the
+    run is refused rather than started over (which would rewrite the directory's results)."""
+    found, skipped = [], []
     for path in sorted((output_dir / CHECKPOINT_DIR).glob("*.ckpt")):
         try:
             found.append((path, read_checkpoint(path)))
         except ConfigError as error:
             log.warning("%s; skipped", error)
+            skipped.append(path.name)
+    if skipped and not found:
+        raise ConfigError(
+            f"no checkpoint in {output_dir / CHECKPOINT_DIR} is readable ({', '.join(skipped)}): move them away to "
+            "train anew there, or pass another hydra.run.dir"
+        )
     return max(found, key=lambda item: item[1]["global_step"], default=None)
 
 
