@@ -268,3 +268,27 @@ def test_a_damaged_checkpoint_state_is_one_line_and_nothing_is_rewritten(trained
     assert {k: v for k, v in after.items() if k not in ("train.log", ".lock")} == {
         k: v for k, v in before.items() if k != "train.log"
     }
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root")
+@pytest.mark.parametrize("task", ["train", "name"])
+def test_a_read_only_run_directory_is_one_line(trained, tmp_path, task):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("this machine does not let tmpfs be mounted")
+    try:
+        run = disk / "run"
+        shutil.copytree(trained, run, ignore=shutil.ignore_patterns("*.png", "wandb", ".lock"))
+        before = (run / "factors.pt").read_bytes()
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        if task == "train":
+            done = run_script("train.py", *TINY, "trainer.max_steps=8", f"hydra.run.dir={run}", cwd=tmp_path)
+        else:  # names the parts (none found on made-up faces, or stored): writes into the run's factors.pt
+            done = run_script("evaluate.py", "task=name", f"run={run}", f"hydra.run.dir={tmp_path / 'out'}")
+        output = done.stdout + done.stderr
+        assert done.returncode == 2, output[-3000:]
+        assert ("is read-only" in output or "Read-only file system" in output) and "Traceback" not in output
+        assert (run / "factors.pt").read_bytes() == before
+    finally:
+        subprocess.run(["umount", str(disk)])

@@ -98,6 +98,14 @@ def check_links(directory: str | Path) -> None:
                     )
 
 
+def check_writable(directory: Path) -> None:
+    """A :class:`ConfigError` when ``directory`` cannot be written (a read-only file system or directory) or a link
+    inside it leads out of it (:func:`check_links`)."""
+    check_links(directory)
+    if not os.access(directory, os.W_OK) or os.statvfs(directory).f_flag & os.ST_RDONLY:
+        raise ConfigError(f"{directory} is read-only: make it writable, or pass another directory")
+
+
 def locked_by_another(directory: str | Path) -> bool:
     """Whether a live process other than this one holds ``directory``'s lock (:func:`lock_directory`)."""
     path = Path(directory) / LOCK_FILE

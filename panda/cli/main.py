@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from panda.base.config import check_overrides
 from panda.base.errors import BusyError, Interrupted, PandaError, as_bad_input
-from panda.base.files import LOCK_FILE, locked_by_another
+from panda.base.files import LOCK_FILE, check_writable, locked_by_another
 from panda.base.multirun import in_multirun
 from panda.cli.sweep import sweep_job
 
@@ -61,6 +61,10 @@ def check_command_line(config_name: str) -> None:
     args = get_args_parser().parse_args()
     try:
         check_overrides(args.overrides, args.config_name or config_name, multirun=args.multirun)
+        for override in args.overrides:  # Hydra writes its files into a given directory before panda starts
+            key, _, value = override.partition("=")
+            if key in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_dir():
+                check_writable(Path(value))
     except PandaError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
