@@ -15,7 +15,7 @@ import io
 import json
 import logging
 import sys
-import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,12 +50,15 @@ COLUMNS = [  # the roir/<region> columns of the jobs that measured ROIR (callbac
     "error",
 ]
 ROIR_PREFIX = "roir/"
-CLOCK_SKEW = 2.0  # seconds a job's file time may lag the sweep's start (a job on another node)
+SWEEP_FILE = ".sweep"  # in the sweep directory: the id of the sweep running there, recorded by each of its jobs
 
 
 def record(job_dir: str | Path, status: str, overrides: Sequence[str], error: str = "") -> None:
-    """Write the job's ``status.json`` atomically."""
-    save_json({"status": status, "overrides": list(overrides), "error": error}, Path(job_dir) / STATUS_FILE)
+    """Write the job's ``status.json`` atomically, with the id of the sweep running in its sweep directory."""
+    marker = Path(job_dir).parent / SWEEP_FILE
+    sweep = marker.read_text().strip() if marker.is_file() else None
+    state = {"status": status, "overrides": list(overrides), "error": error, "sweep": sweep}
+    save_json(state, Path(job_dir) / STATUS_FILE)
 
 
 def read_status(job_dir: str | Path) -> dict[str, Any] | None:
@@ -88,7 +91,7 @@ def sweep_job(task: Callable[[], T]) -> T | None:
         return None
     if previous is not None and previous["status"] == COMPLETED:
         log.info("job %s already completed (%s): not run again", hydra.job.num, job_dir / STATUS_FILE)
-        record(job_dir, COMPLETED, overrides)  # a job of this sweep (SweepSummary: the jobs recorded since it began)
+        record(job_dir, COMPLETED, overrides)  # a job of this sweep too (its summary lists this sweep's jobs)
         return None
 
     def note(status: str, error: str = "") -> None:  # the first process of a multi-process (DDP) job writes
@@ -118,16 +121,16 @@ def sweep_job(task: Callable[[], T]) -> T | None:
     return result
 
 
-def summarize(sweep_dir: str | Path, since: float = 0.0) -> list[dict[str, Any]]:
-    """One row per job under ``sweep_dir`` whose ``status.json`` was written at ``since`` (a :func:`time.time`) or
-    later, with its ``metrics.json`` when that is the same job's (the same overrides): the :data:`COLUMNS` and the
-    ``roir/<region>`` of any job; writes ``summary.csv`` and ``summary.md``."""
+def summarize(sweep_dir: str | Path, sweep: str | None = None) -> list[dict[str, Any]]:
+    """One row per job under ``sweep_dir`` (of the sweep with id ``sweep`` alone, when given), with its
+    ``metrics.json`` when that is the same job's (the same overrides): the :data:`COLUMNS` and the ``roir/<region>``
+    of any job; writes ``summary.csv`` and ``summary.md``."""
     sweep_dir = Path(sweep_dir)
     jobs = []
     for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"), key=lambda p: _job_key(p.parent.name)):
-        if path.stat().st_mtime < since:
-            continue  # a job of an earlier sweep in this directory
         status, metrics_file = json.loads(path.read_text()), path.parent / METRICS_FILE
+        if sweep is not None and status.get("sweep") != sweep:
+            continue  # a job of an earlier sweep in this directory
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         same = metrics.get("overrides", status["overrides"]) == status["overrides"]
         jobs.append((path.parent, status, metrics if same else {}))
@@ -184,14 +187,15 @@ class SweepSummary(Callback):
     when the sweep logs there (``logger=wandb``: :func:`panda.training.loggers.log_sweep_summary`); then exits
     with code 1 if any job did not complete."""
 
-    began = 0.0
+    sweep: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.began = time.time() - CLOCK_SKEW
+        self.sweep = uuid.uuid4().hex
+        atomic_write(Path(config.hydra.sweep.dir) / SWEEP_FILE, self.sweep.encode())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = summarize(sweep_dir, self.began)
+        rows = summarize(sweep_dir, self.sweep)
         log.info("sweep summary of %d jobs in %s", len(rows), sweep_dir / SUMMARY_MD)
         wandb = config.get("logger", {}).get("wandb")
         if wandb is not None:
