@@ -418,3 +418,14 @@ def test_an_ablation_sweep_measures_roir_and_logs_each_job_to_one_wandb_group(tm
     assert summary["group"] == "multirun/ablation_ranks"
     assert summary["artifacts"]["sweep-summary"] == {"summary.csv", "summary.md"}
     assert any(f.startswith("media/table/summary_") for f in summary["files"])
+
+
+def test_a_longer_budget_continues_the_same_sweep(failed_sweep, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(failed_sweep[0], sweep_dir)
+    result = sweep(sweep_dir, "rank.parts=4,0,8", "trainer.max_steps=6")
+    assert result.returncode == 1, (result.stdout + result.stderr)[-3000:]  # job 1 (rank.parts=0) still fails
+    table = rows(sweep_dir)
+    expected = [("0", "completed", "6"), ("1", "failed", ""), ("2", "completed", "6")]
+    assert [(r["job"], r["status"], r["steps"]) for r in table] == expected
+    assert "another sweep" not in table[1]["error"]

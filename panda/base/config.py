@@ -30,6 +30,8 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from panda.base.errors import ConfigError, PandaError, WeightsError
 from panda.base.resources import cache_dir, config_dir
 
+MAX_JOBS = 16  # a sweep composed job by job before it starts; a larger one value by value
+
 
 def instantiate(config: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, except that a :class:`PandaError` raised while building (bad
@@ -110,13 +112,27 @@ def check_overrides(overrides: Sequence[str], config_name: str, multirun: bool =
                 added_key = override.is_add() or override.is_force_add()
                 added_key = added_key and not loader.get_group_options(override.key_or_group)
                 choices.append([(line, line.lstrip("+") if added_key else line) for line in lines])
-            for job in itertools.product(*choices):
+            for job in _jobs(choices):
                 given, as_overrides = [line for line, _ in job], [plain for _, plain in job]
                 hydra.compose(config_name, overrides=given)
                 if as_overrides != given:  # an added key must be one an override may set
                     hydra.compose(config_name, overrides=as_overrides)
     except (HydraException, ValueError) as error:  # a group override of null is a ValueError of Hydra's
         raise ConfigError(_one_line(error)) from None
+
+
+def _jobs(choices: list[list[Any]]) -> Iterator[tuple[Any, ...]]:
+    """The jobs to compose for a sweep whose overrides take ``choices``: every job of a small sweep; of a large one
+    (more than :data:`MAX_JOBS`), each value of each override with the others at their first (linear, not a
+    product)."""
+    if math.prod(len(c) for c in choices) <= MAX_JOBS:
+        yield from itertools.product(*choices)
+        return
+    first = [c[0] for c in choices]
+    yield tuple(first)
+    for index, values in enumerate(choices):
+        for value in values[1:]:
+            yield (*first[:index], value, *first[index + 1 :])
 
 
 def _one_line(error: Exception) -> str:

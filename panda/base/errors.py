@@ -2,9 +2,7 @@
 
 import errno
 
-from omegaconf.errors import OmegaConfBaseException
-
-WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 
 class PandaError(Exception):
@@ -45,12 +43,14 @@ def as_bad_input(error: BaseException) -> PandaError | None:
     directory, a key the config lacks (with what to do); ``None`` for any other error."""
     if isinstance(error, PandaError):
         return error
-    if isinstance(error, OSError) and error.errno in WRITE_ERRORS:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return ConfigError(
-            f"cannot write {error.filename or 'a result'}: {error.strerror}; make room or make it writable, then run "
-            "the same command again (training resumes from its last checkpoint)"
+            f"cannot write {error.filename or 'a result'}: {error.strerror}; make room, then run the same command "
+            "again (training resumes from its last checkpoint)"
         )
-    if isinstance(error, OmegaConfBaseException) and getattr(error, "full_key", None):
+    if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ConfigError(f"{error.filename or 'a file'}: {error.strerror}; fix its permissions, or use another one")
+    if isinstance(error, (MissingMandatoryValue, ConfigKeyError, ConfigAttributeError)) and error.full_key:
         reason = str(error.msg).splitlines()[0]
         return ConfigError(f"the config has no value for {error.full_key}, which this command needs ({reason})")
     return None

@@ -106,18 +106,21 @@ def check_writable(directory: Path) -> None:
         raise ConfigError(f"{directory} is read-only: make it writable, or pass another directory")
 
 
-def locked_by_another(directory: str | Path) -> bool:
-    """Whether a live process other than this one holds ``directory``'s lock (:func:`lock_directory`)."""
+@contextlib.contextmanager
+def lock_if_free(directory: str | Path) -> Iterator[bool]:
+    """Within: ``directory``'s lock (:func:`lock_directory`) held by this process unless another live process holds
+    it; yields whether this process holds it (a directory without a lock file: ``True``)."""
     path = Path(directory) / LOCK_FILE
     if path.is_symlink() or not path.is_file():
-        return False
+        yield True
+        return
     with open(path) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
+            yield False
+            return
+        yield True
 
 
 @contextlib.contextmanager

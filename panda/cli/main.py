@@ -13,10 +13,11 @@ from typing import TypeVar
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from panda.base.config import check_overrides
 from panda.base.errors import BusyError, Interrupted, PandaError, as_bad_input
-from panda.base.files import LOCK_FILE, check_writable, locked_by_another
+from panda.base.files import LOCK_FILE, check_writable, lock_if_free
 from panda.base.multirun import in_multirun
 from panda.cli.sweep import sweep_job
 
@@ -61,10 +62,10 @@ def check_command_line(config_name: str) -> None:
     args = get_args_parser().parse_args()
     try:
         check_overrides(args.overrides, args.config_name or config_name, multirun=args.multirun)
-        for override in args.overrides:  # Hydra writes its files into a given directory before panda starts
-            key, _, value = override.partition("=")
-            if key in ("hydra.run.dir", "hydra.sweep.dir") and Path(value).is_dir():
-                check_writable(Path(value))
+        for override in OverridesParser.create().parse_overrides(args.overrides):  # Hydra writes into it first
+            directory = None if override.is_sweep_override() else Path(str(override.value()))
+            if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and directory and directory.is_dir():
+                check_writable(directory)
     except PandaError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -80,9 +81,10 @@ def remove_stub() -> None:
     out = Path(hydra.runtime.output_dir).resolve()
     if not out.is_dir() or {p.name for p in out.iterdir()} - {hydra.output_subdir, f"{hydra.job.name}.log", LOCK_FILE}:
         return
-    if locked_by_another(out):  # a live run's directory, whatever it holds so far
-        return
-    shutil.rmtree(out)
+    with lock_if_free(out) as free:
+        if not free:  # a live run's directory, whatever it holds so far
+            return
+        shutil.rmtree(out)
     cwd = Path(hydra.runtime.cwd).resolve()
     for parent in out.parents:
         if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):

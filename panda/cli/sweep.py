@@ -80,7 +80,7 @@ def sweep_job(task: Callable[[], T]) -> T | None:
     hydra = HydraConfig.get()
     job_dir, overrides = Path(hydra.runtime.output_dir), list(hydra.overrides.task)
     previous = read_status(job_dir)
-    if previous is not None and previous["overrides"] != overrides:
+    if previous is not None and _settings(previous["overrides"]) != _settings(overrides):
         error = (
             f"{job_dir} holds a job of another sweep ({' '.join(previous['overrides'])}): a sweep directory holds one "
             "sweep; pass another hydra.sweep.dir"
@@ -89,7 +89,7 @@ def sweep_job(task: Callable[[], T]) -> T | None:
         if rank_zero_only.rank == 0:
             record(job_dir, FAILED, overrides, error)
         return None
-    if previous is not None and previous["status"] == COMPLETED:
+    if previous is not None and previous["status"] == COMPLETED and previous["overrides"] == overrides:
         log.info("job %s already completed (%s): not run again", hydra.job.num, job_dir / STATUS_FILE)
         record(job_dir, COMPLETED, overrides)  # a job of this sweep too (its summary lists this sweep's jobs)
         return None
@@ -119,6 +119,14 @@ def sweep_job(task: Callable[[], T]) -> T | None:
         return None
     note(COMPLETED)
     return result
+
+
+def _settings(overrides: Sequence[str]) -> list[str]:
+    """The overrides that change a job's results: a longer ``trainer.max_steps``, a logger, ... continue the same
+    job (:func:`panda.training.checkpoints.may_differ`)."""
+    from panda.training.checkpoints import may_differ  # imported here, as Lightning is: after Hydra's logging
+
+    return [o for o in overrides if not may_differ(o.split("=", 1)[0].lstrip("+~"))]
 
 
 def summarize(sweep_dir: str | Path, sweep: str | None = None) -> list[dict[str, Any]]:

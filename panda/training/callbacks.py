@@ -239,7 +239,8 @@ class PartNames(pl.Callback):
 
 
 class SaveFactors(pl.Callback):
-    """Once every ``on_fit_end`` hook has run (``teardown``), rank 0 writes the factors to ``factors.pt``
+    """Once training has ended (``on_fit_end``, after :class:`PartNames` and before the pictures and the ROIR in the
+    config's order, so that a failure of theirs keeps the factors), rank 0 writes the factors to ``factors.pt``
     (:func:`panda.base.factors_file.save_factors`, atomically), with the part labels when they are named.
 
     Args:
@@ -253,8 +254,8 @@ class SaveFactors(pl.Callback):
         self.path = Path(output_dir) / FACTORS_FILE
         self.generator, self.layer, self.config = generator, layer, config
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and trainer.is_global_zero:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
             labels, scores = part_labels(pl_module)
             save_factors(pl_module, self.generator, self.layer, self.config, self.path, labels, scores)
 

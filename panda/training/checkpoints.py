@@ -28,7 +28,7 @@ from panda.base.files import load_plain, save_torch
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"  # under the run directory, as conf/callbacks/default.yaml writes them
-RESUMABLE = ("last.ckpt", "interrupted.ckpt")
+PREFERRED = ("last.ckpt",)
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")  # of a ModelCheckpoint state
 CONFIG_KEY = "panda_config"  # the resolved training config, stored in every checkpoint
 # Keys that may differ between a run and the run it resumes: where things are written, how often
@@ -149,7 +149,7 @@ class InterruptCheckpoint(pl.Callback):
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key stored (now current)`` for every key outside :data:`MAY_DIFFER` whose values differ."""
     old, new = _flatten(stored), _flatten(current)
-    keys = sorted(k for k in old.keys() | new.keys() if not any(_under(k, p) for p in MAY_DIFFER))
+    keys = sorted(k for k in old.keys() | new.keys() if not may_differ(k))
     pairs = {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in keys}
     return [f"{k}={was} (now {now})" for k, (was, now) in pairs.items() if was != now]
 
@@ -229,25 +229,34 @@ def _directory_checkpoint(output_dir: Path) -> tuple[Path, dict[str, Any]] | Non
     """The newest readable checkpoint of the run directory (highest step) and its contents; an unreadable one (a
     disk that filled up while an older panda wrote it) is skipped with a warning, and when none is readable the
     run is refused rather than started over (which would rewrite the directory's results)."""
-    found, skipped = [], []
-    for path in sorted((output_dir / CHECKPOINT_DIR).glob("*.ckpt")):
+    newest, skipped = None, []
+    paths = sorted((output_dir / CHECKPOINT_DIR).glob("*.ckpt"), key=lambda p: (p.name not in PREFERRED, p.name))
+    for path in paths:  # on a tie of steps, last.ckpt
         try:
-            found.append((path, read_checkpoint(path)))
+            checkpoint = read_checkpoint(path)
         except ConfigError as error:
             log.warning("%s; skipped", error)
             skipped.append(path.name)
-    if skipped and not found:
+            continue
+        if newest is None or checkpoint["global_step"] > newest[1]["global_step"]:
+            newest = (path, checkpoint)
+    if skipped and newest is None:
         raise ConfigError(
             f"no checkpoint in {output_dir / CHECKPOINT_DIR} is readable ({', '.join(skipped)}): move them away to "
             "train anew there, or pass another hydra.run.dir"
         )
-    return max(found, key=lambda item: item[1]["global_step"], default=None)
+    return newest
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(node, dict) and node:
         return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
     return {prefix[:-1]: node}
+
+
+def may_differ(key: str) -> bool:
+    """Whether the config key ``key`` may differ between a run and the run it resumes (:data:`MAY_DIFFER`)."""
+    return any(_under(key, prefix) for prefix in MAY_DIFFER)
 
 
 def _under(key: str, prefix: str) -> bool:

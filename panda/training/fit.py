@@ -31,7 +31,6 @@ from panda.base.progress import console, quiet_lightning
 from panda.training.callbacks import FitRecord, command_overrides
 from panda.training.checkpoints import (
     CHECKPOINT_DIR,
-    RESUMABLE,
     SafeCheckpointIO,
     check_checkpoint,
     resume_checkpoint,
@@ -165,7 +164,7 @@ def _until_interrupted(trainer: pl.Trainer, output_dir: Path, stage: Callable[[]
         return result
     name, code = ("SIGTERM", 128 + signal.SIGTERM) if trainer.received_sigterm else ("Ctrl-C", 128 + signal.SIGINT)
     command = resume_command(output_dir)
-    if any((output_dir / CHECKPOINT_DIR / name).is_file() for name in RESUMABLE):
+    if any((output_dir / CHECKPOINT_DIR).glob("*.ckpt")):  # a re-run resumes from the newest readable one
         hint = f"its checkpoints are in {output_dir / CHECKPOINT_DIR}; resume with: {command}"
     else:
         hint = f"no checkpoint was written, so a new run starts over: {command}"

@@ -168,7 +168,10 @@ def generator_config(factors: dict[str, Any], source: Path) -> DictConfig:
     composed = gen_config(name)
     merged = _merge_plain(OmegaConf.to_container(composed, resolve=False), gen, "gen", origin, source)
     resolved = OmegaConf.to_container(OmegaConf.create({"gen": composed}), resolve=True)["gen"]
-    _check_urls(merged, set(_strings(resolved)), "gen", origin, source)
+    cache_name = (merged.get("net") or {}).get("cache_name")
+    if cache_name != (resolved.get("net") or {}).get("cache_name"):
+        raise ConfigError(f"gen.net.cache_name in the config stored in {source} is not the one of {origin}")
+    _check_urls(merged, set(_strings(resolved)), cache_name, "gen", origin, source)
     return OmegaConf.create({"gen": merged}).gen
 
 
@@ -204,17 +207,20 @@ def _strings(node: Any) -> list[str]:
     return [node] if isinstance(node, str) else []
 
 
-def _check_urls(node: Any, allowed: set[str], key: str, origin: str, source: Path) -> None:
-    """A :class:`ConfigError` for a URL in ``node`` that ``origin`` does not name and that is not downloaded already:
-    opening a run never fetches what its file names."""
-    if isinstance(node, dict):
-        for name, value in node.items():
-            _check_urls(value, allowed, f"{key}.{name}", origin, source)
-    elif isinstance(node, str) and is_url(node) and node not in allowed and not cached_path(node).is_file():
-        raise ConfigError(
-            f"{key} in the config stored in {source} names the URL {node}, which {origin} does not: opening a run "
-            f"downloads nothing it names; to use that file, download it yourself and place it at {cached_path(node)}"
-        )
+def _check_urls(node: Any, allowed: set[str], cache_name: str | None, key: str, origin: str, source: Path) -> None:
+    """A :class:`ConfigError` for a URL in ``node`` that ``origin`` does not name and that is not downloaded already
+    (as ``cache_name``, when the config names its file so): opening a run never fetches what its file names."""
+    if isinstance(node, (dict, list)):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for name, value in items:
+            _check_urls(value, allowed, cache_name, f"{key}.{name}", origin, source)
+    elif isinstance(node, str) and is_url(node) and node not in allowed:
+        cached = cached_path(node, cache_name)
+        if not cached.is_file():
+            raise ConfigError(
+                f"{key} in the config stored in {source} names the URL {node}, which {origin} does not: opening a run "
+                f"downloads nothing it names; to use that file, download it yourself and place it at {cached}"
+            )
 
 
 def _is_special(name: Any) -> bool:
