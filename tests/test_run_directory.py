@@ -4,11 +4,13 @@ one that cannot be read."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -161,16 +163,27 @@ def test_a_resume_skips_an_unreadable_checkpoint_for_the_newest_readable_one(tra
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root")
-def test_a_full_disk_leaves_no_empty_checkpoint_and_the_run_resumes_once_there_is_room(trained, tmp_path):
+@contextlib.contextmanager
+def run_on_small_disk(trained: Path, tmp_path: Path, size: str) -> Iterator[Path]:
+    """A copy of ``trained`` (no pictures) on a tmpfs of ``size`` of its own, unmounted afterwards; skips the test
+    where tmpfs cannot be mounted (not root)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)]).returncode != 0:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)]).returncode != 0:
         pytest.skip("this machine does not let tmpfs be mounted")
     try:
         run = disk / "run"
         shutil.copytree(trained, run, ignore=shutil.ignore_patterns("*.png", "wandb", ".lock"))
-        filler = disk / "filler"
+        yield run
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_full_disk_leaves_no_empty_checkpoint_and_the_run_resumes_once_there_is_room(trained, tmp_path):
+    with run_on_small_disk(trained, tmp_path, "2m") as run:
+        filler = run.parent / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
         full = run_script("train.py", *TINY, "trainer.max_steps=8", f"hydra.run.dir={run}", cwd=tmp_path)
         output = full.stdout + full.stderr
@@ -183,8 +196,6 @@ def test_a_full_disk_leaves_no_empty_checkpoint_and_the_run_resumes_once_there_i
         done = run_script("train.py", *TINY, "trainer.max_steps=8", f"hydra.run.dir={run}", cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 def test_read_checkpoint_still_refuses_what_is_not_a_checkpoint(tmp_path):
@@ -270,25 +281,16 @@ def test_a_damaged_checkpoint_state_is_one_line_and_nothing_is_rewritten(trained
     }
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root")
 @pytest.mark.parametrize("task", ["train", "name"])
 def test_a_read_only_run_directory_is_one_line(trained, tmp_path, task):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode != 0:
-        pytest.skip("this machine does not let tmpfs be mounted")
-    try:
-        run = disk / "run"
-        shutil.copytree(trained, run, ignore=shutil.ignore_patterns("*.png", "wandb", ".lock"))
+    with run_on_small_disk(trained, tmp_path, "4m") as run:
         before = (run / "factors.pt").read_bytes()
-        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(run.parent)], check=True)
         if task == "train":
             done = run_script("train.py", *TINY, "trainer.max_steps=8", f"hydra.run.dir={run}", cwd=tmp_path)
-        else:  # names the parts (none found on made-up faces, or stored): writes into the run's factors.pt
+        else:  # names the parts, then stores their labels in the run's factors.pt
             done = run_script("evaluate.py", "task=name", f"run={run}", f"hydra.run.dir={tmp_path / 'out'}")
         output = done.stdout + done.stderr
         assert done.returncode == 2, output[-3000:]
         assert ("is read-only" in output or "Read-only file system" in output) and "Traceback" not in output
         assert (run / "factors.pt").read_bytes() == before
-    finally:
-        subprocess.run(["umount", str(disk)])

@@ -80,24 +80,23 @@ def sweep_job(task: Callable[[], T]) -> T | None:
     hydra = HydraConfig.get()
     job_dir, overrides = Path(hydra.runtime.output_dir), list(hydra.overrides.task)
     previous = read_status(job_dir)
+
+    def note(status: str, error: str = "") -> None:  # the first process of a multi-process (DDP) job writes
+        if rank_zero_only.rank == 0:
+            record(job_dir, status, overrides, error)
+
     if previous is not None and _settings(previous["overrides"]) != _settings(overrides):
         error = (
             f"{job_dir} holds a job of another sweep ({' '.join(previous['overrides'])}): a sweep directory holds one "
             "sweep; pass another hydra.sweep.dir"
         )
         log.error("error: %s", error)
-        if rank_zero_only.rank == 0:
-            record(job_dir, FAILED, overrides, error)
+        note(FAILED, error)
         return None
     if previous is not None and previous["status"] == COMPLETED and previous["overrides"] == overrides:
         log.info("job %s already completed (%s): not run again", hydra.job.num, job_dir / STATUS_FILE)
-        record(job_dir, COMPLETED, overrides)  # a job of this sweep too (its summary lists this sweep's jobs)
+        note(COMPLETED)  # recorded for this sweep too (its summary lists this sweep's jobs)
         return None
-
-    def note(status: str, error: str = "") -> None:  # the first process of a multi-process (DDP) job writes
-        if rank_zero_only.rank == 0:
-            record(job_dir, status, overrides, error)
-
     note("running")
     try:
         result = task()

@@ -122,20 +122,17 @@ class FitRecord(pl.Callback):
         self.seconds: float | None = None
         self.first_step_seconds: float | None = None
         self.error: float | None = None  # of the factors as they are now, once validated
-        self.earlier: dict[str, float | None] = {"fit_seconds": 0.0, "first_step_seconds": None}  # of earlier commands
+        self.earlier_seconds = 0.0  # of the commands that trained the factors before this one
 
     def state_dict(self) -> dict[str, Any]:
-        first = self.earlier["first_step_seconds"]
-        return {
-            "fit_seconds": self.earlier["fit_seconds"] + time.perf_counter() - self.began,
-            "first_step_seconds": self.first_step_seconds if first is None else first,
-        }
+        seconds = self.earlier_seconds + time.perf_counter() - self.began
+        return {"fit_seconds": seconds, "first_step_seconds": self.first_step_seconds}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         seconds, first = state_dict.get("fit_seconds"), state_dict.get("first_step_seconds")
         if not _seconds(seconds) or not (first is None or _seconds(first)):
             raise ConfigError(f"the checkpoint's FitRecord state {state_dict!r} is not times in seconds")
-        self.earlier = {"fit_seconds": float(seconds), "first_step_seconds": first}
+        self.earlier_seconds, self.first_step_seconds = float(seconds), first  # the first command's start-up
 
     @staticmethod
     def of(trainer: pl.Trainer) -> FitRecord:
@@ -178,9 +175,9 @@ class FitRecord(pl.Callback):
             "val_rel_error": self.error,
             "steps": trainer.global_step,
             "samples": trainer.global_step * trainer.datamodule.global_batch_size,
-            "fit_seconds": None if self.seconds is None else round(self.earlier["fit_seconds"] + self.seconds, 2),
+            "fit_seconds": None if self.seconds is None else round(self.earlier_seconds + self.seconds, 2),
             "command_fit_seconds": None if self.seconds is None else round(self.seconds, 2),
-            "first_step_seconds": _rounded(self.state_dict()["first_step_seconds"]),
+            "first_step_seconds": None if self.first_step_seconds is None else round(self.first_step_seconds, 2),
             "generator": self.generator,
             "layer": self.layer,
             "solver": solver_name(model),
@@ -400,9 +397,6 @@ class Convergence(pl.Callback):
 def _seconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
 
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
 
 
 def checked_history(state: Any, name: str) -> list[tuple[int, float]]:

@@ -28,7 +28,7 @@ from panda.base.files import load_plain, save_torch
 
 log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"  # under the run directory, as conf/callbacks/default.yaml writes them
-PREFERRED = ("last.ckpt",)
+LAST = "last.ckpt"  # resumed from on a tie of steps
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")  # of a ModelCheckpoint state
 CONFIG_KEY = "panda_config"  # the resolved training config, stored in every checkpoint
 # Keys that may differ between a run and the run it resumes: where things are written, how often
@@ -159,7 +159,8 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str
 
     Raises:
         ConfigError: the directory holds the checkpoint or factors of a run with other settings,
-            or ``ckpt_path`` is missing, unreadable or from a run with other settings.
+            or ``ckpt_path`` is missing, unreadable or from a run with other settings, or the checkpoint holds
+            more steps than ``trainer.max_steps`` (finishing would rewrite its factors as fewer).
     """
     current = OmegaConf.to_container(cfg, resolve=True)
     found = _directory_checkpoint(output_dir)
@@ -176,9 +177,18 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> tuple[Path, dict[str
                 f"{output_dir} belongs to a run with other settings (in {source.name}): {', '.join(differ)}; "
                 "pass another hydra.run.dir, or the same settings to resume it"
             )
-    if not cfg.get("ckpt_path"):
-        return found
-    path = Path(cfg.ckpt_path)
+    resume = _given_checkpoint(Path(cfg.ckpt_path), current) if cfg.get("ckpt_path") else found
+    if resume is not None and resume[1]["global_step"] > cfg.trainer.max_steps:
+        step = resume[1]["global_step"]
+        raise ConfigError(
+            f"{resume[0]} holds factors trained for {step} steps, more than trainer.max_steps="
+            f"{cfg.trainer.max_steps}: pass trainer.max_steps>={step} to keep them, or another hydra.run.dir"
+        )
+    return resume
+
+
+def _given_checkpoint(path: Path, current: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint ``ckpt_path`` names and its contents, checked against the ``current`` config."""
     if not path.is_file():
         raise ConfigError(
             f"ckpt_path={path} does not exist; pass a checkpoint file such as outputs/<run>/checkpoints/last.ckpt"
@@ -230,8 +240,8 @@ def _directory_checkpoint(output_dir: Path) -> tuple[Path, dict[str, Any]] | Non
     disk that filled up while an older panda wrote it) is skipped with a warning, and when none is readable the
     run is refused rather than started over (which would rewrite the directory's results)."""
     newest, skipped = None, []
-    paths = sorted((output_dir / CHECKPOINT_DIR).glob("*.ckpt"), key=lambda p: (p.name not in PREFERRED, p.name))
-    for path in paths:  # on a tie of steps, last.ckpt
+    paths = sorted((output_dir / CHECKPOINT_DIR).glob("*.ckpt"), key=lambda p: (p.name != LAST, p.name))
+    for path in paths:
         try:
             checkpoint = read_checkpoint(path)
         except ConfigError as error:

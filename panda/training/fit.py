@@ -71,18 +71,11 @@ def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
     """Instantiate the run's objects as ``cfg`` says, fit, return the final metrics."""
     quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
-    if resume is not None and resume[1]["global_step"] > cfg.trainer.max_steps:
-        raise ConfigError(
-            f"{resume[0]} holds factors trained for {resume[1]['global_step']} steps, more than "
-            f"trainer.max_steps={cfg.trainer.max_steps}: pass trainer.max_steps>={resume[1]['global_step']} to keep "
-            "them, or another hydra.run.dir"
-        )
     pl.seed_everything(cfg.seed, workers=True)
     model, data = _method(cfg)
-    step = None
+    step = None if resume is None else resume[1]["global_step"]
     if resume is not None:
         check_checkpoint(*resume, model)
-        step = resume[1]["global_step"]
         log.info("resuming from %s (step %d)", resume[0], step)
     trainer = _trainer(cfg, {"config": cfg, "started": started, "resume_step": step})
     record = FitRecord.of(trainer)
