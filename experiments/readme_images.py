@@ -37,9 +37,10 @@ FROM_TESTS = {"studio.png": "tests/test_studio_browser.py"}
 EVALUATIONS = {
     "edit_blue_eyes_strip.png": (f"task=edit run={RUN} eval.name=blue_eyes samples=[0,1,2,3]", "edit_strip.png"),
     "remove_eyebrows.png": (f"task=remove run={RUN} eval.part=eyebrows samples=[0,1,2,3]", "remove_before_after.png"),
-    "localize_appearance120.png": (
+    # the appearance the removal above paints over the eyebrows (its `background`)
+    "localize_background.png": (
         f"task=localize run={RUN} eval.statistics=500 samples=[0,1,2,3]",
-        "localize_appearance120.png",
+        "localize_appearance{background}.png",
     ),
     "refine_overlays.png": (f"task=refine run={RUN} eval.steps=200 samples=[0,1,2,3]", "refine_overlays.png"),
 }
@@ -68,7 +69,8 @@ def main() -> None:
         out = WORK / Path(image).stem
         shutil.rmtree(out, ignore_errors=True)
         python("evaluate.py", *shlex.split(arguments.replace(f"run={RUN}", f"run={run}")), f"hydra.run.dir={out}")
-        shutil.copyfile(out / produced, IMAGES / image)
+        background = results.get("remove_eyebrows.png", {}).get("background")
+        shutil.copyfile(out / produced.format(background=background), IMAGES / image)
         results[image] = json.loads((out / "evaluate.json").read_text())
 
     metrics = json.loads((run / "metrics.json").read_text())

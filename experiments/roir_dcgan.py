@@ -1,6 +1,6 @@
 """The paper's Table 1 (ROIR of PandA against the baselines) on the default DCGAN faces.
 
-Trains the default (``python train.py``: DCGAN faces, ``main.8``, R_S = 48, R_C = 32, the statistics solver,
+Trains the default (``python train.py``: DCGAN faces, ``main.8``, R_S = 48, R_C = C = 128, the statistics solver,
 240 steps), then runs ``python evaluate.py task=roir`` on it (eyes, nose and mouth; directions chosen and
 scaled on calibration faces, ROIR measured on the faces of a disjoint test set) with a fresh landmark cache
 (so dlib's time is counted), and writes ``experiments/results/roir_dcgan.{md,csv}``, a bar chart

@@ -9,7 +9,7 @@ the final held-out error, the seconds to reach a target held-out error (the one-
 final error plus 1%; the time of the first validation at or below it, prorated from ``fit``'s clock
 by steps), and the bytes each step, solve and validation all-reduces (from the tensors' sizes: the
 gradients of ``A`` and ``P`` for ``pgd``, each batch's statistics for ``stats``, the channel scatter
-of the HOSVD once, the two float64 sums of every validation). The machine's load average is
+of the HOSVD once, the float64 sums of every validation). The machine's load average is
 recorded before and after: the CPUs may be shared.
 
 The 8-GPU projection (StyleGAN2 1024, its 16x16 layer: C = 512, S = 256) needs the per-GPU
@@ -145,7 +145,8 @@ def main() -> None:
         ),
         "| stats, a solve | 0 (every process holds the summed statistics and solves the same system) | 0 |",
         f"| HOSVD initialisation, once | {C * C * FLOAT32:,} (the channel scatter) | {BIG_C * BIG_C * FLOAT32:,} |",
-        f"| validation, each | {2 * FLOAT64} (two float64 sums) | {2 * FLOAT64} |",
+        f"| validation, each | {(2 + R_C) * FLOAT64} (two float64 sums, and one per appearance for its sign) "
+        f"| {(2 + R_C) * FLOAT64} |",
         "",
         "## Projection: 8 GPUs, StyleGAN2 1024 at its 16x16 layer",
         "",

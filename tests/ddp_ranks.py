@@ -43,7 +43,7 @@ def main(out: Path, overrides: list[str]) -> None:
     trainer = instantiate(cfg.trainer, callbacks=[check], logger=False, enable_checkpointing=False)
     trainer.fit(model, datamodule=data)
     if trainer.is_global_zero:
-        torch.save({"A": model.A.detach(), "P": model.P.detach(), "checked": check.checked}, out)
+        torch.save({"A": model.exported_appearances(), "P": model.P.detach(), "checked": check.checked}, out)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,19 @@ def test_stats_on_two_processes_solves_what_one_process_solves_on_the_same_sampl
         assert torch.nn.functional.cosine_similarity(mine[key], reference[key], dim=0).min() > 0.9999, key
 
 
+@pytest.mark.slow
+def test_the_default_run_on_two_processes_numbers_and_signs_every_appearance_as_one_process(tmp_path):
+    # `python train.py` against 2 processes of half the batch (about 3 minutes on 2 cores): the exported appearances
+    # are canonical, so the same numbers and signs come out (experiments/results/scaling.md has the measurement)
+    two = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "data.batch_size=32"]
+    for name, overrides in (("one", []), ("two", two)):
+        result = run_script("train.py", *overrides, f"hydra.run.dir={tmp_path / name}")
+        assert result.returncode == 0, result.stderr[-3000:]
+    mine, reference = (load_factors(tmp_path / name / "factors.pt") for name in ("two", "one"))
+    assert torch.nn.functional.cosine_similarity(mine["A"], reference["A"], dim=0).min() > 0.999
+    assert (mine["P"] - reference["P"]).abs().max() < 1e-2 * reference["P"].abs().max()
+
+
 def test_pgd_on_two_processes_keeps_one_set_of_factors_and_takes_the_global_batch_step(tmp_path):
     out = tmp_path / "ranks.pt"
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -164,3 +164,27 @@ def test_reference_step_is_a_projected_gradient_step_on_p_then_a_gradient_step_o
     torch.testing.assert_close(P1, expected_P)
     torch.testing.assert_close(A1, expected_A)
     assert torch.equal(P, before)  # the inputs are not modified
+
+
+def test_canonical_form_numbers_by_norm_and_signs_by_the_coefficient_cubes(problem):
+    Z, A, P = problem
+    order, signs = fz.canonical_order(A * torch.tensor([1.0, 3.0, 1.0, 2.0]), torch.tensor([1.0, -2.0, 0.5, -0.1]))
+    norms = A.norm(dim=0) * torch.tensor([1.0, 3.0, 1.0, 2.0])
+    assert order.tolist() == torch.argsort(norms, descending=True).tolist()
+    assert signs.tolist() == [1.0 if s >= 0 else -1.0 for s in torch.tensor([1.0, -2.0, 0.5, -0.1])[order].tolist()]
+    canonical = fz.canonical_appearances(A, *fz.canonical_order(A, fz.coefficient_cubes(Z, A, P)))
+    norms = canonical.norm(dim=0)
+    assert (fz.coefficient_cubes(Z, canonical, P) >= 0).all() and (norms[:-1] >= norms[1:]).all()
+    torch.testing.assert_close(canonical @ canonical.T, A @ A.T)  # the same A A^T: the same objective
+
+
+def test_tied_norms_keep_the_solvers_order():
+    order, _ = fz.canonical_order(torch.eye(3), torch.ones(3))
+    assert order.tolist() == [0, 1, 2]
+
+
+def test_any_numbering_and_signs_of_the_appearances_have_one_canonical_form(problem):
+    Z, A, P = problem
+    shuffled = A[:, torch.tensor([2, 0, 3, 1])] * torch.tensor([-1.0, 1.0, -1.0, -1.0], dtype=A.dtype)
+    forms = [fz.canonical_appearances(a, *fz.canonical_order(a, fz.coefficient_cubes(Z, a, P))) for a in (A, shuffled)]
+    torch.testing.assert_close(*forms, rtol=0, atol=0)

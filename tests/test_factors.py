@@ -19,7 +19,7 @@ def write(path: Path) -> Path:
     """A factors file of made-up factors, written as training writes it."""
     A, P = made_up_factors()
     hparams = SimpleNamespace(feature_shape=SHAPE, parts=P.shape[1], appearances=A.shape[1])
-    model = SimpleNamespace(A=A, P=P, hparams=hparams)
+    model = SimpleNamespace(exported_appearances=lambda: A, P=P, hparams=hparams)
     cfg = OmegaConf.create({"gen": {"name": "dcgan_faces", "layer": LAYER}, "seed": 0})
     return save_factors(model, "dcgan_faces", LAYER, cfg, path / FACTORS_FILE)
 

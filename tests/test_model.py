@@ -141,11 +141,17 @@ def test_resumed_run_equals_an_uninterrupted_one(dcgan, tmp_path):
     resumed = fit(dcgan, 6, tmp_path / "second", ckpt_path=str(tmp_path / "first" / "ckpt" / "last.ckpt"))
     torch.testing.assert_close(resumed.P.data, straight.P.data)
     torch.testing.assert_close(resumed.A.data, straight.A.data)
+    torch.testing.assert_close(resumed.exported_appearances(), straight.exported_appearances())
 
 
-def test_same_seed_same_factors(dcgan, tmp_path):
-    first, second = fit(dcgan, 3, tmp_path / "a"), fit(dcgan, 3, tmp_path / "b")
-    assert torch.equal(first.P.data, second.P.data)
+def test_exported_appearances_are_numbered_by_norm_and_signed_by_their_third_moment_on_validation(dcgan, tmp_path):
+    model = fit(dcgan, 6, tmp_path, "model.solver.lr=0.01")
+    exported = model.exported_appearances()
+    assert not torch.equal(exported, model.A.data)  # Adam left another numbering and other signs here
+    Z = torch.cat([fz.flatten_features(b) for b in stream(dcgan).val_dataloader()])
+    norms = exported.norm(dim=0)
+    assert (fz.coefficient_cubes(Z, exported, model.P.data) >= 0).all() and (norms[:-1] >= norms[1:]).all()
+    torch.testing.assert_close(exported @ exported.T, model.A.data @ model.A.data.T)
 
 
 @pytest.mark.parametrize(

@@ -370,7 +370,8 @@ def test_the_task_and_the_final_callback_measure_the_same_rows(run, tmp_path):
     callback = FinalROIR(str(tmp_path / "run"), **OmegaConf.to_container(OmegaConf.merge(CONF, budget), resolve=True))
     data = SimpleNamespace(generator=run.generator, seed=cfg.seed, layer=LAYER)
     trainer = SimpleNamespace(is_global_zero=True, datamodule=data, loggers=[], global_step=2, callback_metrics={})
-    callback.on_fit_end(trainer, SimpleNamespace(A=run.A, P=run.P, hparams=SimpleNamespace(feature_shape=SHAPE)))
+    model = SimpleNamespace(exported_appearances=lambda: run.A, P=run.P, hparams=SimpleNamespace(feature_shape=SHAPE))
+    callback.on_fit_end(trainer, model)
 
     def measured(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
         return [{key: str(value) for key, value in r.items() if key != "find_seconds"} for r in rows]

@@ -56,10 +56,11 @@ def save_factors(
     labels: Sequence[str] | None = None,
     scores: Sequence[float] | None = None,
 ) -> Path:
-    """Write the factors of ``model`` (learnt at ``layer`` of ``generator`` as ``cfg`` says) to ``path``, with
-    the parts' ``labels`` and their ``scores`` when given."""
+    """Write the factors of ``model`` (learnt at ``layer`` of ``generator`` as ``cfg`` says; its
+    ``exported_appearances()``, in their canonical form, and ``P``) to ``path``, with the parts' ``labels`` and their
+    ``scores`` when given."""
     record = {
-        "A": model.A.detach().cpu().clone(),
+        "A": model.exported_appearances().cpu(),
         "P": model.P.detach().cpu().clone(),
         "generator": generator,
         "layer": layer,

@@ -58,6 +58,24 @@ class RelativeError(Metric):
         return (self.error / self.norm).float()
 
 
+class CoefficientCubes(Metric):
+    """Each appearance's cubed coefficients summed over every batch of an epoch, of every process
+    (:func:`~panda.method.factorization.coefficient_cubes`; a float64 state summed across processes)."""
+
+    full_state_update = False
+
+    def __init__(self, appearances: int) -> None:
+        super().__init__()
+        self.add_state("cubes", torch.zeros(appearances, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, Z: Tensor, A: Tensor, P: Tensor) -> None:
+        """Add the batch ``Z`` ``[B, C, S]`` under the factors ``A``, ``P``."""
+        self.cubes += fz.coefficient_cubes(Z, A, P)
+
+    def compute(self) -> Tensor:
+        return self.cubes
+
+
 class PandA(pl.LightningModule):
     """Learns ``A`` ``[C, R_C]`` and ``P`` ``[S, R_S] >= 0`` from streamed feature maps.
 
@@ -127,6 +145,9 @@ class PandA(pl.LightningModule):
         self.P = nn.Parameter(fz.random_parts(height * width, parts, generator, init_scale))
         self.register_buffer("initialized", torch.tensor(False))
         self.val_error = RelativeError()
+        self.val_cubes = CoefficientCubes(appearances)
+        # (order, signs) of the canonical form of A, from the last validation (exported_appearances)
+        self.canonical: tuple[Tensor, Tensor] | None = None
         # built now, so that a bad option stops the run before training starts
         self.solver = solver([self.A, self.P])
         self.automatic_optimization = not isinstance(self.solver, StatisticsSolver)
@@ -152,10 +173,21 @@ class PandA(pl.LightningModule):
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         self.val_error.update(*self.errors(batch))
+        self.val_cubes.update(fz.flatten_features(batch), self.A, self.P)
 
     def on_validation_epoch_end(self) -> None:
         # logged here, by every process (one may have had no batch), which computes and resets the metric
         self.log("val/rel_error", self.val_error, prog_bar=True)
+        self.canonical = fz.canonical_order(self.A.detach(), self.val_cubes.compute())
+        self.val_cubes.reset()
+
+    @torch.no_grad()
+    def exported_appearances(self) -> Tensor:
+        """``A`` ``[C, R_C]`` as the run exports it (``factors.pt``, ROIR): in the canonical numbering and signs
+        (:func:`~panda.method.factorization.canonical_order`) of the last validation (its cubed coefficients on the
+        validation samples), which training runs after its last step; as the solver left it before any validation."""
+        A = self.A.detach()
+        return A.clone() if self.canonical is None else fz.canonical_appearances(A, *self.canonical)
 
     def sum_across(self) -> Callable[[Tensor], Tensor] | None:
         """Sums a tensor over the processes of data-parallel training; ``None`` with one process."""

@@ -72,7 +72,7 @@ def trained_factors(trainer: pl.Trainer, pl_module: PandA) -> Factors:
     """The factors ``pl_module`` holds now, with the generator and layer of the trainer's data."""
     data: FeatureDataModule = trainer.datamodule
     return Factors(
-        A=pl_module.A.detach().float(),
+        A=pl_module.exported_appearances().float(),
         P=pl_module.P.detach().float(),
         generator=data.generator,
         name=data.generator.name,

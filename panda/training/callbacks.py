@@ -398,7 +398,6 @@ def _seconds(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
 
 
-
 def checked_history(state: Any, name: str) -> list[tuple[int, float]]:
     """The ``history`` of a checkpoint's callback ``state``: ``(step, error)`` pairs; a :class:`ConfigError` for
     anything else (a damaged or crafted checkpoint), before training writes anything."""
