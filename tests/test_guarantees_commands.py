@@ -1,6 +1,6 @@
 """Guarantees of the commands not checked elsewhere: an output directory that cannot be written or made (read-only, a
 full disk) is one line, results are replaced whole or not at all, Ctrl-C saves and says how to resume, the default
-generator needs no network, a sweep's summary times every command."""
+generator needs no network, a sweep's summary times every command, sample i is the same whatever else is asked for."""
 
 from __future__ import annotations
 
@@ -125,3 +125,9 @@ def test_the_sweep_summary_gives_the_training_time_of_every_command(tmp_path):
     save_json(metrics, job / "metrics.json")
     (row,) = summarize(tmp_path)
     assert row["fit_seconds"] == 4.2
+
+
+def test_sample_i_is_fixed_by_the_seed_and_i_alone(run):
+    alone, among = run.latents(0, [5]), run.latents(0, [2, 5, 9])
+    assert torch.equal(alone[0], among[1])
+    assert not torch.equal(alone, run.latents(1, [5]))
