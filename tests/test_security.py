@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from panda.base.errors import ConfigError
+from panda.base.errors import ConfigError, WeightsError
 from panda.generators.dcgan import DCGANFaces
 from panda.uses.factors import open_run
 from tests.conftest import SHAPE, run_script, write_run
@@ -138,3 +140,40 @@ def test_a_url_the_project_does_not_configure_is_never_fetched_when_a_run_is_ope
     assert "\n" not in str(error.value)
     assert _Listener.requests == []
     assert not (tmp_path / "cache").exists()
+
+
+class _Touches:
+    """Unpickling this touches a file: a stand-in for weights that run code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def _crafted_weights(kind: str, directory: Path, marker: Path) -> Callable[[], object]:
+    """Weights of generator ``kind`` that run code when unpickled, and the loader that opens them."""
+    from panda.generators.biggan import BigGAN
+    from panda.generators.genforce import ProGAN
+    from panda.generators.pickles import load_network
+
+    if kind == "stylegan":  # StyleGAN2 and StyleGAN3 pickles
+        (directory / "evil.pkl").write_bytes(pickle.dumps({"G_ema": _Touches(marker)}))
+        return lambda: load_network(directory / "evil.pkl")
+    if kind == "biggan":
+        (directory / "config.json").write_text("{}")
+        torch.save({"generator.gen_z.weight": _Touches(marker)}, directory / "pytorch_model.bin")
+        return lambda: BigGAN(weights=str(directory))
+    key = "netG_state_dict" if kind == "dcgan" else "generator_smooth"
+    torch.save({key: _Touches(marker)}, directory / "evil.pth")
+    return lambda: (DCGANFaces if kind == "dcgan" else ProGAN)(weights=str(directory / "evil.pth"))
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "stylegan", "biggan", "genforce"])
+def test_generator_weights_that_would_run_code_are_refused_and_run_nothing(tmp_path, kind):
+    marker = tmp_path / "code-ran"
+    load = _crafted_weights(kind, tmp_path, marker)
+    with pytest.raises(WeightsError) as error:
+        load()
+    assert "\n" not in str(error.value) and not marker.exists()

@@ -100,10 +100,19 @@ def check_links(directory: str | Path) -> None:
 
 def check_writable(directory: Path) -> None:
     """A :class:`ConfigError` when ``directory`` cannot be written (a read-only file system or directory) or a link
-    inside it leads out of it (:func:`check_links`)."""
-    check_links(directory)
-    if not os.access(directory, os.W_OK) or os.statvfs(directory).f_flag & os.ST_RDONLY:
-        raise ConfigError(f"{directory} is read-only: make it writable, or pass another directory")
+    inside it leads out of it (:func:`check_links`); one that does not exist yet, when its nearest existing parent
+    cannot be written or its disk is full (making it, Hydra would fail with a traceback)."""
+    if directory.is_dir():
+        check_links(directory)
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    disk = os.statvfs(existing)
+    if not os.access(existing, os.W_OK) or disk.f_flag & os.ST_RDONLY:
+        where = "" if existing == directory else f" (cannot be made in {existing})"
+        raise ConfigError(f"{directory} is read-only{where}: make it writable, or pass another directory")
+    if existing != directory and (disk.f_bfree if os.geteuid() == 0 else disk.f_bavail) == 0:
+        raise ConfigError(
+            f"cannot make {directory}: No space left on device; make room, then run the same command again"
+        )
 
 
 @contextlib.contextmanager

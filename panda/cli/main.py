@@ -64,7 +64,7 @@ def check_command_line(config_name: str) -> None:
         check_overrides(args.overrides, args.config_name or config_name, multirun=args.multirun)
         for override in OverridesParser.create().parse_overrides(args.overrides):  # Hydra writes into it first
             directory = None if override.is_sweep_override() else Path(str(override.value()))
-            if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and directory and directory.is_dir():
+            if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir") and directory:
                 check_writable(directory)
     except PandaError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import pickle
 from collections.abc import Callable
 from functools import cache, partial
 from pathlib import Path
@@ -95,6 +96,11 @@ def load_biggan(weights: str) -> BigGANNet:
         net = BigGANNet(config)
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         missing = net.load_state_dict(state, strict=False).missing_keys
+    except pickle.UnpicklingError:
+        raise WeightsError(
+            f"BigGAN weights in {state_path} are refused: they need more than tensors and plain data to load (loading "
+            "them could run code), or they are damaged"
+        ) from None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
         raise WeightsError(f"BigGAN weights in {state_path} do not load: {error.__class__.__name__}: {error}") from None
     if missing:
