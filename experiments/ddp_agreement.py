@@ -31,7 +31,7 @@ TWO = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 # (label, overrides of both runs, the global batch)
 SETTINGS = [
     ("the default (`python train.py`: R_S = 48, R_C = C = 128, 240 steps)", [], 64),
-    ("`experiment=smoke` (the statistics solver, R_S = 8, R_C = 16, 12 steps)", ["experiment=smoke"], 16),
+    ("`experiment=smoke` (the default ranks and solver, 12 steps)", ["experiment=smoke"], 16),
 ]
 OUT = ROOT / "experiments" / "results" / "ddp_agreement.md"
 
