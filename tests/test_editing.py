@@ -83,10 +83,18 @@ def test_named_edits_of_the_shipped_zoo_fit_default_factors(run: Factors) -> Non
     zoo = editing.load_zoo("dcgan_faces")
     assert {"blue_eyes", "red_lips", "open_mouth", "thick_eyebrows", "red_nose", "hair_colour"} <= set(zoo["edits"])
     A, P = made_up_factors(zoo["ranks"]["parts"], zoo["ranks"]["appearances"])
-    default = dataclasses.replace(run, A=A, P=P)  # factors of the default run's ranks
+    default = dataclasses.replace(run, A=A, P=P, canonical=True)  # factors of the default run's ranks
     for name in zoo["edits"]:
         edits = editing.named_edit(default, name)
         assert edits and torch.isfinite(editing.edit_offset(default, edits)).all()
+
+
+def test_the_shipped_zoo_refuses_factors_written_before_the_canonical_form(run: Factors) -> None:
+    zoo = editing.load_zoo("dcgan_faces")
+    A, P = made_up_factors(zoo["ranks"]["parts"], zoo["ranks"]["appearances"])
+    older = dataclasses.replace(run, A=A, P=P, canonical=False)  # its appearances may have other signs
+    with pytest.raises(ConfigError, match="written before panda stored that form: train it again"):
+        editing.named_edit(older, "blue_eyes")
 
 
 def test_the_zoo_belongs_to_the_default_training_run_and_its_indices_exist() -> None:

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from panda.base.errors import ConfigError
-from panda.base.factors_file import FACTORS_FILE, load_factors, save_factors, save_labels
+from panda.base.factors_file import FACTORS_FILE, checksum, load_factors, save_factors, save_labels
 from tests.conftest import LAYER, SHAPE, made_up_factors
 
 
@@ -31,6 +31,17 @@ def test_a_written_file_loads_with_plain_torch_and_verifies(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         factors = load_factors(tmp_path)
     assert torch.equal(factors["A"], plain["A"]) and not caplog.records
+
+
+def test_written_factors_say_their_appearances_are_canonical_and_an_unknown_form_is_refused(tmp_path):
+    path = write(tmp_path)
+    record = torch.load(path, weights_only=True)
+    assert load_factors(path)["appearance_form"] == "canonical"
+    record["appearance_form"] = "solver"
+    record["sha256"] = checksum({k: v for k, v in record.items() if k != "sha256"})
+    torch.save(record, path)
+    with pytest.raises(ConfigError, match="appearance_form 'solver' is unknown"):
+        load_factors(path)
 
 
 def test_a_flipped_bit_in_the_factors_is_caught(tmp_path):

@@ -4,8 +4,10 @@ It holds plain tensors and metadata only, so ``torch.load(path, weights_only=Tru
 without panda: ``A`` ``[C, R_C]``, ``P`` ``[S, R_S]``, ``generator``, ``layer``,
 ``feature_shape`` ``[C, H, W]``, ``ranks``, ``config`` (the resolved training config as YAML),
 optionally ``labels`` (each part's distinct name) and ``label_scores`` (its score, from
-:mod:`panda.uses.face_regions`; files without them load as before) and ``sha256``, the checksum of all of them
-(:func:`checksum`), verified on reading.
+:mod:`panda.uses.face_regions`; files without them load as before), ``appearance_form: "canonical"`` (``A``'s
+columns are in the canonical numbering and signs of :func:`panda.method.factorization.canonical_order`; files
+written before panda stored it lack it) and ``sha256``, the checksum of all of them (:func:`checksum`), verified on
+reading.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ FACTORS_FILE = "factors.pt"
 REQUIRED = ("A", "P", "generator", "layer", "feature_shape")  # what a reader needs
 METADATA = ("generator", "layer", "feature_shape", "ranks", "config")  # covered by the checksum with A and P
 LABELS = ("labels", "label_scores")  # optional, covered by the checksum when present
+FORM = "appearance_form"  # optional ("canonical"), covered by the checksum when present
+CANONICAL = "canonical"
 CHECKSUM = "sha256"
 MAX_ENTRY = 1e3  # A's columns are orthonormal and P's near unit norm: far larger entries are no PandA factors
 
 
 def checksum(record: dict[str, Any]) -> str:
     """SHA-256 of the record's metadata (as sorted JSON) and of ``A`` and ``P`` (dtype, shape, bytes)."""
-    metadata = {k: record.get(k) for k in METADATA} | {k: record[k] for k in LABELS if k in record}
+    metadata = {k: record.get(k) for k in METADATA} | {k: record[k] for k in (*LABELS, FORM) if k in record}
     digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
     for name in ("A", "P"):
         tensor = record[name].detach().cpu().contiguous()
@@ -67,6 +71,7 @@ def save_factors(
         "feature_shape": list(model.hparams.feature_shape),
         "ranks": {"parts": model.hparams.parts, "appearances": model.hparams.appearances},
         "config": OmegaConf.to_yaml(cfg, resolve=True),
+        FORM: CANONICAL,
     }
     if labels is not None:
         record |= _labelled(labels, scores)
@@ -149,6 +154,8 @@ def _problem(factors: dict[str, Any]) -> str:
             return f"{name}'s entries reach {float(tensor.abs().max()):.3g}: PandA's columns have norms near 1"
     if (factors["P"] < 0).any() or not factors["P"].any():
         return "P must be non-negative with at least one non-zero entry"
+    if factors.get(FORM, CANONICAL) != CANONICAL:
+        return f"{FORM} {factors[FORM]!r} is unknown (panda writes {CANONICAL!r})"
     ranks = factors.get("ranks")
     if ranks is not None and ranks != {"parts": factors["P"].shape[1], "appearances": factors["A"].shape[1]}:
         return f"ranks {ranks} do not match A {list(factors['A'].shape)} and P {list(factors['P'].shape)}"

@@ -185,9 +185,14 @@ class PandA(pl.LightningModule):
     def exported_appearances(self) -> Tensor:
         """``A`` ``[C, R_C]`` as the run exports it (``factors.pt``, ROIR): in the canonical numbering and signs
         (:func:`~panda.method.factorization.canonical_order`) of the last validation (its cubed coefficients on the
-        validation samples), which training runs after its last step; as the solver left it before any validation."""
-        A = self.A.detach()
-        return A.clone() if self.canonical is None else fz.canonical_appearances(A, *self.canonical)
+        validation samples), which training runs after its last step.
+
+        Raises:
+            RuntimeError: the model has not been validated yet.
+        """
+        if self.canonical is None:
+            raise RuntimeError("the canonical form of the appearances needs a validation of the factors first")
+        return fz.canonical_appearances(self.A.detach(), *self.canonical)
 
     def sum_across(self) -> Callable[[Tensor], Tensor] | None:
         """Sums a tensor over the processes of data-parallel training; ``None`` with one process."""

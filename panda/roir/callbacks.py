@@ -78,6 +78,7 @@ def trained_factors(trainer: pl.Trainer, pl_module: PandA) -> Factors:
         name=data.generator.name,
         layer=data.layer,
         feature_shape=tuple(pl_module.hparams.feature_shape),
+        canonical=True,
     )
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from panda.base.config import finite_number
 from panda.base.errors import ConfigError
+from panda.base.factors_file import CANONICAL, FORM
 from panda.base.resources import config_dir
 from panda.generators.base import ResumeState
 from panda.method.factorization import edit_delta
@@ -116,6 +117,11 @@ def named_edit(factors: Factors, name: str, zoo_dir: str | Path | None = None) -
     mismatch = [f"{key} {expected[key]} (run has {found[key]})" for key in found if expected.get(key) != found[key]]
     if mismatch:
         raise ConfigError(f"edit '{name}' in {zoo['path']} was found for factors with {', '.join(mismatch)}")
+    if zoo.get(FORM) == CANONICAL and not factors.canonical:
+        raise ConfigError(
+            f"edit '{name}' in {zoo['path']} names appearances in their canonical form (numbered and signed alike "
+            "on every machine), and this run's factors.pt was written before panda stored that form: train it again"
+        )
     return parse_edits(zoo["edits"][name])
 
 

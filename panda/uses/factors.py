@@ -22,7 +22,7 @@ from torch import Tensor
 
 from panda.base.config import instantiate, options
 from panda.base.errors import ConfigError
-from panda.base.factors_file import load_factors
+from panda.base.factors_file import CANONICAL, FORM, load_factors
 from panda.generators.api import gen_config
 from panda.generators.base import FeatureGenerator, ResumeState
 from panda.generators.weights import cached_path, is_url
@@ -32,8 +32,9 @@ from panda.method.factorization import normalized_parts
 
 @dataclass
 class Factors:
-    """Factors ``A`` ``[C, R_C]``, ``P`` ``[S, R_S]`` learnt at ``layer`` of ``generator``, and the parts'
-    ``labels`` when they were named (:mod:`panda.uses.face_regions`)."""
+    """Factors ``A`` ``[C, R_C]``, ``P`` ``[S, R_S]`` learnt at ``layer`` of ``generator``, the parts'
+    ``labels`` when they were named (:mod:`panda.uses.face_regions`), and whether ``A`` is in the canonical
+    form (:func:`panda.method.factorization.canonical_order`; files written before panda stored it are not)."""
 
     A: Tensor
     P: Tensor
@@ -42,6 +43,7 @@ class Factors:
     layer: str
     feature_shape: tuple[int, int, int]
     labels: list[str] | None = None
+    canonical: bool = False
 
     @property
     def parts(self) -> int:
@@ -132,6 +134,7 @@ def open_run(path: str | Path, generator: str | None = None, layer: str | None =
         layer=factors["layer"],
         feature_shape=shape,
         labels=factors.get("labels"),
+        canonical=factors.get(FORM) == CANONICAL,
     )
 
 
