@@ -14,6 +14,7 @@ Every method's defaults are those of ``evaluate.py``'s task of the same name (``
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -274,7 +275,7 @@ def _evaluate_config(task: str) -> DictConfig:
 def _task_config(task: str, options: dict[str, Any], keys: Sequence[str]) -> DictConfig:
     """``evaluate.py``'s config of ``task=<task>`` with ``options``: ``samples``, ``seed`` or one of ``keys`` of its
     ``eval`` node."""
-    cfg = _evaluate_config(task).copy()
+    cfg = copy.deepcopy(_evaluate_config(task))
     for key, value in options.items():
         if key not in ("samples", "seed", *keys):
             raise ConfigError(f"unknown option {key}= of {task}; its options: {', '.join(('samples', 'seed', *keys))}")
