@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 
 from panda.base.config import check_overrides, compose, instantiate
-from panda.base.errors import ConfigError
+from panda.base.errors import ConfigError, Interrupted
 from panda.base.files import LOCK_FILE, METRICS_FILE
 from panda.generators.base import FeatureGenerator
 from panda.tasks.common import sample_features
@@ -75,21 +75,19 @@ def fit(
     """
     if not all(isinstance(override, str) for override in overrides):
         raise ConfigError(f"overrides {overrides!r} must be strings as on train.py's command line, e.g. 'rank.parts=8'")
-    net = None
-    if isinstance(generator, FeatureGenerator):
+    started = time.time()
+    if isinstance(generator, str):
+        overrides = (f"gen={generator}", *([f"gen.layer={layer}"] if layer is not None else []), *overrides)
+    elif not isinstance(generator, FeatureGenerator):
+        raise ConfigError(f"fit takes a generator config's name or a FeatureGenerator, not {type(generator).__name__}")
+    check_overrides(overrides, "train")
+    net = generator if isinstance(generator, FeatureGenerator) else None
+    if net is not None:
         given = [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
         if any(key == "gen" or key.startswith("gen.") for key in given):
-            raise ConfigError(f"the generator {generator.name} is an object: give its layer as layer=, not gen.*")
+            raise ConfigError(f"the generator {net.name} is an object: give its layer as layer=, not gen.*")
         if layer is None:
-            layers = ", ".join(generator.layer_shapes())
-            raise ConfigError(f"fit {generator.name} at which layer? Pass layer= one of {layers}")
-        net, overrides = generator, list(overrides)
-    elif isinstance(generator, str):
-        overrides = [f"gen={generator}", *([f"gen.layer={layer}"] if layer is not None else []), *overrides]
-    else:
-        raise ConfigError(f"fit takes a generator config's name or a FeatureGenerator, not {type(generator).__name__}")
-    started = time.time()
-    check_overrides(overrides, "train")
+            raise ConfigError(f"fit {net.name} at which layer? Pass layer= one of {', '.join(net.layer_shapes())}")
     cfg = compose("train", overrides)
     directory = Path(run_dir or tempfile.mkdtemp(prefix="panda-run-")).expanduser().resolve()
     cfg.paths.output_dir = str(directory)
@@ -98,7 +96,13 @@ def fit(
         net = instantiate(cfg.gen.net)
     else:
         cfg.gen = {"name": net.name, "layer": layer, "net": None}  # no config rebuilds an object: panda.load takes it
-    train(cfg, started, generator=net)
+    try:
+        train(cfg, started, generator=net)
+    except Interrupted as stop:  # its message names train.py's command
+        raise Interrupted(
+            f"training stopped at a signal; fit again with run_dir='{directory}' to resume from its checkpoints",
+            stop.exit_code,
+        ) from None
     return load(directory, generator=net)
 
 
