@@ -126,8 +126,9 @@ def test_a_user_generators_run_opens_only_when_its_module_is_trusted(cli_run, us
         with pytest.raises(ConfigError) as refused:
             open_run(cli_run, trusted_modules=trusted)
         assert str(refused.value) == (
-            f"the generator of {cli_run} is built by tests.usergen.generator, code outside panda, which opening a run "
-            "runs only when trusted: if you trust module tests.usergen, pass trusted_modules=[tests.usergen]"
+            f"the generator of {cli_run} is built by tests.usergen.generator, code outside panda's generators, "
+            "which opening a run runs only when trusted: if you trust module tests.usergen, pass "
+            "trusted_modules=[tests.usergen]"
         )
     assert built == []  # nothing of it ran
     with pytest.raises(ConfigError, match=r"trusted_modules='tests.usergen' must be a list of module names"):
@@ -146,7 +147,7 @@ def test_a_user_generators_run_opens_in_the_tasks_when_trusted_and_roir_says_it_
     assert Path(task("edit", trusted)["files"]["before_after"]).is_file()
     with pytest.raises(ConfigError, match=r"^dlib found 0 faces in 4 samples; ROIR needs face images$"):
         task("roir", trusted, "eval.methods=[panda]", "eval.calibration=4")
-    with pytest.raises(ConfigError, match=r"built by tests\.usergen\.generator, code outside panda"):
+    with pytest.raises(ConfigError, match=r"built by tests\.usergen\.generator, code outside panda's generators"):
         task("studio")  # refused before it serves anything
 
 

@@ -5,8 +5,8 @@ for the generator named in ``factors.pt`` (or the user's, ``<$PANDA_CONFIG_PATH>
 the plain values of the training config stored there (its ``gen`` node) in place of the defaults. So the uses of
 the factors (editing, localisation, refinement) need only the run directory, and a factors file from elsewhere
 chooses no code: a stored ``_target_`` must be the config's own, every stored key must be one the config has,
-and no stored string may hold an interpolation (``${...}``). Code outside panda that a config names runs only
-for the module prefixes the user trusts (``trusted_modules``).
+and no stored string may hold an interpolation (``${...}``). Code outside panda's generators that a config names
+runs only for the module prefixes the user trusts (``trusted_modules``).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ class Factors:
         return value
 
 
-PROJECT_MODULE = "panda"  # the code of panda's own generator configs: trusted without saying so
+PROJECT_MODULE = "panda.generators"  # the code of panda's generator configs: trusted without saying so
 
 
 def open_run(
@@ -117,8 +117,8 @@ def open_run(
     the generator they were learnt on, as it is.
 
     ``generator`` / ``layer``, when given, are what the caller expects; factors learnt for
-    another generator or layer raise a :class:`ConfigError`. A generator config whose code lies outside panda is
-    built only when its modules start with one of ``trusted_modules`` (:func:`check_trusted`).
+    another generator or layer raise a :class:`ConfigError`. A generator config whose code lies outside panda's
+    generators is built only when its modules start with one of ``trusted_modules`` (:func:`check_trusted`).
     """
     trusted = trusted_prefixes(trusted_modules)
     path = Path(path)
@@ -209,14 +209,14 @@ def trusted_prefixes(modules: Any) -> tuple[str, ...]:
 
 def check_trusted(gen: DictConfig, trusted: Sequence[str], source: Path) -> None:
     """A :class:`ConfigError`, naming the code and the setting that allows it, unless every ``_target_`` of the
-    ``gen`` node lies in panda or under one of the ``trusted`` module prefixes (``my_gan`` trusts ``my_gan.build``
-    and ``my_gan.nets.Tiny``, not ``my_gan_v2``)."""
+    ``gen`` node lies in ``panda.generators`` or under one of the ``trusted`` module prefixes (``my_gan`` trusts
+    ``my_gan.build`` and ``my_gan.nets.Tiny``, not ``my_gan_v2``)."""
     for target in _targets(OmegaConf.to_container(gen, resolve=False)):
         if not any(target == prefix or target.startswith(prefix + ".") for prefix in (PROJECT_MODULE, *trusted)):
             module = target.rpartition(".")[0] or target
             raise ConfigError(
-                f"the generator of {source} is built by {target}, code outside panda, which opening a run runs only "
-                f"when trusted: if you trust module {module}, pass trusted_modules=[{module}]"
+                f"the generator of {source} is built by {target}, code outside panda's generators, which opening a run "
+                f"runs only when trusted: if you trust module {module}, pass trusted_modules=[{module}]"
             )
 
 
