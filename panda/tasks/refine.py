@@ -47,7 +47,7 @@ def refined_parts(cfg: DictConfig, factors: Factors) -> tuple[list[int], Tensor,
     if lr <= 0:
         raise ConfigError(f"eval.lr={lr} must be > 0")
     samples, features, state = sample_features(cfg, factors)
-    refined, errors = refine_parts(flatten_features(features), factors.A, factors.P, steps, lr)
+    refined, errors = refine_parts(flatten_features(features.cpu()), factors.A, factors.P, steps, lr)  # A, P: CPU
     return samples, factors.images(features, state), refined, errors
 
 
