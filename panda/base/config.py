@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from panda.base.errors import ConfigError, PandaError, WeightsError
-from panda.base.resources import cache_dir, config_dir
+from panda.base.resources import cache_dir, config_dir, user_config_dirs
 
 MAX_JOBS = 16  # a sweep composed job by job before it starts; a larger one value by value
 
@@ -99,7 +99,9 @@ def options(group: str) -> list[str]:
 
 def check_overrides(overrides: Sequence[str], config_name: str, multirun: bool = False) -> None:
     """A one-line :class:`ConfigError` unless Hydra composes ``config_name`` with the command line's ``overrides``
-    (each job of a ``multirun`` sweep) and each addition of a key (``+key=value``) names one the config has."""
+    (each job of a ``multirun`` sweep) and each addition of a key (``+key=value``) names one the config has; one for
+    a ``$PANDA_CONFIG_PATH`` entry that is not a directory."""
+    user_config_dirs()
     if not overrides:
         return  # the project's configs compose (tests/test_configs.py)
     try:

@@ -1,5 +1,6 @@
 """What a run says while it works: Lightning's irrelevant messages filtered, log lines kept off the
-progress bar, and progress as a tqdm bar on a terminal or as plain log lines when output goes to a file.
+progress bar, and progress as a tqdm bar on a terminal, a notebook bar in Jupyter, or as plain log lines when
+output goes to a file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from pytorch_lightning.trainer.states import TrainerFn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 T = TypeVar("T")
@@ -41,8 +42,16 @@ SECONDS_BETWEEN_LINES = 10.0  # of tracked()'s progress lines when output is not
 
 
 def on_terminal() -> bool:
-    """Whether both stdout and stderr are terminals (else progress is written as plain lines)."""
-    return sys.stdout.isatty() and sys.stderr.isatty()
+    """Whether both stdout and stderr are terminals or this runs in a Jupyter kernel (else progress is written as plain
+    lines)."""
+    return (sys.stdout.isatty() and sys.stderr.isatty()) or in_notebook()
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (where tqdm draws a notebook bar, given ``ipywidgets``)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in shell.config
 
 
 def _no_tips(record: logging.LogRecord) -> bool:
@@ -113,7 +122,7 @@ class StepLines(ProgressBar):
 
 
 def progress_bar(every: int) -> ProgressBar:
-    """Lightning's tqdm bar on a terminal, else :class:`StepLines` every ``every`` steps."""
+    """Lightning's tqdm bar on a terminal or in a notebook, else :class:`StepLines` every ``every`` steps."""
     return TQDMProgressBar() if on_terminal() else StepLines(every)
 
 

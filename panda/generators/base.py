@@ -48,6 +48,21 @@ class FeatureGenerator(nn.Module):
         self.net = net.eval().requires_grad_(False)
         self._layer_shapes: dict[str, tuple[int, int, int]] | None = None
 
+    @staticmethod
+    def from_module(
+        module: nn.Module,
+        sample_latents: int | Sequence[int] | Callable[[int, torch.Generator], Tensor],
+        name: str | None = None,
+        resume: Callable[[Tensor, str, Tensor], Tensor] | None = None,
+    ) -> FeatureGenerator:
+        """Any ``module`` that maps latents to images ``[B, 3, H, W]`` in ``[-1, 1]`` as a generator, frozen in eval
+        mode (:class:`panda.generators.adapter.ModuleGenerator`: ``sample_latents`` is a latent's size or shape,
+        or a function ``(n, torch_generator) -> latents``; ``resume(features, layer, latents) -> images`` runs the
+        module from a layer on where it cannot by itself)."""
+        from panda.generators.adapter import ModuleGenerator  # a subclass of this one
+
+        return ModuleGenerator(module, sample_latents, name, resume)
+
     def train(self, mode: bool = True) -> FeatureGenerator:
         """The generator is frozen: it always stays in eval mode."""
         return super().train(False)

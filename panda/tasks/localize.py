@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
+from torch import Tensor
 
 from panda.tasks.common import sample_features, statistics
 from panda.tasks.registry import task
@@ -21,12 +22,7 @@ log = logging.getLogger(__name__)
 @task
 def localize(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Masks of every appearance over the samples, thresholded at the dataset mean of its map."""
-    settings = cfg.eval
-    maps = localization.dataset_maps(factors, cfg.seed, *statistics(settings))
-    threshold = localization.thresholds(maps)
-    samples, features, state = sample_features(cfg, factors)
-    images = factors.images(features, state)
-    masks = localization.concept_masks(localization.appearance_maps(factors, features), threshold, images.shape[-1])
+    samples, images, masks, threshold = localized(cfg, factors)
     files = {}
     for j in range(factors.appearances):
         tinted = mask_overlay(images, masks[:, j])
@@ -36,8 +32,19 @@ def localize(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     titles = [f"a{j}" for j in range(factors.appearances) for _ in samples]
     files["all"] = image_grid(summary, out / "localize_all.png", columns=len(samples), titles=titles)
     return {
-        "statistics": settings.statistics,
+        "statistics": cfg.eval.statistics,
         "thresholds": [round(float(t), 5) for t in threshold],
         "samples": samples,
         "files": files,
     }
+
+
+def localized(cfg: DictConfig, factors: Factors) -> tuple[list[int], Tensor, Tensor, Tensor]:
+    """The samples, their images ``[B, 3, H, W]``, every appearance's mask on them ``[B, R_C, H, W]`` (bool) and
+    the thresholds ``[R_C]`` of the masks: the dataset mean of each appearance's map."""
+    maps = localization.dataset_maps(factors, cfg.seed, *statistics(cfg.eval))
+    threshold = localization.thresholds(maps)
+    samples, features, state = sample_features(cfg, factors)
+    images = factors.images(features, state)
+    masks = localization.concept_masks(localization.appearance_maps(factors, features), threshold, images.shape[-1])
+    return samples, images, masks, threshold

@@ -46,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     integer("seed", cfg.seed)
     if cfg.run is None:
         raise ConfigError("no run given: pass run=<a training run directory holding factors.pt>")
-    factors = open_run(cfg.run, cfg.generator, cfg.layer)
+    factors = open_run(cfg.run, cfg.generator, cfg.layer, cfg.trusted_modules)
     out = Path(cfg.output_dir)
     importlib.import_module(f"{__package__}.{cfg.task}")
     result = TASKS[cfg.task](cfg, factors, out)

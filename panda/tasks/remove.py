@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+from torch import Tensor
 
 from panda.base.config import finite_number
 from panda.tasks.common import before_after, sample_features, statistics
@@ -20,6 +21,22 @@ log = logging.getLogger(__name__)
 @task
 def remove(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     """Paint the background appearance over a part; found around the part unless given."""
+    edit, coverage = removal(cfg, factors)
+    samples, features, state = sample_features(cfg, factors)
+    path = before_after(factors, features, state, [edit], samples, out / "remove_before_after.png")
+    return {
+        "part": edit.part,
+        "background": edit.appearance,
+        "alpha": edit.alpha,
+        "surroundings_coverage": None if coverage is None else [round(float(c), 4) for c in coverage],
+        "samples": samples,
+        "files": {"before_after": path},
+    }
+
+
+def removal(cfg: DictConfig, factors: Factors) -> tuple[editing.Edit, Tensor | None]:
+    """The removal ``cfg.eval`` asks for, as an edit, and when its background was found around the part (not given),
+    how much of the part's surroundings each appearance covers ``[R_C]``."""
     settings = cfg.eval
     part = factors.check_index(settings.part, "part")
     alpha = finite_number("eval.alpha", settings.alpha)
@@ -31,14 +48,4 @@ def remove(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
         log.info("background appearance %d (covers %.3f of the part's surroundings)", background, coverage[background])
     else:
         background = factors.check_index(settings.background, "appearance")
-    samples, features, state = sample_features(cfg, factors)
-    edits = editing.removal(part, background, alpha)
-    path = before_after(factors, features, state, edits, samples, out / "remove_before_after.png")
-    return {
-        "part": part,
-        "background": background,
-        "alpha": alpha,
-        "surroundings_coverage": None if coverage is None else [round(float(c), 4) for c in coverage],
-        "samples": samples,
-        "files": {"before_after": path},
-    }
+    return editing.removal(part, background, alpha)[0], coverage

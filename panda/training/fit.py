@@ -28,6 +28,7 @@ from panda.base.config import instantiate, integer, positive_int
 from panda.base.errors import ConfigError, Interrupted
 from panda.base.files import lock_directory
 from panda.base.progress import console, quiet_lightning
+from panda.generators.base import FeatureGenerator
 from panda.training.callbacks import FitRecord, command_overrides
 from panda.training.checkpoints import (
     CHECKPOINT_DIR,
@@ -44,10 +45,11 @@ GPU_ACCELERATORS = {"gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccel
 FACTS = ("config", "started", "resume_step")
 
 
-def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, started: float | None = None, generator: FeatureGenerator | None = None) -> dict[str, Any]:
     """Learn PandA factors as configured; returns the final metrics, those of ``metrics.json``
     (:meth:`~panda.training.callbacks.FitRecord.metrics`). ``started``: when the command started (``train.py``'s
     first line), from which ``first_step_seconds`` counts; this process's start when that is later or not given.
+    ``generator``: the generator to learn on, given as an object (``panda.fit``), instead of ``cfg.gen.net``'s.
 
     The run holds the lock of its output directory throughout (:func:`panda.base.files.lock_directory`).
     """
@@ -62,17 +64,17 @@ def train(cfg: DictConfig, started: float | None = None) -> dict[str, Any]:
     started = created if started is None else max(started, created)
     if rank_zero_only.rank != 0:  # another process of data-parallel training: rank 0 holds the lock and reports
         logging.getLogger("panda").setLevel(logging.WARNING)
-        return _train(cfg, output_dir, started)
+        return _train(cfg, output_dir, started, generator)
     with lock_directory(output_dir):
-        return _train(cfg, output_dir, started)
+        return _train(cfg, output_dir, started, generator)
 
 
-def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
+def _train(cfg: DictConfig, output_dir: Path, started: float, generator: FeatureGenerator | None) -> dict[str, Any]:
     """Instantiate the run's objects as ``cfg`` says, fit, return the final metrics."""
     quiet_lightning()
     resume = resume_checkpoint(cfg, output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    model, data = _method(cfg)
+    model, data = _method(cfg, generator)
     step = None if resume is None else resume[1]["global_step"]
     if resume is not None:
         check_checkpoint(*resume, model)
@@ -84,9 +86,9 @@ def _train(cfg: DictConfig, output_dir: Path, started: float) -> dict[str, Any]:
     return record.metrics(trainer)
 
 
-def _method(cfg: DictConfig) -> tuple[pl.LightningModule, pl.LightningDataModule]:
-    """The model and the stream of features of the configured generator's layer."""
-    generator = instantiate(cfg.gen.net)
+def _method(cfg: DictConfig, generator: FeatureGenerator | None) -> tuple[pl.LightningModule, pl.LightningDataModule]:
+    """The model and the stream of features of the layer of the configured (or the given) generator."""
+    generator = instantiate(cfg.gen.net) if generator is None else generator
     feature_shape = generator.check_layer(cfg.gen.layer)
     ranks = {"parts": cfg.rank.parts, "appearances": cfg.rank.appearances}
     model = instantiate(cfg.model, feature_shape=feature_shape, **ranks)

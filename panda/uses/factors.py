@@ -1,16 +1,17 @@
 """A finished training run brought back to life: its factors and the generator they belong to.
 
 The generator is rebuilt from the project's own generator config, ``conf/gen/<generator>.yaml``
-for the generator named in ``factors.pt``, with the plain values of the training config stored
-there (its ``gen`` node) in place of the defaults. So the uses of the factors (editing,
-localisation, refinement) need only the run directory, and a factors file from elsewhere chooses
-no code: a stored ``_target_`` must be the project's own, every stored key must be one the
-project's config has, and no stored string may hold an interpolation (``${...}``).
+for the generator named in ``factors.pt`` (or the user's, ``<$PANDA_CONFIG_PATH>/gen/<generator>.yaml``), with
+the plain values of the training config stored there (its ``gen`` node) in place of the defaults. So the uses of
+the factors (editing, localisation, refinement) need only the run directory, and a factors file from elsewhere
+chooses no code: a stored ``_target_`` must be the config's own, every stored key must be one the config has,
+and no stored string may hold an interpolation (``${...}``). Code outside panda's generators that a config names
+runs only for the module prefixes the user trusts (``trusted_modules``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,12 +105,24 @@ class Factors:
         return value
 
 
-def open_run(path: str | Path, generator: str | None = None, layer: str | None = None) -> Factors:
-    """Load the factors of a training run directory (or ``factors.pt``) and rebuild its generator.
+PROJECT_MODULE = "panda.generators"  # the code of panda's generator configs: trusted without saying so
+
+
+def open_run(
+    path: str | Path,
+    generator: str | None = None,
+    layer: str | None = None,
+    trusted_modules: Sequence[str] = (),
+    net: FeatureGenerator | None = None,
+) -> Factors:
+    """Load the factors of a training run directory (or ``factors.pt``) and rebuild its generator, or take ``net``,
+    the generator they were learnt on, as it is.
 
     ``generator`` / ``layer``, when given, are what the caller expects; factors learnt for
-    another generator or layer raise a :class:`ConfigError`.
+    another generator or layer raise a :class:`ConfigError`. A generator config whose code lies outside panda's
+    generators is built only when its modules start with one of ``trusted_modules`` (:func:`check_trusted`).
     """
+    trusted = trusted_prefixes(trusted_modules)
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"run directory {path} does not exist: pass run=<a training run directory with factors.pt>")
@@ -119,7 +132,10 @@ def open_run(path: str | Path, generator: str | None = None, layer: str | None =
             raise ConfigError(
                 f"factors in {path} were learnt for {label} '{found}', but {label} '{expected}' is configured"
             )
-    net = instantiate(generator_config(factors, path).net)
+    if net is None:
+        gen = generator_config(factors, path)
+        check_trusted(gen, trusted, path)
+        net = instantiate(gen.net)
     shape = net.check_layer(factors["layer"])
     if list(shape) != list(factors["feature_shape"]):
         raise ConfigError(
@@ -146,11 +162,6 @@ def generator_config(factors: dict[str, Any], source: Path) -> DictConfig:
     other than the project's, or an interpolation in a stored string raise a :class:`ConfigError`.
     """
     name = factors["generator"]
-    if name not in options("gen"):
-        raise ConfigError(
-            f"factors in {source} were learnt for generator '{name}', which has no config in conf/gen "
-            f"(available: {', '.join(options('gen'))})"
-        )
     text = factors.get("config")
     if not isinstance(text, str) or not text:
         raise ConfigError(f"factors in {source} carry no training config, so their generator cannot be rebuilt")
@@ -161,8 +172,18 @@ def generator_config(factors: dict[str, Any], source: Path) -> DictConfig:
     except yaml.YAMLError as error:
         raise ConfigError(f"the training config stored in {source} is not YAML ({error.__class__.__name__})") from None
     gen = stored.get("gen") if isinstance(stored, dict) else None
+    if isinstance(gen, dict) and "net" in gen and gen["net"] is None:
+        raise ConfigError(
+            f"factors in {source} were learnt on a generator given to panda.fit as a Python object, which no config "
+            "rebuilds: open them with panda.load(run, generator=<that generator>), or fit a generator config"
+        )
     if not isinstance(gen, dict) or "net" not in gen:
         raise ConfigError(f"the training config stored in {source} has no gen.net node to rebuild the generator from")
+    if name not in options("gen"):
+        raise ConfigError(
+            f"factors in {source} were learnt for generator '{name}', which has no config in conf/gen or "
+            f"$PANDA_CONFIG_PATH (available: {', '.join(options('gen'))})"
+        )
     if gen.get("name") != name:
         raise ConfigError(
             f"factors in {source} were learnt for generator '{name}', but their config is of {gen.get('name')!r}"
@@ -176,6 +197,42 @@ def generator_config(factors: dict[str, Any], source: Path) -> DictConfig:
         raise ConfigError(f"gen.net.cache_name in the config stored in {source} is not the one of {origin}")
     _check_urls(merged, set(_strings(resolved)), cache_name, "gen", origin, source)
     return OmegaConf.create({"gen": merged}).gen
+
+
+def trusted_prefixes(modules: Any) -> tuple[str, ...]:
+    """``trusted_modules`` (a list of module names such as ``my_gan`` or ``lab.models``) as a tuple; a
+    :class:`ConfigError` for anything else."""
+    if isinstance(modules, str) or not isinstance(modules, Sequence):
+        raise ConfigError(f"trusted_modules={modules!r} must be a list of module names, e.g. trusted_modules=[my_gan]")
+    for module in modules:
+        if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+            raise ConfigError(f"trusted_modules holds {module!r}, which is not a module name such as my_gan or lab.gan")
+    return tuple(modules)
+
+
+def check_trusted(gen: DictConfig, trusted: Sequence[str], source: Path) -> None:
+    """A :class:`ConfigError`, naming the code and the setting that allows it, unless every ``_target_`` of the
+    ``gen`` node lies in ``panda.generators`` or under one of the ``trusted`` module prefixes (``my_gan`` trusts
+    ``my_gan.build`` and ``my_gan.nets.Tiny``, not ``my_gan_v2``)."""
+    for target in _targets(OmegaConf.to_container(gen, resolve=False)):
+        if not any(target == prefix or target.startswith(prefix + ".") for prefix in (PROJECT_MODULE, *trusted)):
+            module = target.rpartition(".")[0] or target
+            raise ConfigError(
+                f"the generator of {source} is built by {target}, code outside panda's generators, which opening a run "
+                f"runs only when trusted: if you trust module {module}, pass trusted_modules=[{module}]"
+            )
+
+
+def _targets(node: Any) -> Iterator[str]:
+    """Every ``_target_`` value in ``node`` (nested mappings and lists)."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield str(node["_target_"])
+        for value in node.values():
+            yield from _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _targets(value)
 
 
 def _merge_plain(project: Any, stored: Any, key: str, origin: str, source: Path) -> Any:

@@ -1,4 +1,5 @@
-"""Pictures a person looks at: part masks, parts over images, the error curve."""
+"""Pictures a person looks at: part masks, parts over images, the error curve; each a :class:`Picture` (a matplotlib
+figure that a notebook shows inline) or its file."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ from panda.method.factorization import normalized_parts
 DPI = 110  # of every picture
 TILE = 176  # pixels: the side an image of a grid is brought near to (see _display)
 GAP, TITLE, LEGEND_ROW, FRAME = 10, 20, 24, 3  # pixels between tiles, of a title, of a legend row, of a frame
+
+
+class Picture(Figure):
+    """A matplotlib figure that Jupyter shows inline as PNG, whatever matplotlib's backend."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, dpi=DPI, format="png")
+        return buffer.getvalue()
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -68,6 +78,13 @@ def parts_figure(
     labels: Sequence[str] | None = None,
     scores: Sequence[float] | None = None,
 ) -> Path:
+    """Every part as a greyscale mask (:func:`parts_picture`) in the file ``path``."""
+    return _save(parts_picture(P, feature_hw, labels, scores), path)
+
+
+def parts_picture(
+    P: Tensor, feature_hw: tuple[int, int], labels: Sequence[str] | None = None, scores: Sequence[float] | None = None
+) -> Picture:
     """Every part as a greyscale mask (one tile per part, framed in its overlay colour, titled with its
     label and score when named)."""
     maps = normalized_parts(P.detach().float().cpu(), *feature_hw).numpy()
@@ -77,7 +94,7 @@ def parts_figure(
     for tile, colour in zip(tiles, colours, strict=True):
         rgb = (colour * 255).round().astype(np.uint8)
         tile[:FRAME], tile[-FRAME:], tile[:, :FRAME], tile[:, -FRAME:] = rgb, rgb, rgb, rgb
-    return _grid(tiles, path, 8, part_names(count, labels, scores), colours)
+    return grid_picture(tiles, 8, part_names(count, labels, scores), colours)
 
 
 def image_grid(
@@ -88,7 +105,17 @@ def image_grid(
     legend: Sequence[tuple[str, np.ndarray]] | None = None,
 ) -> Path:
     """A grid of ``[B, H, W, 3]`` uint8 images, with a ``legend`` of (name, RGB colour) below it when given."""
-    return _grid(_display(images), path, columns, titles, legend=legend)
+    return _save(images_picture(images, columns, titles, legend), path)
+
+
+def images_picture(
+    images: np.ndarray,
+    columns: int = 8,
+    titles: Sequence[str] | None = None,
+    legend: Sequence[tuple[str, np.ndarray]] | None = None,
+) -> Picture:
+    """:func:`image_grid` as a :class:`Picture`."""
+    return grid_picture(_display(images), columns, titles, legend=legend)
 
 
 def overlay_figure(
@@ -124,7 +151,7 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, scale: int = 2, dur
 
 def error_curve(steps: Sequence[int], errors: Sequence[float], path: str | Path) -> Path:
     """Validation relative reconstruction error against training step."""
-    fig = Figure(figsize=(5, 3.2))
+    fig = Picture(figsize=(5, 3.2))
     ax = fig.subplots()
     ax.plot(steps, errors, marker="o", markersize=3)
     ax.set_xlabel("training step")
@@ -148,14 +175,13 @@ def _display(images: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS)) for image in images])
 
 
-def _grid(
+def grid_picture(
     tiles: np.ndarray,
-    path: str | Path,
     columns: int,
     titles: Sequence[str] | None = None,
     colours: np.ndarray | None = None,
     legend: Sequence[tuple[str, np.ndarray]] | None = None,
-) -> Path:
+) -> Picture:
     """``tiles`` ``[B, h, w, 3]`` uint8 shown at one image pixel per screen pixel in rows of ``columns``, each
     under its title (in ``colours[k]`` when given), with a ``legend`` of (name, RGB colour) below.
 
@@ -172,7 +198,7 @@ def _grid(
         canvas[y : y + height, x : x + width] = tile
     legend_h = LEGEND_ROW * -(-len(legend) // cols) if legend else 0
     total_h = canvas.shape[0] + legend_h
-    fig = Figure(figsize=(canvas.shape[1] / DPI, total_h / DPI), dpi=DPI)
+    fig = Picture(figsize=(canvas.shape[1] / DPI, total_h / DPI), dpi=DPI)
     ax = fig.add_axes((0, legend_h / total_h, 1, canvas.shape[0] / total_h))
     ax.imshow(canvas, interpolation="none")
     ax.axis("off")
@@ -185,7 +211,7 @@ def _grid(
         needed = box.get_window_extent(FigureCanvasAgg(fig).get_renderer()).width + 2 * GAP
         if needed > fig.bbox.width:  # a legend wider than the images: widen the figure (the images stay centred)
             fig.set_size_inches(needed / DPI, fig.get_figheight())
-    return _save(fig, path)
+    return fig
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
