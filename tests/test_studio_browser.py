@@ -37,9 +37,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def app(run_copy: Path, tmp_path: Path) -> Iterator[str]:
-    """The URL of the studio on a copy of :func:`tests.conftest.run_dir`; stopped afterwards."""
+@pytest.fixture(scope="module")
+def app_dir(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The studio's own copy of :func:`tests.conftest.run_dir` (``run``, which it saves into) and its output."""
+    tmp_path = tmp_path_factory.mktemp("studio")
+    shutil.copytree(run_dir, tmp_path / "run")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def app(app_dir: Path) -> Iterator[str]:
+    """The URL of one studio on :func:`app_dir`'s run, shared by the module's tests; stopped afterwards."""
+    tmp_path, run_copy = app_dir, app_dir / "run"
     port = free_port()
     command = [sys.executable, str(ROOT / "evaluate.py"), "task=studio", f"run={run_copy}"]
     command += [f"eval.port={port}", "eval.statistics=24", "eval.batch_size=12", f"hydra.run.dir={tmp_path / 'out'}"]
@@ -69,7 +78,7 @@ def app(run_copy: Path, tmp_path: Path) -> Iterator[str]:
     assert process.returncode is not None
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[sync_api.Browser]:
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -116,7 +125,7 @@ def move_strength(page: sync_api.Page, steps: int) -> None:
 
 
 def test_edit_a_part_in_the_browser_and_tabs_are_independent(
-    app: str, browser: sync_api.Browser, tmp_path: Path
+    app: str, app_dir: Path, browser: sync_api.Browser, tmp_path: Path
 ) -> None:
     elsewhere = []
     page = open_tab(browser, app, elsewhere)
@@ -168,10 +177,28 @@ def test_edit_a_part_in_the_browser_and_tabs_are_independent(
     page.locator("#edit-name textarea, #edit-name input").first.fill("ginger")
     page.get_by_role("button", name="save to the edit zoo").click()
     page.wait_for_function("document.querySelector('#message textarea, #message input').value.startsWith('saved')")
-    assert (tmp_path / "run" / "edits" / "dcgan_faces.yaml").is_file()
+    assert (app_dir / "run" / "edits" / "dcgan_faces.yaml").is_file()
     screenshot = os.environ.get("STUDIO_SCREENSHOT")
     page.screenshot(path=screenshot or tmp_path / "studio.png", full_page=True)
 
     page.locator(".stack-remove").first.click()
     page.get_by_text("edit stack (0)").wait_for()
     assert elsewhere == []  # no fonts, scripts or analytics from the internet
+
+
+def test_reset_returns_the_edited_image_to_the_original(app: str, browser: sync_api.Browser) -> None:
+    page = open_tab(browser, app, [])
+    source, original = picture(page, "#original")
+    source = picture(page, "#edited")[0]
+    move_strength(page, 10)
+    edited = wait_for_new(page, "#edited", source)
+    page.wait_for_function("document.querySelector('#strength input[type=number]').value === '5'")
+    time.sleep(1)  # the last move's update
+    source, edited = picture(page, "#edited")
+    assert (edited != original).any()
+    page.locator("#strength [data-testid=reset-button]").click()
+    np.testing.assert_array_equal(wait_for_new(page, "#edited", source), original)
+    assert page.locator("#strength input[type=number]").input_value() == "0"
+    page.get_by_role("button", name="add to stack").click()  # nothing to add: the strength is 0
+    page.wait_for_function("document.querySelector('#message textarea, #message input').value.includes('strength 0')")
+    assert page.get_by_text("edit stack (0)").is_visible()

@@ -76,8 +76,10 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
 
     def change(method: Callable[[Session, Any], Session]) -> Callable[[Session, Any], tuple]:
         def call(state: Session, value: Any) -> tuple:
-            state = method(state, value)
-            return state, studio.live(state), ""
+            new = method(state, value)
+            if new == state:  # e.g. the second change event of the slider's reset: nothing to redraw
+                return gr.skip(), gr.skip(), ""
+            return new, studio.live(new), ""
 
         return call
 
@@ -181,8 +183,10 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
         wire(gallery.select, pick_appearance, [session], [session, appearance, edited])
         wire(part.input, change(studio.choose_part), [session, part], [session, edited])
         wire(appearance.input, change(studio.choose_appearance), [session, appearance], [session, edited])
-        live = {"trigger_mode": "always_last", "show_progress": "hidden"}
-        wire(strength.input, change(studio.set_strength), [session, strength], [session, edited], **live)
+        # .change, not .input: the slider's reset button sends no input event; unprocessed, so that a typed
+        # strength outside the slider is refused with a message by set_strength, not by Gradio with a traceback
+        live = {"trigger_mode": "always_last", "show_progress": "hidden", "preprocess": False}
+        wire(strength.change, change(studio.set_strength), [session, strength], [session, edited], **live)
         wire(add_button.click, add, [session], [session, stack, strength, edited])
         wire(remove_button.click, remove, [session], [session, appearance, strength, edited])
         wire(refine_button.click, refine, [session], [global_parts, refined_parts, refine_text])
