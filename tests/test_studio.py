@@ -150,9 +150,11 @@ def test_large_images_are_shrunk_to_the_display_size(run: Factors, run_dir: Path
     ("call", "message"),
     [
         (lambda s, state: s.choose_part(state, 8), "part index 8 is out of range: this run has R_S=8"),
-        (lambda s, state: s.choose_part(state, 1.5), "part index 1.5 is out of range"),
+        (lambda s, state: s.choose_part(state, 1.5), "part 1.5 is not a whole number"),
         (lambda s, state: s.choose_appearance(state, -1), "appearance index -1 is out of range"),
-        (lambda s, state: s.choose_appearance(state, None), "appearance index None is out of range"),
+        (lambda s, state: s.choose_appearance(state, None), r"no appearance given: type an index 0..15"),
+        (lambda s, state: s.choose_appearance(state, ""), r"no appearance given"),
+        (lambda s, state: s.choose_appearance(state, 3.5), r"appearance 3.5 is not a whole number: give an index"),
         (lambda s, state: s.set_strength(state, float("nan")), "strength nan is outside"),
         (lambda s, state: s.set_strength(state, 1e30), r"strength 1e\+30 is outside \[-20, 20\]"),
         (lambda s, state: s.set_strength(state, "strong"), "strength 'strong' is not a number"),
@@ -305,8 +307,9 @@ def test_export_writes_the_image_and_a_before_after_gif(studio: Studio, loaded: 
     png, gif = studio.export(state, tmp_path / "out")
     assert png.parent == gif.parent and png.parent.parent == tmp_path / "out"
     assert studio.export(state, tmp_path / "out")[0].parent != png.parent  # a fresh folder per export
-    with Image.open(png) as image:
-        np.testing.assert_array_equal(np.asarray(image), studio.edited(state)[0])
+    with Image.open(png) as image:  # 64 px enlarged 4 times (nearest) to eval.display
+        np.testing.assert_array_equal(np.asarray(image)[::4, ::4], studio.edited(state)[0])
+        assert image.size == (256, 256)
     with Image.open(gif) as animation:
         assert animation.n_frames == len(studio.settings.gif_scales)
         assert animation.size == (2 * 256, 256)  # before | after, enlarged to the display size

@@ -8,6 +8,7 @@ and the browser are stopped in the fixtures' teardown, also when a test fails. S
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,45 +39,52 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_dir(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The studio's own copy of :func:`tests.conftest.run_dir` (``run``, which it saves into) and its output."""
-    tmp_path = tmp_path_factory.mktemp("studio")
-    shutil.copytree(run_dir, tmp_path / "run")
-    return tmp_path
+@dataclass
+class App:
+    """A studio served by ``evaluate.py task=studio``: its URL and its directory (``run``, the run it edits and
+    saves into; ``out``, the task's output)."""
+
+    url: str
+    directory: Path
+    process: subprocess.Popen
+
+    def stop(self) -> int:
+        """Stop it as Ctrl-C does (it then writes ``evaluate.json``); its exit code."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
 
 
 @pytest.fixture(scope="module")
-def app(app_dir: Path) -> Iterator[str]:
-    """The URL of one studio on :func:`app_dir`'s run, shared by the module's tests; stopped afterwards."""
-    tmp_path, run_copy = app_dir, app_dir / "run"
+def app(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    """One studio on a copy of :func:`tests.conftest.run_dir`, shared by the module's tests; stopped afterwards."""
+    directory = tmp_path_factory.mktemp("studio")
+    shutil.copytree(run_dir, directory / "run")
     port = free_port()
-    command = [sys.executable, str(ROOT / "evaluate.py"), "task=studio", f"run={run_copy}"]
-    command += [f"eval.port={port}", "eval.statistics=24", "eval.batch_size=12", f"hydra.run.dir={tmp_path / 'out'}"]
-    log = (tmp_path / "app.log").open("w")
+    command = [sys.executable, str(ROOT / "evaluate.py"), "task=studio", f"run={directory / 'run'}"]
+    command += [f"eval.port={port}", "eval.statistics=24", "eval.batch_size=12", f"hydra.run.dir={directory / 'out'}"]
+    log = (directory / "app.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
+    app = App(f"http://127.0.0.1:{port}/", directory, process)
     try:
         deadline = time.monotonic() + START_SECONDS
         while True:
-            assert process.poll() is None, f"the studio exited: {(tmp_path / 'app.log').read_text()[-2000:]}"
+            assert process.poll() is None, f"the studio exited: {(directory / 'app.log').read_text()[-2000:]}"
             assert time.monotonic() < deadline, "the studio did not start"
             try:
-                urllib.request.urlopen(url, timeout=5).close()
+                urllib.request.urlopen(app.url, timeout=5).close()
                 break
             except OSError:
                 time.sleep(0.5)
-        yield url
+        yield app
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        app.stop()
         log.close()
-    assert process.returncode is not None
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +134,10 @@ def move_strength(page: sync_api.Page, steps: int) -> None:
 
 
 def test_edit_a_part_in_the_browser_and_tabs_are_independent(
-    app: str, app_dir: Path, browser: sync_api.Browser, tmp_path: Path
+    app: App, browser: sync_api.Browser, tmp_path: Path
 ) -> None:
     elsewhere = []
-    page = open_tab(browser, app, elsewhere)
+    page = open_tab(browser, app.url, elsewhere)
     _, original = picture(page, "#original")
     assert page.locator("#part-legend").get_by_text("0: chin").is_visible()  # labels from factors.pt
 
@@ -154,7 +163,7 @@ def test_edit_a_part_in_the_browser_and_tabs_are_independent(
     page.get_by_role("button", name="add to stack").click()
     page.get_by_text("edit stack (1)").wait_for()
 
-    other = open_tab(browser, app, elsewhere)
+    other = open_tab(browser, app.url, elsewhere)
     other.get_by_text("edit stack (0)").wait_for()
     np.testing.assert_array_equal(picture(other, "#edited")[1], picture(other, "#original")[1])
     assert other.locator("#strength input[type=number]").input_value() == "0"
@@ -177,7 +186,7 @@ def test_edit_a_part_in_the_browser_and_tabs_are_independent(
     page.locator("#edit-name textarea, #edit-name input").first.fill("ginger")
     page.get_by_role("button", name="save to the edit zoo").click()
     page.wait_for_function("document.querySelector('#message textarea, #message input').value.startsWith('saved')")
-    assert (app_dir / "run" / "edits" / "dcgan_faces.yaml").is_file()
+    assert (app.directory / "run" / "edits" / "dcgan_faces.yaml").is_file()
     screenshot = os.environ.get("STUDIO_SCREENSHOT")
     page.screenshot(path=screenshot or tmp_path / "studio.png", full_page=True)
 
@@ -186,8 +195,8 @@ def test_edit_a_part_in_the_browser_and_tabs_are_independent(
     assert elsewhere == []  # no fonts, scripts or analytics from the internet
 
 
-def test_reset_returns_the_edited_image_to_the_original(app: str, browser: sync_api.Browser) -> None:
-    page = open_tab(browser, app, [])
+def test_reset_returns_the_edited_image_to_the_original(app: App, browser: sync_api.Browser) -> None:
+    page = open_tab(browser, app.url, [])
     source, original = picture(page, "#original")
     source = picture(page, "#edited")[0]
     move_strength(page, 10)
@@ -202,3 +211,39 @@ def test_reset_returns_the_edited_image_to_the_original(app: str, browser: sync_
     page.get_by_role("button", name="add to stack").click()  # nothing to add: the strength is 0
     page.wait_for_function("document.querySelector('#message textarea, #message input').value.includes('strength 0')")
     assert page.get_by_text("edit stack (0)").is_visible()
+
+
+def message(page: sync_api.Page) -> str:
+    return page.locator("#message textarea, #message input").first.input_value()
+
+
+@pytest.mark.parametrize(
+    ("box", "value", "expected"),
+    [
+        ("#strength input[type=number]", "25", "strength 25 is outside [-20, 20]"),
+        ("#appearance input", "3.5", "appearance 3.5 is not a whole number"),
+        ("#appearance input", "", "no appearance given"),
+    ],
+)
+def test_a_bad_number_is_a_message(app: App, browser: sync_api.Browser, box: str, value: str, expected: str) -> None:
+    page = open_tab(browser, app.url, [])
+    source = picture(page, "#edited")[0]
+    page.locator(box).fill(value)
+    page.wait_for_function(
+        "(text) => document.querySelector('#message textarea, #message input').value.includes(text)", arg=expected
+    )
+    assert picture(page, "#edited")[0] == source
+    page.close()
+
+
+def test_exports_are_listed_in_evaluate_json_when_the_studio_stops(app: App, browser: sync_api.Browser) -> None:
+    """The module's last test: it stops the studio."""
+    page = open_tab(browser, app.url, [])
+    move_strength(page, 4)
+    page.get_by_role("button", name="export PNG and before/after GIF").click()
+    page.locator("#downloads").get_by_text("_before_after").wait_for()
+    page.close()
+    assert app.stop() == 0
+    files = json.loads((app.directory / "out" / "evaluate.json").read_text())["files"]
+    assert {Path(path).name for path in files.values()} == {"sample0_before_after.gif", "sample0_edited.png"}
+    assert all((app.directory / "out" / key).is_file() for key in files)

@@ -52,8 +52,9 @@ def page_css(colours: Sequence[str]) -> str:
     return IMAGE_CSS + "\n".join(legend)
 
 
-def build(studio: Studio, exports: Path) -> gr.Blocks:
-    """The page of ``studio``; exported files go to fresh folders under ``exports``."""
+def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
+    """The page of ``studio``; exported files go to fresh folders under ``exports``, and are appended to
+    ``written``."""
     factors, settings = studio.factors, studio.settings
     low, high, step = settings.strength
     legend = studio.legend()
@@ -107,7 +108,9 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
         return name, f"saved '{name}' to {path}; apply it with: {command}"
 
     def export(state: Session) -> tuple:
-        return [str(path) for path in studio.export(state, exports)], ""
+        paths = studio.export(state, exports)
+        written.extend(paths)
+        return [str(path) for path in paths], ""
 
     title = f"panda studio: {factors.name}"
     image = {"interactive": False, "height": settings.display, "buttons": ["download"]}
@@ -182,7 +185,8 @@ def build(studio: Studio, exports: Path) -> gr.Blocks:
         wire(parts.select, pick_part, [session], [session, part, edited])
         wire(gallery.select, pick_appearance, [session], [session, appearance, edited])
         wire(part.input, change(studio.choose_part), [session, part], [session, edited])
-        wire(appearance.input, change(studio.choose_appearance), [session, appearance], [session, edited])
+        unchecked = {"preprocess": False}  # Gradio would round 3.5 to 4 silently: choose_appearance refuses it
+        wire(appearance.input, change(studio.choose_appearance), [session, appearance], [session, edited], **unchecked)
         # .change, not .input: the slider's reset button sends no input event; unprocessed, so that a typed
         # strength outside the slider is refused with a message by set_strength, not by Gradio with a traceback
         live = {"trigger_mode": "always_last", "show_progress": "hidden", "preprocess": False}
@@ -201,7 +205,8 @@ def serve(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)  # process-wide: this process only serves the studio
     studio = Studio(factors, settings, part_labels(cfg.run, factors.parts), cfg.seed)
-    demo = build(studio, out / "exports")
+    written: list[Path] = []
+    demo = build(studio, out / "exports", written)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to the app
     try:
         _, url, share_url = demo.launch(
@@ -221,4 +226,5 @@ def serve(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     if share_url:
         log.info("public link: %s", share_url)
     demo.block_thread()
-    return {"url": url, "share_url": share_url, "zoo_dir": str(settings.zoo_dir), "files": {}}
+    files = {str(path.relative_to(out)): path for path in written}
+    return {"url": url, "share_url": share_url, "zoo_dir": str(settings.zoo_dir), "files": files}

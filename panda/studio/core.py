@@ -194,7 +194,7 @@ class Studio:
         return replace(session, sample=Sample(index, latents, features, state, image, maps))
 
     def choose_part(self, session: Session, part: object) -> Session:
-        return replace(session, part=self.factors.check_index(_whole(part), "part"))
+        return replace(session, part=self._index(part, "part"))
 
     def part_at(self, session: Session, x: object, y: object) -> Session:
         """Choose the part strongest at pixel ``(x, y)`` of the :meth:`parts` image (``display`` pixels wide)."""
@@ -204,7 +204,18 @@ class Studio:
         return replace(session, part=int(upsampled_parts(self.factors.P, self.factors.hw, size)[:, y, x].argmax()))
 
     def choose_appearance(self, session: Session, appearance: object) -> Session:
-        return replace(session, appearance=self.factors.check_index(_whole(appearance), "appearance"))
+        return replace(session, appearance=self._index(appearance, "appearance"))
+
+    def _index(self, value: object, kind: str) -> int:
+        """A part or appearance index from the page, checked (number boxes send whole numbers as floats)."""
+        last = (self.factors.parts if kind == "part" else self.factors.appearances) - 1
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ConfigError(f"no {kind} given: type an index 0..{last}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{kind} {value:g} is not a whole number: give an index 0..{last}")
+            value = int(value)
+        return self.factors.check_index(value, kind)
 
     def set_strength(self, session: Session, value: object) -> Session:
         low, high, _ = self.settings.strength
@@ -315,16 +326,19 @@ class Studio:
             raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
 
     def export(self, session: Session, directory: Path) -> list[Path]:
-        """The edited image as a PNG and a before/after GIF over ``gif_scales`` times the edits, written to a
-        fresh folder under ``directory`` (one per export: sessions never share files)."""
+        """The edited image as a PNG and a before/after GIF over ``gif_scales`` times the edits, both enlarged
+        (nearest) to at least ``display`` pixels, written to a fresh folder under ``directory`` (one per export:
+        sessions never share files)."""
         sample = _loaded(session)
         if not session.edits:
             raise ConfigError("nothing to export: move the strength slider or add edits to the stack first")
         edited, *frames = self.edited(session, (1.0, *self.settings.gif_scales))
+        scale = -(-self.settings.display // sample.image.shape[0])  # enlarged (nearest) to at least eval.display
         buffer = io.BytesIO()
-        Image.fromarray(edited).save(buffer, format="PNG")
+        Image.fromarray(edited).resize((edited.shape[1] * scale, edited.shape[0] * scale), Image.NEAREST).save(
+            buffer, format="PNG"
+        )
         pairs = [np.concatenate([sample.image, frame], axis=1) for frame in frames]
-        scale = max(1, self.settings.display // sample.image.shape[0])
         try:
             directory.mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(dir=directory))
@@ -338,11 +352,6 @@ def _loaded(session: Session) -> Sample:
     if session.sample is None:
         raise ConfigError("no sample is loaded: choose a sample first")
     return session.sample
-
-
-def _whole(value: object) -> object:
-    """Whole floats (what number boxes send) as ints; anything else unchanged, for the index check to refuse."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _shown(image: np.ndarray, size: int, enlarge: bool = False) -> np.ndarray:
