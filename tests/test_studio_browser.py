@@ -179,6 +179,7 @@ def test_edit_a_part_in_the_browser_and_tabs_are_independent(
 
     assert page.get_by_text("edit stack (1)").is_visible()  # the other tab did not touch this one
     np.testing.assert_array_equal(picture(page, "#edited")[1], edited)
+    page.get_by_role("tab", name="refine").click()
     page.get_by_role("button", name="refine parts for this sample").click()
     page.get_by_text("error of this sample").wait_for()
     page.get_by_role("button", name="export PNG and before/after GIF").click()
