@@ -9,22 +9,29 @@ nothing else changes, and the app keeps serving. The browser keeps a plain copy 
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import io
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 
 from panda.base.errors import ConfigError, PandaError
+from panda.base.files import atomic_write
 from panda.studio.core import Session, Settings, Studio
 from panda.uses.factors import Factors
 
 log = logging.getLogger(__name__)
+KEEP_SECONDS = 300  # how long the studio keeps the PNG file of a picture it showed (Gradio's cache keeps a copy)
 PREVIEW_SECONDS = 0.25  # the preview gallery is redrawn at most this often while the previews come (and at the end)
 
 IMAGE_CSS = """
@@ -77,10 +84,34 @@ def guarded(fn: Callable[..., Any], message: gr.components.Component) -> Callabl
     return call
 
 
-def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
+def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) -> gr.Blocks:
     """The page of ``studio``; exported files go to fresh folders under ``exports``, and are appended to
-    ``written``."""
+    ``written``; the images shown are PNG files in ``pictures``.
+
+    Gradio would write the PNG of an image array to its cache in place each time it is shown, so a browser reading
+    the same picture meanwhile (shown again, or in another tab) got a truncated file. A file is copied into the cache
+    atomically, once per content: the studio writes each picture atomically, named by its content, and keeps it
+    for :data:`KEEP_SECONDS` (the cache keeps its copy).
+    """
     factors, settings = studio.factors, studio.settings
+    pruned = [time.monotonic()]
+
+    def png(image: np.ndarray) -> str:
+        data = io.BytesIO()
+        Image.fromarray(image).save(data, format="PNG")
+        path = pictures / f"{hashlib.sha256(data.getvalue()).hexdigest()}.png"
+        if not path.exists():
+            atomic_write(path, data.getvalue())
+        if time.monotonic() - pruned[0] > KEEP_SECONDS:
+            pruned[0] = time.monotonic()
+            for old in pictures.iterdir():
+                if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+                    old.unlink(missing_ok=True)
+        return str(path)
+
+    def pngs(items: list[tuple[np.ndarray, str]]) -> list[tuple[str, str]]:
+        return [(png(image), caption) for image, caption in items]
+
     low, high, step = settings.strength
     legend = studio.legend()
 
@@ -130,7 +161,7 @@ def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
                             text = f"{index}. part {studio.name(edit.part)}, appearance {edit.appearance}"
                             gr.Markdown(f"{text}, strength {edit.alpha:g}")
                             button = gr.Button("remove", size="sm", elem_classes="stack-remove", scale=0)
-                            wire(button.click, functools.partial(change, studio.drop, index), [session, tint], full)
+                            wire(button.click, change(studio.drop, index), [session, tint], full)
 
                 with gr.Tabs():
                     with gr.Tab("previews", elem_id="previews-tab"):
@@ -177,6 +208,11 @@ def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
         full = [session, saved, preview_key, part, appearance, strength, stack, parts, edited, hint, message]
 
         def wire(trigger: Callable, fn: Callable[..., Any], inputs: list, outputs: list, **options: Any) -> None:
+            """``trigger`` calls ``fn``; the callbacks that change a session run one at a time (in one queue), so
+            that each starts from the session the one before left (two quick clicks would otherwise both start
+            from the same session, and the later result would undo the earlier)."""
+            if session in outputs:
+                options |= {"concurrency_id": "session", "concurrency_limit": 1}
             trigger(guarded(fn, message), inputs, [*outputs, message], **options)
 
         def shown(state: Session, tint_on: bool, note: str = "") -> dict:
@@ -190,16 +226,16 @@ def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
                 appearance: state.appearance,
                 strength: state.strength,
                 stack: state.stack,
-                parts: studio.parts(state, tint=tint_on),
-                edited: studio.live(state),
+                parts: png(studio.parts(state, tint=tint_on)),
+                edited: png(studio.live(state)),
                 hint: studio.removal_hint(state),
                 message: note,
             }
 
         def sample_views(state: Session, tint_on: bool, note: str = "") -> dict:
             """Everything of a newly loaded sample."""
-            views = {sample: str(state.sample.index), original: studio.original(state)}
-            views |= {gallery: studio.gallery(state), part_gallery: studio.part_gallery(state), row: []}
+            views = {sample: str(state.sample.index), original: png(studio.original(state)), row: []}
+            views |= {gallery: pngs(studio.gallery(state)), part_gallery: pngs(studio.part_gallery(state))}
             return shown(state, tint_on, note) | views
 
         def start(state: Session, stored: Any, tint_on: bool, text: str) -> dict:
@@ -236,7 +272,7 @@ def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
             return {session: state, saved: studio.snapshot(state), appearance: state.appearance, edited: live(state)}
 
         def live(state: Session) -> Any:
-            return studio.live(state) if state.strength else gr.skip()
+            return png(studio.live(state)) if state.strength else gr.skip()
 
         def quick(method: Callable[[Session, Any], Session]) -> Callable[[Session, Any], dict]:
             """The appearance box and the slider: only the image changes (nothing when the session does not)."""
@@ -245,7 +281,7 @@ def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
                 new = method(state, value)
                 if new == state:  # the second change event of the slider's reset, a strength set by a button
                     return {edited: gr.skip()}  # (an empty dict would be one value)
-                return {session: new, saved: studio.snapshot(new), edited: studio.live(new), message: ""}
+                return {session: new, saved: studio.snapshot(new), edited: png(studio.live(new)), message: ""}
 
             return call
 
@@ -273,17 +309,17 @@ def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
                 views = {progress: text}
                 if last or time.monotonic() - drawn > PREVIEW_SECONDS:
                     drawn = time.monotonic()
-                    items = [(p.image, f"a{p.edit.appearance} {p.edit.alpha:+g}: {p.change:.0f}") for p in done]
+                    items = [(png(p.image), f"a{p.edit.appearance} {p.edit.alpha:+g}: {p.change:.0f}") for p in done]
                     views |= {previews: items, order: tuple(p.edit for p in done)}
                 yield views
 
         def show_row(state: Session) -> dict:
-            return {row: studio.row(state), message: ""}
+            return {row: pngs(studio.row(state)), message: ""}
 
         def refine(state: Session) -> dict:
             before, after, error_before, error_after = studio.refine(state)
             text = f"error of this sample: {error_before:.4g} with the global parts, {error_after:.4g} refined"
-            return {global_parts: before, refined_parts: after, refine_text: text, message: ""}
+            return {global_parts: png(before), refined_parts: png(after), refine_text: text, message: ""}
 
         def save(state: Session, text: str, replace_named: bool) -> dict:
             path = studio.save(state, text, replace_named)
@@ -297,7 +333,7 @@ def build(studio: Studio, exports: Path, written: list[Path]) -> gr.Blocks:
             return {files: [str(path) for path in paths], message: ""}
 
         def tinted(state: Session, tint_on: bool) -> dict:
-            return {parts: studio.parts(state, tint=tint_on)}
+            return {parts: png(studio.parts(state, tint=tint_on))}
 
         views = [*full, sample, original, gallery, part_gallery, row]
         wire(demo.load, start, [session, saved, tint, sample], views)
@@ -335,7 +371,17 @@ def serve(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
         torch.set_num_threads(settings.threads)  # process-wide: this process only serves the studio
     studio = Studio(factors, settings, cfg.seed)
     written: list[Path] = []
-    demo = build(studio, out / "exports", written)
+    with tempfile.TemporaryDirectory(prefix="panda-studio-") as pictures:
+        demo = build(studio, out / "exports", written, Path(pictures))
+        url, share_url = _launch(demo, studio, out)
+        demo.block_thread()
+    files = {str(path.relative_to(out)): path for path in written}
+    return {"url": url, "share_url": share_url, "zoo_dir": str(settings.zoo_dir), "files": files}
+
+
+def _launch(demo: gr.Blocks, studio: Studio, out: Path) -> tuple[str, str | None]:
+    """Serve ``demo`` in the background (files under ``out`` may be downloaded): its local URL and public link."""
+    settings = studio.settings
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests to the app
     try:
         _, url, share_url = demo.launch(
@@ -354,6 +400,4 @@ def serve(cfg: DictConfig, factors: Factors, out: Path) -> dict[str, Any]:
     log.info("studio running at %s (Ctrl-C stops it)", url)
     if share_url:
         log.info("public link: %s", share_url)
-    demo.block_thread()
-    files = {str(path.relative_to(out)): path for path in written}
-    return {"url": url, "share_url": share_url, "zoo_dir": str(settings.zoo_dir), "files": files}
+    return url, share_url
