@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +17,26 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from panda.base.errors import ConfigError
-from panda.studio.core import MAX_SAMPLE, Session, Settings, Studio, parse_sample, part_labels
+from panda.studio.core import MAX_SAMPLE, Session, Settings, Studio, parse_sample
 from panda.uses import editing, localization
 from panda.uses.editing import Edit
 from panda.uses.factors import Factors
 from panda.uses.visualize import to_uint8
-from tests.conftest import LABELS, ROOT, forward_calls, run_script, write_run
+from tests.conftest import LABELS, ROOT, forward_calls, run_script
 
 
 def options(**changes: Any) -> dict[str, Any]:
     """``conf/task/studio.yaml`` with ``changes`` (few statistics samples: fast)."""
     settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "studio.yaml").eval)
-    return settings | {"statistics": 24, "batch_size": 12, "refine": {"steps": 20, "lr": 0.001}} | changes
+    small = {"statistics": 24, "batch_size": 12, "refine": {"steps": 20, "lr": 0.001}, "row": 3}
+    return settings | small | {"preview": {"strength": 6.0, "batch_size": 12}} | changes
 
 
 @pytest.fixture
 def studio(run: Factors, run_copy: Path) -> Studio:
-    """The studio on :func:`tests.conftest.run` (part 0: the bottom half), saving into a run of the test's own."""
-    return Studio(run, Settings.from_config(options(), run_copy), part_labels(run_copy, 8), seed=0)
+    """The studio on :func:`tests.conftest.run` with :data:`tests.conftest.LABELS` (part 0, "chin": the bottom
+    half), saving into a run of the test's own."""
+    return Studio(replace(run, labels=LABELS), Settings.from_config(options(), run_copy), seed=0)
 
 
 @pytest.fixture
@@ -67,6 +71,10 @@ def test_default_settings_and_the_zoo_under_the_run(run_dir: Path) -> None:
         ({"strength": {"min": -5, "max": float("inf"), "step": 1}}, "min < max"),
         ({"strength": {"min": -5, "max": 5, "step": 0}}, "step=0.0 must be > 0"),
         ({"remove_alpha": 50}, "remove_alpha must lie in"),
+        ({"preview": {"strength": 0, "batch_size": 4}}, "eval.preview.strength must be > 0"),
+        ({"preview": {"strength": 30, "batch_size": 4}}, "its negative must lie in"),
+        ({"preview": {"strength": 6, "batch_size": 0}}, "eval.preview.batch_size and eval.row must be >= 1"),
+        ({"row": 0}, "eval.preview.batch_size and eval.row must be >= 1"),
         ({"refine": {"steps": 0, "lr": 0.001}}, "eval.refine.steps=0"),
         ({"gif_scales": []}, "at least one"),
         ({"display": 8}, "eval.display and eval.thumbnail must be >= 16"),
@@ -77,13 +85,6 @@ def test_default_settings_and_the_zoo_under_the_run(run_dir: Path) -> None:
 def test_bad_settings_are_refused(run_dir: Path, changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_config(options(**changes), run_dir)
-
-
-def test_part_labels_come_from_the_factors_or_default(tmp_path: Path) -> None:
-    assert part_labels(write_run(tmp_path / "a", LABELS), 8) == LABELS
-    assert part_labels(write_run(tmp_path / "b"), 8)[:2] == ["part 0", "part 1"]
-    with pytest.raises(ConfigError, match="must be a list of 8 strings"):
-        part_labels(write_run(tmp_path / "c", ["one", "two"]), 8)
 
 
 def test_a_loaded_sample_is_the_numbered_sample(studio: Studio, loaded: Session) -> None:
@@ -115,7 +116,7 @@ def test_a_stylegan2_edit_resumes_from_the_loaded_state_and_runs_nothing_before_
     stylegan2_run: Factors, tmp_path: Path
 ) -> None:
     run, gen = stylegan2_run, stylegan2_run.generator
-    studio = Studio(run, Settings.from_config(options(), tmp_path), ["a", "b", "c"], seed=0)
+    studio = Studio(run, Settings.from_config(options(), tmp_path), seed=0)
     loaded = studio.load(Session(), 2)
     state = studio.set_strength(studio.choose_appearance(studio.choose_part(loaded, 1), 3), 6)
     before = [gen.net.mapping, gen.net.synthesis.b4, gen.net.synthesis.b8]  # the modules before synthesis.b16.conv1
@@ -129,6 +130,18 @@ def test_a_stylegan2_edit_resumes_from_the_loaded_state_and_runs_nothing_before_
     assert (edited != loaded.sample.image).any()
 
 
+def test_every_view_works_on_a_stylegan2_run_without_labels(stylegan2_run: Factors, tmp_path: Path) -> None:
+    studio = Studio(stylegan2_run, Settings.from_config(options(), tmp_path), seed=0)
+    state = studio.set_strength(studio.choose_part(studio.load(Session(), 2), 1), 5)
+    assert [name for _, name, _ in studio.legend()] == ["0", "1", "2"]
+    assert [caption for _, caption in studio.part_gallery(state)] == ["0", "1", "2"]
+    assert "over part 1 at strength 3" in studio.removal_hint(state)
+    (previews,) = studio.previews(state)  # 4 appearances, both signs: one pass
+    assert len(previews) == 8 and previews[0].change >= previews[-1].change
+    assert studio.parts(state).shape == (256, 256, 3) and len(studio.row(state)) == 3
+    assert studio.restore(studio.snapshot(state)).edits == state.edits
+
+
 def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loaded: Session) -> None:
     state = studio.part_at(studio.choose_part(loaded, 4), 100, 200)  # bottom half of the 256 px parts image: part 0
     assert state.part == 0
@@ -138,7 +151,7 @@ def test_an_edit_of_the_clicked_part_changes_only_its_region(studio: Studio, loa
 
 
 def test_large_images_are_shrunk_to_the_display_size(run: Factors, run_dir: Path) -> None:
-    studio = Studio(run, Settings.from_config(options(display=32), run_dir), LABELS, seed=0)
+    studio = Studio(run, Settings.from_config(options(display=32), run_dir), seed=0)
     state = studio.set_strength(studio.load(Session(), 3), 5)
     assert studio.live(state).shape == studio.original(state).shape == studio.parts(state).shape == (32, 32, 3)
     assert studio.part_at(state, 12, 25).part == 0
@@ -150,9 +163,11 @@ def test_large_images_are_shrunk_to_the_display_size(run: Factors, run_dir: Path
     ("call", "message"),
     [
         (lambda s, state: s.choose_part(state, 8), "part index 8 is out of range: this run has R_S=8"),
-        (lambda s, state: s.choose_part(state, 1.5), "part index 1.5 is out of range"),
+        (lambda s, state: s.choose_part(state, 1.5), "part 1.5 is not a whole number"),
         (lambda s, state: s.choose_appearance(state, -1), "appearance index -1 is out of range"),
-        (lambda s, state: s.choose_appearance(state, None), "appearance index None is out of range"),
+        (lambda s, state: s.choose_appearance(state, None), r"no appearance given: type an index 0..15"),
+        (lambda s, state: s.choose_appearance(state, ""), r"no appearance given"),
+        (lambda s, state: s.choose_appearance(state, 3.5), r"appearance 3.5 is not a whole number: give an index"),
         (lambda s, state: s.set_strength(state, float("nan")), "strength nan is outside"),
         (lambda s, state: s.set_strength(state, 1e30), r"strength 1e\+30 is outside \[-20, 20\]"),
         (lambda s, state: s.set_strength(state, "strong"), "strength 'strong' is not a number"),
@@ -239,6 +254,116 @@ def test_gallery_shows_every_appearances_localisation(studio: Studio, loaded: Se
     assert image.shape == (64, 64, 3) and 0 < masks[4].sum() < 64 * 64 and torch.equal(tinted, masks[4])
 
 
+def test_the_part_list_groups_the_parts_by_name(run: Factors, run_dir: Path) -> None:
+    labels = ["hair", "eyes", "nose", "eyes_2", "background", "hair_2", "mouth", "eyes_3"]
+    studio = Studio(replace(run, labels=labels), Settings.from_config(options(), run_dir), seed=0)
+    assert [name for _, name, _ in studio.legend()] == [
+        "4: background", "1: eyes", "3: eyes_2", "7: eyes_3", "0: hair", "5: hair_2", "6: mouth", "2: nose"
+    ]  # fmt: skip
+    unnamed = Studio(run, Settings.from_config(options(), run_dir), seed=0)  # a run without labels: the numbers
+    assert [(k, name) for k, name, _ in unnamed.legend()] == [(k, str(k)) for k in range(8)]
+
+
+def test_the_chosen_part_is_outlined_and_the_tint_can_be_hidden(studio: Studio, loaded: Session) -> None:
+    plain = studio.original(loaded).repeat(4, axis=0).repeat(4, axis=1)  # 64 px enlarged to the 256 px parts image
+    untinted = studio.parts(loaded, tint=False)  # part 0 is the bottom half: its edge is the middle row
+    assert (untinted[127] == 255).all() and (untinted[128] == 0).all()  # white outside, black inside
+    np.testing.assert_array_equal(np.delete(untinted, [127, 128], axis=0), np.delete(plain, [127, 128], axis=0))
+    tinted = studio.parts(loaded)
+    assert (tinted[127] == 255).all() and (
+        np.delete(tinted, [127, 128], axis=0) != np.delete(plain, [127, 128], 0)
+    ).any()
+    assert (studio.parts(studio.choose_part(loaded, 3), tint=False)[127] != 255).any()  # another part, another edge
+
+
+def test_previews_paint_each_appearance_on_the_part_sorted_by_change(studio: Studio, loaded: Session) -> None:
+    state = studio.add(studio.set_strength(studio.choose_part(loaded, 3), 4))  # previews paint over the stack
+    batches = list(studio.previews(studio.set_strength(studio.choose_part(state, 0), 9)))
+    assert [len(done) for done in batches] == [12, 24, 32]  # 16 appearances, both signs, 12 per pass
+    previews = batches[-1]
+    assert {(p.edit.appearance, p.edit.alpha) for p in previews} == {(j, s) for j in range(16) for s in (6.0, -6.0)}
+    changes = [p.change for p in previews]
+    assert changes == sorted(changes, reverse=True) and changes[0] > changes[-1] >= 0
+    for preview in (previews[0], previews[-1]):  # each is the image its edit gives over the stack
+        shown = studio.edited(studio.choose_edit(state, preview.edit))[0]
+        assert np.abs(preview.image.astype(int) - shown).max() <= 1  # batched: float rounding at most
+        before = studio.edited(state)[0].astype(float)
+        weights = np.zeros((64, 64, 1))
+        weights[32:] = 1  # part 0's map, upsampled
+        rms = np.sqrt((np.square(shown - before) * weights).sum() / (3 * weights.sum()))
+        assert preview.change == pytest.approx(rms, abs=1.0)
+
+
+def test_undo_goes_back_and_clear_removes_every_edit(studio: Studio, loaded: Session) -> None:
+    with pytest.raises(ConfigError, match="nothing to undo"):
+        studio.undo(loaded)
+    with pytest.raises(ConfigError, match="nothing to clear"):
+        studio.clear(loaded)
+    first = studio.set_strength(studio.choose_appearance(loaded, 1), 4)
+    added = studio.add(first)
+    chosen = studio.choose_edit(added, Edit(2, 5, -6.0))
+    removed = studio.remove_part(chosen)
+    cleared = studio.clear(studio.drop(studio.add(removed), 0))
+    assert cleared.edits == [] and cleared.sample is loaded.sample
+    states = [cleared]
+    while states[-1].history:
+        states.append(studio.undo(states[-1]))
+    assert [s.edits for s in states] == [
+        [],  # cleared
+        [Edit(2, removed.appearance, 3.0)],  # the dropped first entry is back
+        [Edit(0, 1, 4.0), Edit(2, removed.appearance, 3.0)],  # the removal is back as the current edit
+        removed.edits,
+        [Edit(0, 1, 4.0), Edit(2, 5, -6.0)],  # the chosen preview
+        [Edit(0, 1, 4.0)],  # on the stack
+        [Edit(0, 1, 4.0)],  # not added yet: the current edit
+    ]
+    assert states[-2].stack == (Edit(0, 1, 4.0),) and states[-1].stack == ()
+    assert states[-1] == replace(first, history=()) and all(s.sample is loaded.sample for s in states)
+
+
+def test_removal_says_what_it_paints(studio: Studio, loaded: Session) -> None:
+    edit, covered = studio.removal(2)
+    hint = studio.removal_hint(studio.choose_part(loaded, 2))
+    assert f"paints appearance {edit.appearance} over part 2: blob 2 at strength 3" in hint
+    assert f"({covered:.0%} of them, over 24 samples)" in hint and 0 < covered <= 1
+    state = studio.remove_part(studio.choose_part(loaded, 2))
+    assert state.stack == () and state.edits == [edit]  # shown, not on the stack
+
+
+def test_a_saved_session_is_restored(studio: Studio, loaded: Session) -> None:
+    state = studio.set_strength(studio.choose_part(studio.add(studio.set_strength(studio.load(loaded, 7), 4)), 3), -2)
+    saved = json.loads(json.dumps(studio.snapshot(state)))  # what the browser keeps
+    restored = studio.restore(saved)
+    assert restored.sample.index == 7 and restored.edits == state.edits and restored.history == ()
+    np.testing.assert_array_equal(studio.live(restored), studio.live(state))
+    assert studio.snapshot(Session()) is None
+    with pytest.raises(ConfigError, match="belongs to another studio: starting afresh"):
+        studio.restore({**saved, "studio": "dcgan_faces elsewhere"})
+    for bad in ({**saved, "stack": [[9, 0, 1.0]]}, {**saved, "strength": "x"}, {**saved, "sample": -1}, "junk"):
+        with pytest.raises(ConfigError, match="starting afresh"):
+            studio.restore(bad)
+
+
+def test_the_row_shows_the_edits_on_the_next_samples(studio: Studio, loaded: Session) -> None:
+    state = studio.set_strength(studio.load(loaded, MAX_SAMPLE - 1), 8)
+    row = studio.row(state)
+    assert [caption for _, caption in row] == [f"sample {i}" for i in (MAX_SAMPLE - 1, MAX_SAMPLE, 0)]
+    for (pair, _), index in zip(row, (MAX_SAMPLE - 1, MAX_SAMPLE, 0), strict=True):
+        single = studio.load(state, index)
+        np.testing.assert_array_equal(pair[:, :64], single.sample.image)
+        assert np.abs(pair[:, 64:].astype(int) - studio.edited(single)[0]).max() <= 1  # batched: float rounding
+    unedited = studio.row(loaded)
+    assert all((pair[:, :64] == pair[:, 64:]).all() for pair, _ in unedited)
+
+
+def test_the_part_gallery_shows_where_each_part_is(studio: Studio, loaded: Session) -> None:
+    gallery = studio.part_gallery(loaded)
+    assert [caption for _, caption in gallery] == [f"{k}: {label}" for k, label in enumerate(LABELS)]
+    chin, _ = gallery[0]
+    tinted = (chin != loaded.sample.image).any(-1)
+    assert tinted[40:].all() and not tinted[:24].any()  # the bottom half
+
+
 def test_refine_lowers_this_samples_error(studio: Studio, loaded: Session) -> None:
     global_parts, refined, before, after = studio.refine(loaded)
     assert after < before and global_parts.shape == refined.shape == (256, 256, 3)
@@ -305,8 +430,9 @@ def test_export_writes_the_image_and_a_before_after_gif(studio: Studio, loaded: 
     png, gif = studio.export(state, tmp_path / "out")
     assert png.parent == gif.parent and png.parent.parent == tmp_path / "out"
     assert studio.export(state, tmp_path / "out")[0].parent != png.parent  # a fresh folder per export
-    with Image.open(png) as image:
-        np.testing.assert_array_equal(np.asarray(image), studio.edited(state)[0])
+    with Image.open(png) as image:  # 64 px enlarged 4 times (nearest) to eval.display
+        np.testing.assert_array_equal(np.asarray(image)[::4, ::4], studio.edited(state)[0])
+        assert image.size == (256, 256)
     with Image.open(gif) as animation:
         assert animation.n_frames == len(studio.settings.gif_scales)
         assert animation.size == (2 * 256, 256)  # before | after, enlarged to the display size

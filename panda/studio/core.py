@@ -1,7 +1,7 @@
 """The studio's editing logic as pure functions of a per-session :class:`Session` (no web framework).
 
 A :class:`Studio` holds what every session shares and never changes: the run, the checked
-:class:`Settings`, the part labels, the appearances' localisation thresholds and masks (from ``statistics``
+:class:`Settings`, the appearances' localisation thresholds and masks (from ``statistics``
 samples, as ``task=localize`` and ``task=remove`` find them; removal paints the appearance around a part).
 A :class:`Session` is one browser tab's state: every method takes one and returns a new one (or
 pictures of it), so tabs never see each other's edits. A sample's features are computed once, when
@@ -16,7 +16,7 @@ import random
 import re
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from PIL import Image
 from torch import Tensor
 
 from panda.base.errors import ConfigError
-from panda.base.factors_file import load_factors
 from panda.base.files import atomic_write
 from panda.generators.base import ResumeState
 from panda.method.factorization import flatten_features
@@ -38,6 +37,8 @@ from panda.uses.editing import Edit
 from panda.uses.factors import Factors
 from panda.uses.refinement import refine_parts
 from panda.uses.visualize import mask_overlay, overlay, part_colours, save_gif, to_uint8, upsampled_parts
+
+HISTORY = 100  # earlier states of the current edit and the stack that undo can go back to
 
 MAX_SAMPLE = 2**31 - 1
 EDIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -59,16 +60,6 @@ def parse_sample(value: object) -> int:
     return index
 
 
-def part_labels(path: str | Path, parts: int) -> list[str]:
-    """The part names in the optional ``labels`` entry of the run's ``factors.pt``, else ``part k``."""
-    labels = load_factors(path).get("labels")
-    if labels is None:
-        return [f"part {k}" for k in range(parts)]
-    if not isinstance(labels, list | tuple) or len(labels) != parts or not all(isinstance(s, str) for s in labels):
-        raise ConfigError(f"'labels' in the factors of {path} must be a list of {parts} strings, one per part")
-    return list(labels)
-
-
 @dataclass(frozen=True)
 class Settings:
     """The studio's options (``conf/task/studio.yaml``), each checked here once."""
@@ -82,6 +73,9 @@ class Settings:
     threads: int | None
     strength: tuple[float, float, float]  # slider minimum, maximum, step
     remove_alpha: float
+    preview_strength: float
+    preview_batch: int
+    row: int
     refine_steps: int
     refine_lr: float
     gif_scales: tuple[float, ...]
@@ -107,6 +101,9 @@ class Settings:
             threads=None if options["threads"] is None else int(options["threads"]),
             strength=(low, high, step),
             remove_alpha=float(options["remove_alpha"]),
+            preview_strength=float(options["preview"]["strength"]),
+            preview_batch=int(options["preview"]["batch_size"]),
+            row=int(options["row"]),
             refine_steps=int(options["refine"]["steps"]),
             refine_lr=float(options["refine"]["lr"]),
             gif_scales=tuple(float(t) for t in options["gif_scales"]),
@@ -123,6 +120,11 @@ class Settings:
             (not (math.isfinite(low) and math.isfinite(high) and low < high), "eval.strength needs min < max, finite"),
             (not step > 0, f"eval.strength.step={step} must be > 0"),
             (not low <= settings.remove_alpha <= high, "eval.remove_alpha must lie in [strength.min, strength.max]"),
+            (
+                not (0 < settings.preview_strength <= min(-low, high)),
+                "eval.preview.strength must be > 0, and it and its negative must lie in [strength.min, strength.max]",
+            ),
+            (settings.preview_batch < 1 or settings.row < 1, "eval.preview.batch_size and eval.row must be >= 1"),
             (settings.refine_steps < 1, f"eval.refine.steps={settings.refine_steps} must be >= 1"),
             (not settings.gif_scales, "eval.gif_scales must list at least one strength multiple"),
             (min(settings.display, settings.thumbnail) < 16, "eval.display and eval.thumbnail must be >= 16 pixels"),
@@ -151,13 +153,15 @@ class Sample:
 
 @dataclass(frozen=True)
 class Session:
-    """One browser tab's state: its sample, the current edit (part, appearance, strength) and the stack."""
+    """One browser tab's state: its sample, the current edit (part, appearance, strength), the stack, and the
+    earlier states that undo goes back to (each without sample and history, the latest last)."""
 
     sample: Sample | None = None
     part: int = 0
     appearance: int = 0
     strength: float = 0.0
     stack: tuple[Edit, ...] = ()
+    history: tuple[Session, ...] = ()
 
     @property
     def edits(self) -> list[Edit]:
@@ -166,21 +170,44 @@ class Session:
         return [*self.stack, *current]
 
 
+@dataclass(frozen=True)
+class Preview:
+    """An appearance painted on a part at a fixed strength over the stack, and how much it changes the part: the
+    root mean square change of the pixels (0-255) weighted by the part's map."""
+
+    edit: Edit
+    change: float
+    image: np.ndarray  # [H, W, 3] uint8 at the thumbnail size
+
+
 class Studio:
     """The shared, read-only side of the editor; its methods are the page's callbacks."""
 
-    def __init__(self, factors: Factors, settings: Settings, labels: Sequence[str], seed: int) -> None:
-        self.factors, self.settings, self.labels, self.seed = factors, settings, list(labels), seed
+    def __init__(self, factors: Factors, settings: Settings, seed: int) -> None:
+        self.factors, self.settings, self.seed = factors, settings, seed
         # every session shares the generator, whose split forward passes hook its modules: one pass at a time
         self.generator_lock = threading.Lock()
         maps = localization.dataset_maps(factors, seed, settings.statistics, settings.batch_size)
         self.thresholds = localization.thresholds(maps)
         self.masks = localization.binarize(maps, self.thresholds)  # [N, R_C, H, W]: removal's backgrounds
+        # what a state saved in a browser must belong to (restore refuses others)
+        self.identity = f"{factors.name} {factors.layer} {factors.parts}x{factors.appearances} {settings.run_dir}"
 
-    def legend(self) -> list[tuple[str, str]]:
-        """``(name, hex colour)`` of every part, in the colours of the overlay."""
+    def name(self, part: int) -> str:
+        """``k: label`` for a named part, ``k`` for a run without labels."""
+        return f"{part}: {self.factors.labels[part]}" if self.factors.labels else str(part)
+
+    def legend(self) -> list[tuple[int, str, str]]:
+        """``(part, name, hex colour)`` of every part in the colours of the overlay, the parts of one name (eyes,
+        eyes_2, ...) together, names in alphabetical order; by number for a run without labels."""
         colours = (part_colours(self.factors.parts) * 255).round().astype(int)
-        return [(f"{k}: {label}", "#{:02x}{:02x}{:02x}".format(*colours[k])) for k, label in enumerate(self.labels)]
+        labels = self.factors.labels
+
+        def group(k: int) -> tuple[str, int]:
+            return (re.sub(r"_\d+$", "", labels[k]) if labels else "", k)
+
+        order = sorted(range(self.factors.parts), key=group)
+        return [(k, self.name(k), "#{:02x}{:02x}{:02x}".format(*colours[k])) for k in order]
 
     # ----- changing the session ---------------------------------------------------------------
     def load(self, session: Session, sample: object) -> Session:
@@ -194,7 +221,7 @@ class Studio:
         return replace(session, sample=Sample(index, latents, features, state, image, maps))
 
     def choose_part(self, session: Session, part: object) -> Session:
-        return replace(session, part=self.factors.check_index(_whole(part), "part"))
+        return replace(session, part=self._index(part, "part"))
 
     def part_at(self, session: Session, x: object, y: object) -> Session:
         """Choose the part strongest at pixel ``(x, y)`` of the :meth:`parts` image (``display`` pixels wide)."""
@@ -204,7 +231,18 @@ class Studio:
         return replace(session, part=int(upsampled_parts(self.factors.P, self.factors.hw, size)[:, y, x].argmax()))
 
     def choose_appearance(self, session: Session, appearance: object) -> Session:
-        return replace(session, appearance=self.factors.check_index(_whole(appearance), "appearance"))
+        return replace(session, appearance=self._index(appearance, "appearance"))
+
+    def _index(self, value: object, kind: str) -> int:
+        """A part or appearance index from the page, checked (number boxes send whole numbers as floats)."""
+        last = (self.factors.parts if kind == "part" else self.factors.appearances) - 1
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ConfigError(f"no {kind} given: type an index 0..{last}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ConfigError(f"{kind} {value:g} is not a whole number: give an index 0..{last}")
+            value = int(value)
+        return self.factors.check_index(value, kind)
 
     def set_strength(self, session: Session, value: object) -> Session:
         low, high, _ = self.settings.strength
@@ -216,24 +254,73 @@ class Studio:
             raise ConfigError(f"strength {value!r} is outside [{low:g}, {high:g}]")
         return replace(session, strength=alpha)
 
+    def choose_edit(self, session: Session, edit: Edit) -> Session:
+        """Make ``edit`` (a preview's) the current edit; undo goes back."""
+        state = self.set_strength(
+            self.choose_appearance(self.choose_part(session, edit.part), edit.appearance), edit.alpha
+        )
+        return _remember(session, state)
+
     def add(self, session: Session) -> Session:
-        """Push the current edit onto the stack; the strength goes back to 0."""
+        """Push the current edit onto the stack; the strength goes back to 0 (undo goes back)."""
         if not session.strength:
             raise ConfigError("the current edit has strength 0: move the strength slider first")
         current = Edit(session.part, session.appearance, session.strength)
-        return replace(session, stack=(*session.stack, current), strength=0.0)
+        return _remember(session, replace(session, stack=(*session.stack, current), strength=0.0))
 
     def drop(self, session: Session, index: object) -> Session:
-        """Remove entry ``index`` of the stack."""
+        """Remove entry ``index`` of the stack (undo goes back)."""
         if not (isinstance(index, int) and 0 <= index < len(session.stack)):
             raise ConfigError(f"there is no edit {index!r} in a stack of {len(session.stack)}")
-        return replace(session, stack=session.stack[:index] + session.stack[index + 1 :])
+        return _remember(session, replace(session, stack=session.stack[:index] + session.stack[index + 1 :]))
+
+    def clear(self, session: Session) -> Session:
+        """No edit at all: an empty stack and strength 0 (undo goes back)."""
+        if not session.edits:
+            raise ConfigError("nothing to clear: there is no edit")
+        return _remember(session, replace(session, stack=(), strength=0.0))
+
+    def undo(self, session: Session) -> Session:
+        """The current edit and the stack as they were before the last choice of a preview or removal, addition to
+        the stack, removal from it, or clearing."""
+        if not session.history:
+            raise ConfigError("nothing to undo")
+        return replace(session.history[-1], sample=session.sample, history=session.history[:-1])
+
+    def removal(self, part: int) -> tuple[Edit, float]:
+        """Context-aware removal of ``part`` (as task=remove): the appearance covering most of its surroundings over
+        the ``statistics`` samples, at ``remove_alpha``, and the share of the surroundings it covers."""
+        background, covered = localization.background_appearance(self.factors, self.masks, part)
+        (edit,) = editing.removal(part, background, self.settings.remove_alpha)
+        return edit, float(covered[background])
 
     def remove_part(self, session: Session) -> Session:
-        """Context-aware removal of the chosen part: the appearance around it at ``remove_alpha`` (as task=remove)."""
-        background, _ = localization.background_appearance(self.factors, self.masks, session.part)
-        (removal,) = editing.removal(session.part, background, self.settings.remove_alpha)
-        return replace(session, appearance=removal.appearance, strength=removal.alpha)
+        """The removal of the chosen part as the current edit: shown, not yet on the stack (undo goes back)."""
+        return self.choose_edit(session, self.removal(session.part)[0])
+
+    def snapshot(self, session: Session) -> dict[str, Any] | None:
+        """What a browser keeps of ``session`` to :meth:`restore` it after a reload (plain JSON), or None unloaded."""
+        if session.sample is None:
+            return None
+        stack = [[e.part, e.appearance, e.alpha] for e in session.stack]
+        current = {"part": session.part, "appearance": session.appearance, "strength": session.strength}
+        return {"studio": self.identity, "sample": session.sample.index, **current, "stack": stack}
+
+    def restore(self, saved: object) -> Session:
+        """A new session as :meth:`snapshot` saved it, its sample loaded again; a :class:`ConfigError` if ``saved``
+        does not belong to this studio or does not fit its run."""
+        if not isinstance(saved, dict) or saved.get("studio") != self.identity:
+            raise ConfigError("the state saved in this browser belongs to another studio: starting afresh")
+        try:
+            stack = tuple(
+                Edit(self._index(k, "part"), self._index(j, "appearance"), _finite(a)) for k, j, a in saved["stack"]
+            )
+            state = self.choose_appearance(self.choose_part(Session(stack=stack), saved["part"]), saved["appearance"])
+            return self.load(self.set_strength(state, saved["strength"]), saved["sample"])
+        except (ConfigError, KeyError, TypeError, ValueError) as error:
+            raise ConfigError(
+                f"the state saved in this browser does not fit this run ({error}): starting afresh"
+            ) from None
 
     # ----- pictures of the session ------------------------------------------------------------
     def edited(self, session: Session, scales: Sequence[float] = (1.0,)) -> np.ndarray:
@@ -253,13 +340,37 @@ class Studio:
     def original(self, session: Session) -> np.ndarray:
         return _shown(_loaded(session).image, self.settings.display)
 
-    def parts(self, session: Session, P: Tensor | None = None) -> np.ndarray:
-        """The sample at the display size, tinted by its strongest part (``P``: these parts instead of the run's).
+    def parts(self, session: Session, P: Tensor | None = None, tint: bool = True) -> np.ndarray:
+        """The sample at the display size, tinted by its strongest part unless not ``tint``, with the chosen part
+        outlined (white outside, black inside its map's half-maximum); ``P``: these parts instead of the run's.
 
         Enlarged here rather than by the page, so that the page reports clicks on it in its own pixels.
         """
-        image = _as_tensor(_shown(_loaded(session).image, self.settings.display, enlarge=True))
-        return overlay(image, self.factors.P if P is None else P, self.factors.hw)[0]
+        P = self.factors.P if P is None else P
+        image = _shown(_loaded(session).image, self.settings.display, enlarge=True)
+        if tint:
+            image = overlay(_as_tensor(image), P, self.factors.hw)[0]
+        inside = upsampled_parts(P, self.factors.hw, image.shape[0])[session.part].numpy() > 0.5
+        image = image.copy()
+        image[_grow(inside) & ~inside] = 255
+        image[inside & ~_shrink(inside)] = 0
+        return image
+
+    def part_gallery(self, session: Session) -> list[tuple[np.ndarray, str]]:
+        """Where each part is on this sample (its map above half its maximum, in red), captioned with its name."""
+        image = _as_tensor(_shown(_loaded(session).image, self.settings.thumbnail))
+        inside = upsampled_parts(self.factors.P, self.factors.hw, image.shape[-1]) > 0.5
+        return [(mask_overlay(image, inside[None, k])[0], self.name(k)) for k in range(self.factors.parts)]
+
+    def removal_hint(self, session: Session) -> str:
+        """What **remove part** does to the chosen part (Markdown)."""
+        edit, covered = self.removal(session.part)
+        return (
+            f"**remove part** paints appearance {edit.appearance} over part {self.name(session.part)} at strength "
+            f"{edit.alpha:g}: the appearance that covers most of the part's surroundings ({covered:.0%} of them, over "
+            f"{self.settings.statistics} samples). It becomes the current edit, shown but not on the stack: add it, "
+            "or undo. Where the surroundings are dark or mixed it can paint the part black or make it glow."
+        )
 
     def gallery(self, session: Session) -> list[tuple[np.ndarray, str]]:
         """Where each appearance is on this sample: its localisation mask (as ``task=localize``) in red."""
@@ -268,6 +379,47 @@ class Studio:
         size = image.shape[-1]
         masks = localization.concept_masks(sample.maps, self.thresholds, size)[0]
         return [(mask_overlay(image, masks[None, j])[0], f"appearance {j}") for j in range(self.factors.appearances)]
+
+    def previews(self, session: Session) -> Iterator[list[Preview]]:
+        """What each appearance does to the chosen part: painted at plus and minus ``preview_strength`` over the
+        stack, ``preview_batch`` edits per pass of the generator; yields the previews so far after each pass, those
+        that change the part most first."""
+        sample, alpha = _loaded(session), self.settings.preview_strength
+        base = replace(session, strength=0.0, history=())
+        before = self.edited(base)[0].astype(np.float64)
+        features = sample.features
+        if base.edits:
+            features = features + editing.edit_offset(self.factors, base.edits).to(features)
+        weights = upsampled_parts(self.factors.P, self.factors.hw, before.shape[0])[session.part].double().numpy()
+        weights = weights[..., None] / (3 * weights.sum())
+        edits = [Edit(session.part, j, sign * alpha) for j in range(self.factors.appearances) for sign in (1, -1)]
+        done: list[Preview] = []
+        for start in range(0, len(edits), self.settings.preview_batch):
+            batch = edits[start : start + self.settings.preview_batch]
+            offsets = torch.stack([editing.edit_offset(self.factors, [edit]) for edit in batch]).to(features)
+            state = _repeated(sample.state, len(batch))
+            with self.generator_lock:
+                images = to_uint8(self.factors.images(features + offsets, state))
+            change = np.sqrt((np.square(images - before) * weights).sum(axis=(1, 2, 3)))
+            thumbnail = self.settings.thumbnail
+            done += [Preview(e, float(c), _shown(i, thumbnail)) for e, c, i in zip(batch, change, images, strict=True)]
+            done.sort(key=lambda p: (-p.change, p.edit.appearance, -p.edit.alpha))
+            yield list(done)
+
+    def row(self, session: Session) -> list[tuple[np.ndarray, str]]:
+        """The shown edits on ``row`` samples from the current one on: each sample before | after, captioned."""
+        first = _loaded(session).index
+        indices = [(first + i) % (MAX_SAMPLE + 1) for i in range(self.settings.row)]
+        latents = self.factors.latents(self.seed, indices)
+        with self.generator_lock:
+            features, state = self.factors.features_and_state(latents)
+            offset = (
+                editing.edit_offset(self.factors, session.edits) if session.edits else torch.zeros(features[0].shape)
+            )
+            before, after = (to_uint8(f) for f in editing.edited_images(self.factors, features, state, offset, (0, 1)))
+        size = self.settings.thumbnail
+        pairs = [np.concatenate([_shown(b, size), _shown(a, size)], axis=1) for b, a in zip(before, after, strict=True)]
+        return [(pair, f"sample {index}") for pair, index in zip(pairs, indices, strict=True)]
 
     def refine(self, session: Session) -> tuple[np.ndarray, np.ndarray, float, float]:
         """Sample-specific parts (``task=refine``): the global and refined overlays, the error before and after."""
@@ -315,16 +467,19 @@ class Studio:
             raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
 
     def export(self, session: Session, directory: Path) -> list[Path]:
-        """The edited image as a PNG and a before/after GIF over ``gif_scales`` times the edits, written to a
-        fresh folder under ``directory`` (one per export: sessions never share files)."""
+        """The edited image as a PNG and a before/after GIF over ``gif_scales`` times the edits, both enlarged
+        (nearest) to at least ``display`` pixels, written to a fresh folder under ``directory`` (one per export:
+        sessions never share files)."""
         sample = _loaded(session)
         if not session.edits:
             raise ConfigError("nothing to export: move the strength slider or add edits to the stack first")
         edited, *frames = self.edited(session, (1.0, *self.settings.gif_scales))
+        scale = -(-self.settings.display // sample.image.shape[0])  # enlarged (nearest) to at least eval.display
         buffer = io.BytesIO()
-        Image.fromarray(edited).save(buffer, format="PNG")
+        Image.fromarray(edited).resize((edited.shape[1] * scale, edited.shape[0] * scale), Image.NEAREST).save(
+            buffer, format="PNG"
+        )
         pairs = [np.concatenate([sample.image, frame], axis=1) for frame in frames]
-        scale = max(1, self.settings.display // sample.image.shape[0])
         try:
             directory.mkdir(parents=True, exist_ok=True)
             folder = Path(tempfile.mkdtemp(dir=directory))
@@ -340,9 +495,34 @@ def _loaded(session: Session) -> Sample:
     return session.sample
 
 
-def _whole(value: object) -> object:
-    """Whole floats (what number boxes send) as ints; anything else unchanged, for the index check to refuse."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+def _remember(session: Session, new: Session) -> Session:
+    """``new``, with ``session`` (without sample and history) as the latest state undo goes back to."""
+    earlier = replace(session, sample=None, history=())
+    return replace(new, history=(*session.history, earlier)[-HISTORY:])
+
+
+def _finite(value: object) -> float:
+    alpha = float(value)  # a TypeError or ValueError for what is not a number
+    if not math.isfinite(alpha):
+        raise ValueError(f"strength {alpha} is not finite")
+    return alpha
+
+
+def _repeated(state: ResumeState, count: int) -> ResumeState:
+    """The resume state of one sample for ``count`` edits of it (a batch of ``count`` copies)."""
+    values = {k: None if v is None else v.expand(count, *v.shape[1:]).contiguous() for k, v in state.values.items()}
+    return ResumeState(state.layer, values)
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool grown by one pixel (8 neighbours)."""
+    padded = np.pad(mask, 1)
+    h, w = mask.shape
+    return np.any([padded[i : i + h, j : j + w] for i in range(3) for j in range(3)], axis=0)
+
+
+def _shrink(mask: np.ndarray) -> np.ndarray:
+    return ~_grow(~mask)
 
 
 def _shown(image: np.ndarray, size: int, enlarge: bool = False) -> np.ndarray:
