@@ -34,7 +34,7 @@ from panda.roir.measure import Worst, measure
 from panda.roir.metric import inside_change
 from panda.roir.report import row as result_row
 from panda.roir.report import tables
-from panda.roir.search import BUDGET, FULL, Choice, choose
+from panda.roir.search import BUDGET, FULL, Choice, choose, choose_all, targets
 from panda.roir.settings import ChooseSettings, ROIRSettings
 from panda.tasks.registry import evaluate as evaluate_task
 from panda.uses.landmarks import LandmarkDetector
@@ -417,3 +417,82 @@ def test_the_task_and_the_final_callback_choose_alike_and_only_the_task_measures
     assert "| panda |" in (tmp_path / "run" / "roir.md").read_text()
     assert list(trainer.callback_metrics) == ["roir/mouth"]
     assert trainer.callback_metrics["roir/mouth"].item() == float(rows[0]["roir_mean"])
+
+
+def test_the_budget_applies_to_every_method_alike(run, dcgan, monkeypatch):
+    """Every method's search tries exactly its ``budget`` preselected candidates per region (both signs), PandA's as
+    the baselines': the parts named after the region (of ``panda``, and of ``panda_named``), its appearances ranked
+    by their presence on the part; a baseline's leading directions."""
+    labelled = dataclasses.replace(run, labels=["mouth", "mouth_2", *(f"blob {k}" for k in range(6))])
+    options = {"methods": ["panda", NAMED, "sefa", "ganspace"], "regions": ["mouth"], "features": []}
+    options["baselines"] = {**CONF.baselines, "ganspace": {**CONF.baselines.ganspace, "samples": 200}}
+    faces = next(
+        face_batches(dcgan, LandmarkDetector(CONF.upscale, min_face=CONF.min_face), 0, Stream.CALIBRATION, 8, 8)
+    )
+    editors = build_editors(labelled, faces, benchmark_settings(**options), 1.0)
+    budget, tried = 6, {}
+    for method, by_region in editors.items():
+        editor = by_region["mouth"]
+        original = editor.images
+
+        def recording(prepared, directions, scales, method=method, original=original):
+            tried.setdefault(method, set()).update(directions.tolist())
+            return original(prepared, directions, scales)
+
+        monkeypatch.setattr(editor, "images", recording)
+        picked = editor.preselect("mouth", budget)
+        assert len(set(picked)) == budget, method
+        if method in ("panda", NAMED):  # the named parts' appearances, most present first
+            assert {editor.parts[k // run.appearances] for k in picked} <= {0, 1}
+            presence = [float(editor.presence[k % run.appearances, editor.parts[k // run.appearances]]) for k in picked]
+            assert presence == sorted(presence, reverse=True)
+        else:
+            assert picked == list(range(budget))
+    choices = choose_all(
+        editors, faces, targets(["mouth"]), settings(screen=2, finalists=2, iterations=1), budget, None, BUDGET
+    )
+    for method, by_region in editors.items():
+        assert tried[method] == set(by_region["mouth"].preselect("mouth", budget))  # all of them, and only them
+        assert choices[BUDGET, method, "mouth"].index in tried[method]
+
+
+def test_training_with_the_roir_callbacks_of_the_ablations_never_draws_the_test_stream(dcgan, tmp_path, monkeypatch):
+    """Training, ``callbacks=roir`` and ``callbacks=roir_final`` as every ablation config sets it up draw the training,
+    validation, calibration and ROIR validation streams, never the test stream."""
+    import panda.method.data as data_module
+    import panda.roir.faces as faces_module
+
+    streams: list[Stream] = []
+    original = data_module.batch_generator
+
+    def recording(seed, stream, index):
+        streams.append(Stream(stream))
+        return original(seed, stream, index)
+
+    monkeypatch.setattr(data_module, "batch_generator", recording)
+    monkeypatch.setattr(faces_module, "batch_generator", recording)
+    small = ["regions=[mouth]", "calibration=6", "test_samples=4", "choose.screen=2", "choose.finalists=2"]
+    for experiment in ("ablation_layers", "ablation_ranks", "ablation_solvers"):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(
+                "train", overrides=[f"experiment={experiment}", *(f"callbacks.roir_final.{o}" for o in small)]
+            )
+        assert cfg.callbacks.roir_final._target_ == "panda.roir.callbacks.FinalROIR"  # it measures on ROIR_VALIDATION
+    final = instantiate(cfg.callbacks.roir_final, output_dir=str(tmp_path))
+    monitor = instantiate(monitor_config("callbacks.roir.regions=[mouth]", "callbacks.roir.calibration=6"))
+    data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
+    trainer = pl.Trainer(
+        max_steps=2,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[monitor, final],
+    )
+    trainer.fit(panda_model(SHAPE, 2, 2), datamodule=data)
+    assert "roir/mouth" in trainer.callback_metrics and (tmp_path / "roir.csv").is_file()
+    assert {Stream.TRAIN, Stream.VAL, Stream.CALIBRATION, Stream.ROIR_VALIDATION} <= set(streams)
+    assert Stream.TEST not in streams
