@@ -197,6 +197,8 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
         "eval.features=[smile]",
         "eval.full_search=false",
         "eval.effect_faces=4",
+        "eval.tune_samples=8",
+        "eval.tune={resefa:{eps:[0.001,0.1]}}",
         "eval.wandb=true",
         env={"WANDB_MODE": "offline"},
     )

@@ -16,21 +16,25 @@ method of ``settings.methods`` (:data:`panda.roir.editors.METHODS`):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from lightning_fabric import Fabric
 
 from panda.base.errors import ConfigError
 from panda.method.data import Stream
-from panda.roir.editors import build_editors, direction_seconds
-from panda.roir.faces import face_batches, face_set
+from panda.roir.editors import METHODS, build_editors, direction_seconds, unmet
+from panda.roir.faces import Faces, face_batches, face_set
 from panda.roir.measure import measure
-from panda.roir.report import Results, row
+from panda.roir.report import Results, Tuned, row
 from panda.roir.search import BUDGET, FULL, choose_all, targets
 from panda.roir.settings import ROIRSettings
 from panda.uses.factors import Factors
+from panda.uses.landmarks import LandmarkDetector
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,11 @@ def benchmark(
         face_batches(gen, detector, seed, Stream.CALIBRATION, settings.calibration, settings.batch_size, cache=cache)
     )
     log.info("calibration: %d faces (%d skipped)", len(calibration.latents), calibration.skipped)
+    tuned = tune(factors, calibration, settings, seed, detector)
+    settings = dataclasses.replace(
+        settings,
+        baselines={**settings.baselines, **{m: dict(settings.baselines[m], **t.best) for m, t in tuned.items()}},
+    )
     editors = build_editors(factors, calibration, settings, fit_seconds)
     aims = targets(settings.regions, settings.features)
     searches = {BUDGET: settings.choose.candidates} | ({FULL: None} if settings.full_search else {})
@@ -96,4 +105,48 @@ def benchmark(
         skipped=skipped,
         calibration_faces=len(calibration.latents),
         examples=measured.examples,
+        tuned=tuned,
     )
+
+
+def tune(
+    factors: Factors, calibration: Faces, settings: ROIRSettings, seed: int, detector: LandmarkDetector
+) -> dict[str, Tuned]:
+    """Per baseline of ``settings.methods`` with knobs in ``settings.tune``, the value of each knob (in turn, the
+    others at their chosen values) whose edits, fitted and chosen on the ``calibration`` faces as the benchmark
+    chooses them (regions, equal budget), have the lowest ROIR averaged over the regions (each region's mean) on the
+    faces among ``settings.tune_samples`` samples of the ROIR validation stream; the same rule for every baseline."""
+    knobs = {m: k for m, k in settings.tune.items() if m in settings.methods and k}
+    applicable = {m for m in knobs if not [need for need in METHODS[m].needs if unmet(need, factors)]}
+    if not applicable:
+        return {}
+    faces = face_set(
+        face_batches(
+            factors.generator,
+            detector,
+            seed,
+            Stream.ROIR_VALIDATION,
+            settings.tune_samples,
+            settings.batch_size,
+            cache=settings.cache,
+        )
+    )
+    aims = targets(settings.regions)
+    tuned = {}
+    for method in [m for m in settings.methods if m in applicable]:
+        best: dict[str, Any] = {}
+        scores: dict[str, dict[str, float]] = {}
+        for knob, values in knobs[method].items():
+            scores[knob] = {}
+            for value in values:
+                options = {**settings.baselines[method], **best, knob: value}
+                trial = dataclasses.replace(settings, methods=(method,), features=(), baselines={method: options})
+                editors = build_editors(factors, calibration, trial, math.nan)
+                choices = choose_all(editors, calibration, aims, trial.choose, trial.choose.candidates, None, BUDGET)
+                measured = measure(editors, choices, [faces], trial.choose.dilation, trial.above, 0)
+                means = [float(r.metric.compute()["mean"]) for r in measured.results.values()]
+                scores[knob][str(value)] = float(np.mean(means))
+                log.info("%s %s=%s: validation ROIR %.3f", method, knob, value, scores[knob][str(value)])
+            best[knob] = values[[str(v) for v in values].index(min(scores[knob], key=scores[knob].get))]
+        tuned[method] = Tuned(best, scores, len(faces.latents))
+    return tuned

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 class ROIRMonitor(pl.Callback):
     """After every validation, PandA's ROIR per face region on the calibration faces, logged as ``roir/<region>``:
-    for each region the (part, appearance) edit with the lowest ROIR at the same change inside the region
-    (:func:`panda.roir.search.choose`; the whole benchmark is ``evaluate.py task=roir``). Of the benchmark's
+    for each region the (part, appearance) edit with the lowest ROIR at the same change inside the region among the
+    ``choose.candidates`` PandA preselects (:func:`panda.roir.search.choose`; the whole benchmark is
+    ``evaluate.py task=roir``). Of the benchmark's
     settings it takes those of the calibration (``calibration``, ``batch_size``, ``regions``, ``upscale``,
     ``min_face``, ``landmark_cache``, ``choose``); ``methods`` must be ``[panda]``.
     """

@@ -32,6 +32,25 @@ PAPER = """| method | Eyes | Nose | Open mouth | Smile |
 
 
 @dataclass
+class Tuned:
+    """A baseline's knobs as chosen on validation faces: ``best`` (knob -> value), the mean validation ROIR of each
+    value tried (knob -> value -> ROIR) and the validation faces they were measured on."""
+
+    best: dict[str, Any]
+    scores: dict[str, dict[str, float]]
+    faces: int
+
+    def describe(self, method: str) -> str:
+        """One line: the values used and those tried."""
+        tried = "; ".join(
+            f"{knob}: " + ", ".join(f"{value} {roir:.2f}" for value, roir in values.items())
+            for knob, values in self.scores.items()
+        )
+        used = ", ".join(f"{knob}={value}" for knob, value in self.best.items())
+        return f"- {method}: {used} (mean validation ROIR of each value tried, on {self.faces} faces: {tried})"
+
+
+@dataclass
 class Results:
     """What :func:`panda.roir.benchmark.benchmark` found.
 
@@ -52,11 +71,16 @@ class Results:
     skipped: int
     calibration_faces: int
     examples: Examples
+    tuned: dict[str, Tuned]
 
     @property
     def table(self) -> str:
-        """The markdown tables of :func:`tables`."""
-        return tables(self.rows, self.regions, self.features, self.budget, self.seconds, self.above)
+        """The markdown tables of :func:`tables`, then the baselines' knobs chosen on validation faces."""
+        text = tables(self.rows, self.regions, self.features, self.budget, self.seconds, self.above)
+        if not self.tuned:
+            return text
+        lines = [f"{text}", "Baseline settings chosen on validation faces (the lowest mean ROIR over the regions):", ""]
+        return "\n".join([*lines, *(tuned.describe(method) for method, tuned in self.tuned.items())]) + "\n"
 
 
 def above_key(above: float) -> str:
@@ -115,7 +139,11 @@ def table(
         return " | ".join(text(by_key[method, t]) if (method, t) in by_key else "n/a" for t in targets)
 
     def mean_std(row: dict[str, Any]) -> str:
-        effect = f" (effect {row['effect_mean']:.3f} +- {row['effect_std']:.3f})" if row.get("effect_mean") else ""
+        effect = (
+            f" (effect {row['effect_mean']:.3f} +- {row['effect_std']:.3f})"
+            if row["target"] in FEATURES and row.get("effect_mean") is not None
+            else ""
+        )
         return f"{row['roir_mean']:.2f} +- {row['roir_std']:.2f}{effect}"
 
     def robust(row: dict[str, Any]) -> str:
