@@ -108,3 +108,5 @@ def test_the_semantic_search_picks_the_direction_that_produces_the_edit_and_scal
     mask = region_mask(synthetic_face(), 64, "mouth")[0]
     assert mask[BOX].all()  # the edit lies in the mouth's region
     assert choice.calibration_roir == pytest.approx(0.0, abs=1e-6)
+    capped = ChooseSettings.from_config({**settings.__dict__, "inside_change": 1e-4, "max_change": 1e-4}, "c")
+    assert choose(ToyEditor(), faces, targets([], ["open_mouth"]), capped, None, detector) == {}  # too big an edit

@@ -11,7 +11,8 @@ faces at unit scale (one set of edits serves every target):
   wins;
 - a semantic edit: the ``finalists`` of the largest mean change of the landmark measure per unit of change inside the
   ROI are scaled on the whole calibration set so that the measure changes by ``effect`` standard deviations (of the
-  measure over the calibration faces); the largest effect per change inside wins (ROIR plays no part).
+  measure over the calibration faces); among those whose inside change stays within ``max_change``, the largest
+  effect per change inside wins (ROIR plays no part); a method without one has no such edit.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ def choose(
     }
     finalists = _screen(editor, faces, masks, aims, settings, budget, detector, goals)
     choices = {}
+    cap = settings.max_change
     for aim in aims:
         final, goal = finalists[aim.name], goals.get(aim.name, settings.inside_change)
         for _ in range(settings.iterations):  # changes and effects are close to linear in the scale
@@ -200,10 +202,16 @@ def choose(
         ranked = [
             (m.ratio if aim.feature is None else -m.effect / m.change, k, s, m)
             for (k, s), m in zip(final, measured, strict=True)
-            if np.isfinite(m.ratio) and m.change > 0 and (aim.feature is None or m.effect > 0)
+            if np.isfinite(m.ratio) and m.change > 0 and (aim.feature is None or (m.effect > 0 and m.change <= cap))
         ]
         if not ranked and aim.feature is not None:  # a method may have no such edit: n/a in its row
-            log.warning("%s search: no direction of '%s' produces the %s edit", search, editor.name, aim.name)
+            log.warning(
+                "%s search: no direction of '%s' produces the %s edit within an inside change of %g",
+                search,
+                editor.name,
+                aim.name,
+                cap,
+            )
             continue
         if not ranked:
             raise ConfigError(f"no direction of '{editor.name}' changes the {aim.name} region on the calibration set")

@@ -29,6 +29,7 @@ class ChooseSettings:
     iterations: int
     candidates: int
     effect: float
+    max_change: float
     dilation: int
     chunk: int
 
@@ -43,6 +44,8 @@ class ChooseSettings:
                 raise ConfigError(f"{key}.{name}={value} must be >= 1")
         if not settings.inside_change > 0 or not settings.effect > 0 or settings.dilation < 0:
             raise ConfigError(f"{key}.inside_change and {key}.effect must be > 0 and {key}.dilation >= 0")
+        if not settings.max_change >= settings.inside_change:
+            raise ConfigError(f"{key}.max_change={settings.max_change} must be >= {key}.inside_change")
         return settings
 
 
