@@ -223,6 +223,9 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
     markdown = (out / "roir.md").read_text()
     assert "| panda |" in markdown and "| resefa |" in markdown and "stylespace" not in markdown  # no style channels
     assert "### Semantic edits, equal budget" in markdown and "| method | Smile |" in markdown
+    assert re.search(
+        r"- resefa: eps=0\.(001|1) \(mean validation ROIR of each value tried, on \d+ faces: eps: 0\.001 ", markdown
+    )
     assert f"{result['skipped']} of the 12 samples skipped" in markdown
     for region in ("eyes", "mouth"):
         assert (out / f"roir_{region}.png").stat().st_size > 0 and (out / f"roir_{region}_worst.png").stat().st_size > 0
