@@ -1,14 +1,16 @@
 """The paper's Table 1 (ROIR of PandA against the baselines) on the default DCGAN faces.
 
 Trains the default (``python train.py``: DCGAN faces, ``main.8``, R_S = 48, R_C = C = 128, the statistics solver,
-240 steps), then runs ``python evaluate.py task=roir`` on it (eyes, nose and mouth; directions chosen and
-scaled on calibration faces, ROIR measured on the faces of a disjoint test set) with a fresh landmark cache
-(so dlib's time is counted), and writes ``experiments/results/roir_dcgan.{md,csv}``, a bar chart
-``roir_dcgan.png``, the mouth edits ``roir_dcgan_mouth.png`` and each method's worst mouth edits
-``roir_dcgan_mouth_worst.png``; a ``## Reading`` section already in the ``.md`` is kept. The training and
-evaluation run directories are under ``outputs/roir_dcgan/``.
+240 steps), then runs ``python evaluate.py task=roir`` on it (regions eyes, nose and mouth and the semantic edits
+eyes_open, nose_length, open_mouth and smile; every method's directions chosen among the same number of candidates
+and among all of them, and scaled, on calibration faces; the baselines' knobs picked on ROIR validation faces; ROIR
+measured on the faces of the test stream) with a fresh landmark cache (so dlib's time is counted), and writes
+``experiments/results/roir_dcgan.{md,csv}`` (four tables: region and semantic, equal budget and full search), a bar
+chart of the equal-budget region table ``roir_dcgan.png``, the mouth edits ``roir_dcgan_mouth.png`` and each
+method's worst mouth edits ``roir_dcgan_mouth_worst.png``; a ``## Reading`` section already in the ``.md`` is kept.
+The training and evaluation run directories are under ``outputs/roir_dcgan/``.
 
-    python experiments/roir_dcgan.py                    # 10,000 test samples
+    python experiments/roir_dcgan.py                    # eval.test_samples test samples
     python experiments/roir_dcgan.py --test-samples 1000 --run outputs/roir_dcgan/train   # reuse a trained run
     python experiments/roir_dcgan.py --name roir_dcgan_parts8 --train rank.parts=8 --eval "eval.methods=[panda]"
 """
@@ -34,17 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 from panda.base.files import atomic_write  # noqa: E402
 
-PAPER = """| method | eyes | nose | open mouth | smile |
-|---|---|---|---|---|
-| GANSpace | 2.80+-1.22 | 4.89+-2.11 | 3.25+-1.33 | 2.44+-0.89 |
-| SeFa | 5.01+-1.90 | 6.89+-3.04 | 3.45+-1.12 | 5.04+-2.22 |
-| StyleSpace | 1.26+-0.70 | 1.70+-0.82 | 1.24+-0.44 | 2.06+-1.62 |
-| LowRankGAN | 1.78+-0.59 | 5.07+-2.06 | 1.82+-0.60 | 2.31+-0.76 |
-| ReSeFa | 2.21+-0.85 | 2.92+-1.29 | 1.69+-0.65 | 1.87+-0.75 |
-| PandA | 1.04+-0.33 | 1.17+-0.44 | 1.04+-0.39 | 1.05+-0.38 |
-"""
-
-
 READING = "\n## Reading\n"  # the hand-written part of the results file, kept when the tables are rewritten
 
 
@@ -57,6 +48,8 @@ def script(name: str, *overrides: str, env: dict[str, str] | None = None) -> flo
 
 
 def bar_chart(rows: list[dict[str, str]], path: Path) -> Path:
+    """The equal-budget region rows' means and standard deviations, a bar per method and region."""
+    rows = [row for row in rows if row["search"] == "budget" and row["target"] == row["region"]]
     methods = list(dict.fromkeys(row["method"] for row in rows))
     regions = list(dict.fromkeys(row["region"] for row in rows))
     by_key = {(row["method"], row["region"]): row for row in rows}
@@ -71,7 +64,7 @@ def bar_chart(rows: list[dict[str, str]], path: Path) -> Path:
         ax.bar(xs, means, width, yerr=stds, capsize=2, label=method)
     ax.set_xticks(range(len(regions)), regions)
     ax.set_ylabel("ROIR (lower is better)")
-    ax.set_title("DCGAN faces: edits scaled to the same change inside the region")
+    ax.set_title("DCGAN faces, equal budget: edits scaled to the same change inside the region")
     ax.legend(fontsize=7, ncols=len(methods))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -98,6 +91,7 @@ def main() -> None:
     overrides = [f"run={run}", f"hydra.run.dir={evaluation}", *args.eval]
     if args.test_samples is not None:
         overrides.append(f"eval.test_samples={args.test_samples}")
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as cache:  # no landmarks cached by earlier evaluations
         eval_seconds = script("evaluate.py", "task=roir", *overrides, env={"PANDA_CACHE": cache})
 
@@ -109,8 +103,8 @@ def main() -> None:
     for figure in ("mouth", "mouth_worst"):
         shutil.copyfile(evaluation / f"roir_{figure}.png", args.out / f"{name}_{figure}.png")
     details = "\n".join(
-        f"| {row['method']} | {row['region']} | {row['direction']} | {float(row['scale']):.3g} | "
-        f"{row['calibration_roir']} | {row['images']} | {row['inside_change']} |"
+        f"| {row['search']} | {row['method']} | {row['target']} | {row['direction']} | {float(row['scale']):.3g} | "
+        f"{row['calibration_roir']} | {row['images']} | {row['inside_change']} | {row['effect_mean'] or ''} |"
         for row in rows
     )
     timing = f"training {train_seconds:.0f} s, " if train_seconds is not None else ""
@@ -121,28 +115,30 @@ def main() -> None:
     report = f"""# ROIR on the DCGAN faces
 
 Produced by `{command}` ({timing}evaluation {eval_seconds:.0f} s with dlib's landmarks computed afresh, on
-{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f} at
-the end). PandA: `python train.py {" ".join(args.train)}` ({setting}, {trained["steps"]} steps).
-Regions from dlib's 68 landmarks, dilated by 1 px.
-Each method's direction and scale per region were chosen on calibration faces so that every edit changes the
-region by the same RMS amount (0.1 per pixel and channel, images in [-1, 1]); ROIR = ||change outside|| /
-||change inside|| on the faces found among {test_samples} test samples (a disjoint stream). Lower is better.
-StyleSpace needs style channels, which the DCGAN does not have.
+{os.cpu_count()} CPU cores shared with other work, {platform.processor() or platform.machine()}, load average
+{load:.1f} at the start and {os.getloadavg()[0]:.1f} at the end). PandA: `python train.py {" ".join(args.train)}`
+({setting}, {trained["steps"]} steps). Regions from dlib's 68 landmarks, dilated by 1 px.
+The rules (docs/roir.md): directions are chosen and scaled on calibration faces, the baselines' knobs on ROIR
+validation faces, and ROIR = ||change outside|| / ||change inside|| is measured on the faces found among
+{test_samples} samples of the test stream, which nothing was chosen on. "Equal budget": every method tries the
+same number of preselected candidates per target, each with both signs (PandA: the appearances most present on
+the parts named after the region; a baseline: its leading directions); "full search": all of them (PandA: every
+part and appearance). Region edits are scaled to the same RMS change inside the region (0.1 per pixel and
+channel, images in [-1, 1]); semantic edits to the same change of their landmark measure on calibration faces
+(one standard deviation of it), the effect achieved on the first measured faces beside each ROIR. Lower ROIR is
+better. StyleSpace needs style channels, which the DCGAN does not have.
 
 {(evaluation / "roir.md").read_text()}
 "seconds to find directions": PandA's training time; the baselines' time to compute their directions (summed
-over the regions for the region-conditioned ones). Choosing among directions is the same protocol for all.
+over the regions for the region-conditioned ones).
 
-## The paper's Table 1 (StyleGAN2 FFHQ, 10k samples), for comparison
-
-{PAPER}
 ## Chosen directions
 
-| method | region | direction | scale | calibration ROIR | test images | inside change |
-|---|---|---|---|---|---|---|
+| search | method | target | direction | scale | calibration ROIR | images | inside change | effect |
+|---|---|---|---|---|---|---|---|---|
 {details}
 
-![ROIR per method and region]({name}.png)
+![ROIR per method and region, equal budget]({name}.png)
 
 ![mouth edits of every method]({name}_mouth.png)
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from panda.base.config import instantiate
 from panda.base.errors import ConfigError
 from panda.base.factors_file import save_labels
-from panda.method.data import FeatureDataModule, Stream
+from panda.method.data import FeatureDataModule, Stream, batch_generator
 from panda.roir import benchmark as benchmark_module
 from panda.roir import editors as editors_module
 from panda.roir.baselines.base import Editor, Need, repeat
@@ -33,8 +33,8 @@ from panda.roir.faces import Faces, face_batches
 from panda.roir.measure import Worst, measure
 from panda.roir.metric import inside_change
 from panda.roir.report import row as result_row
-from panda.roir.report import table
-from panda.roir.search import Choice, choose
+from panda.roir.report import tables
+from panda.roir.search import BUDGET, FULL, Choice, choose, choose_all, targets
 from panda.roir.settings import ChooseSettings, ROIRSettings
 from panda.tasks.registry import evaluate as evaluate_task
 from panda.uses.landmarks import LandmarkDetector
@@ -48,8 +48,8 @@ CONF = OmegaConf.merge(  # conf/roir/default.yaml reads dlib's settings from con
 
 def tiny_roir(run: Path, out: Path, *overrides: str) -> DictConfig:
     """``evaluate.py task=roir`` on ``run`` writing into ``out``, on 8 calibration and 4 test samples with one
-    face per grid, and ``overrides``."""
-    budget = ["eval.test_samples=4", "eval.calibration=8", "eval.grid=1"]
+    face per grid, regions only, the equal-budget search only, and ``overrides``."""
+    budget = ["eval.test_samples=4", "eval.calibration=8", "eval.grid=1", "eval.features=[]", "eval.full_search=false"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose("evaluate", overrides=["task=roir", f"run={run}", f"output_dir={out}", *budget, *overrides])
 
@@ -116,24 +116,20 @@ def test_a_repeated_prepared_batch_edits_as_the_repeated_latents_do(stylegan2_ru
     assert not torch.allclose(edited[:2], edited[2:])  # the second copy has other edits
 
 
-def test_calibration_and_test_samples_are_disjoint(dcgan):
+def test_calibration_validation_and_test_samples_are_disjoint(dcgan):
+    streams = (Stream.CALIBRATION, Stream.ROIR_VALIDATION, Stream.TEST)
+    latents = [torch.cat([dcgan.sample_latents(8, batch_generator(0, s, i)) for i in range(3)]) for s in streams]
+    for i, first in enumerate(latents):
+        for second in latents[i + 1 :]:
+            assert torch.cdist(first, second).min() > 1.0  # no sample of one stream is a sample of another
     detector = LandmarkDetector(CONF.upscale)
     calibration = next(face_batches(dcgan, detector, 0, Stream.CALIBRATION, 8, 8))
-    test = next(face_batches(dcgan, detector, 0, Stream.TEST, 8, 8))
-    assert len(calibration.latents) + calibration.skipped == 8 and len(test.latents) + test.skipped == 8
-    assert len(calibration.latents) > 0 and len(test.latents) > 0
-    assert torch.cdist(calibration.latents, test.latents).min() > 1.0  # no test sample is a calibration sample
+    assert len(calibration.latents) + calibration.skipped == 8 and len(calibration.latents) > 0
+    assert torch.cdist(calibration.latents, latents[0][:8]).min(1).values.max() == 0  # faces of the stream's samples
 
 
 def test_the_roir_task_draws_calibration_and_test_faces_from_different_streams(run_dir, tmp_path, monkeypatch):
-    streams: list[int] = []
-    original = benchmark_module.face_batches
-
-    def recording(gen, detector, seed, stream, *args, **kwargs):
-        streams.append(stream)
-        return original(gen, detector, seed, stream, *args, **kwargs)
-
-    monkeypatch.setattr(benchmark_module, "face_batches", recording)
+    streams = recorded_streams(monkeypatch)
     cfg = tiny_roir(run_dir, tmp_path, "eval.methods=[sefa]", "eval.regions=[mouth]", "eval.choose.candidates=2")
     result = evaluate_task(cfg)
     assert streams == [Stream.CALIBRATION, Stream.TEST]
@@ -153,16 +149,28 @@ def test_worst_keeps_the_faces_with_the_highest_roir_over_batches():
     assert len(worst.ratios) == 2 and not worst.ratios.isnan().any()
 
 
-def test_table_reports_mean_std_median_quartiles_and_faces():
+def test_tables_report_mean_std_median_quartiles_faces_and_effects_per_search():
     row = {"roir_mean": 2.5, "roir_std": 0.75, "roir_median": 2.25, "roir_q1": 1.5, "roir_q3": 3.125}
-    row |= {"faces_above_5": 3, "images": 40, "unchanged": 1, "skipped": 9}
-    rows = [{"method": "panda", "region": "eyes", **row}, {"method": "sefa", "region": "mouth", **row}]
-    markdown = table(rows, ["eyes", "mouth"], {"panda": 12.0, "sefa": 0.5}, above=5.0)
-    assert "| panda | 2.50 +- 0.75 | n/a | 12.0 |" in markdown
-    assert "| sefa | n/a | 2.50 +- 0.75 | 0.5 |" in markdown
-    assert "| panda | 2.25 [1.50, 3.12], 3 of 40 | n/a |" in markdown
+    row |= {"faces_above_5": 3, "images": 40, "unchanged": 1, "skipped": 9, "effect_mean": 0.05, "effect_std": 0.01}
+    rows = [
+        {"search": BUDGET, "method": "panda", "target": "eyes", **row},
+        {"search": BUDGET, "method": "sefa", "target": "mouth", **row},
+        {"search": BUDGET, "method": "sefa", "target": "smile", **row},
+        {"search": FULL, "method": "panda", "target": "eyes", **row, "roir_mean": 1.0},
+    ]
+    markdown = tables(rows, ["eyes", "mouth"], ["open_mouth", "smile"], 32, {"panda": 12.0, "sefa": 0.5}, above=5.0)
+    budget, full = markdown.split("### Regions, full search")
+    assert "### Regions, equal budget (at most 32 candidates per method and target)" in budget
+    assert "| panda | 2.50 +- 0.75 | n/a | 12.0 |" in budget and "| panda | 1.00 +- 0.75 | n/a | 12.0 |" in full
+    assert "| sefa | n/a | 2.50 +- 0.75 | 0.5 |" in budget
+    assert "| panda | 2.25 [1.50, 3.12], 3 of 40 | n/a |" in budget
+    assert (
+        "| method | Open mouth | Smile |" in budget
+        and "| sefa | n/a | 2.50 +- 0.75 (effect 0.050 +- 0.010) |" in budget
+    )
+    assert "### Semantic edits, full search" in full and "The paper's Table 1" in full
     assert "faces with ROIR above 5" in markdown
-    assert "Test faces: 41 found, 9 of the 50 samples skipped (no face found)." in markdown
+    assert "Faces measured: 41 found, 9 of the 50 samples skipped (no face found)." in markdown
 
 
 def test_bad_search_settings_are_refused():
@@ -186,18 +194,27 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
         "eval.choose.screen=3",
         "eval.choose.finalists=2",
         "eval.choose.candidates=10",
+        "eval.features=[smile]",
+        "eval.full_search=false",
+        "eval.effect_faces=4",
+        "eval.tune_samples=8",
+        "eval.tune={resefa:{eps:[0.001,0.1]}}",
         "eval.wandb=true",
         env={"WANDB_MODE": "offline"},
     )
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "evaluate.json").read_text())
     rows = list(csv.DictReader((out / "roir.csv").open()))
-    assert {(r["method"], r["region"]) for r in rows} == {
+    assert {(r["method"], r["target"]) for r in rows if r["target"] != "smile"} == {
         (m, r) for m in ("panda", "sefa", "resefa") for r in ("eyes", "mouth")
     }
-    for row in rows:  # every image is measured or skipped, and every edit was scaled to the same inside change
+    assert {r["region"] for r in rows if r["target"] == "smile"} <= {"mouth"}
+    for row in rows:  # every image is measured or skipped, and every region's edit scaled to the same inside change
         assert int(row["images"]) + int(row["unchanged"]) + result["skipped"] == 12
         assert int(row["skipped"]) == result["skipped"]
+        if row["target"] == "smile":
+            assert float(row["calibration_effect"]) > 0 and row["effect_mean"] != "nan"
+            continue
         assert float(row["inside_change"]) == pytest.approx(0.1, rel=0.5)
         assert float(row["roir_mean"]) > 0
         assert 0 < float(row["roir_q1"]) <= float(row["roir_median"]) <= float(row["roir_q3"])
@@ -205,6 +222,10 @@ def test_evaluate_roir_writes_the_table_grids_and_counts(run_dir: Path, tmp_path
     assert result["above"] == 5.0 and result["rows"][0]["faces_above_5"] == int(rows[0]["faces_above_5"])
     markdown = (out / "roir.md").read_text()
     assert "| panda |" in markdown and "| resefa |" in markdown and "stylespace" not in markdown  # no style channels
+    assert "### Semantic edits, equal budget" in markdown and "| method | Smile |" in markdown
+    assert re.search(
+        r"- resefa: eps=0\.(001|1) \(mean validation ROIR of each value tried, on \d+ faces: eps: 0\.001 ", markdown
+    )
     assert f"{result['skipped']} of the 12 samples skipped" in markdown
     for region in ("eyes", "mouth"):
         assert (out / f"roir_{region}.png").stat().st_size > 0 and (out / f"roir_{region}_worst.png").stat().st_size > 0
@@ -348,7 +369,7 @@ def test_an_edit_panda_and_panda_named_share_is_made_once_and_measured_for_both(
         return original(self, *args)
 
     monkeypatch.setattr(PandAEditor, "images", counting)
-    choices = {(name, "mouth"): Choice(name, "mouth", 5, "", 2.0, 1.0) for name in ("panda", NAMED)}
+    choices = {(BUDGET, name, "mouth"): Choice(name, "mouth", "mouth", 5, "", 2.0, 1.0) for name in ("panda", NAMED)}
     editors = {"panda": {"mouth": everything}, NAMED: {"mouth": first_part}}
     detector = LandmarkDetector(CONF.upscale, min_face=CONF.min_face)
     measured = measure(editors, choices, face_batches(run.generator, detector, 0, Stream.TEST, 8, 8), 1, 5.0, 0)
@@ -357,28 +378,126 @@ def test_an_edit_panda_and_panda_named_share_is_made_once_and_measured_for_both(
     assert panda["images"] > 0 and panda.pop("method") != named.pop("method") and panda == named
 
 
-def test_the_task_and_the_final_callback_measure_the_same_rows(run, tmp_path):
+def recorded_streams(monkeypatch) -> list[Stream]:
+    """The stream of every face set the benchmark draws from now on, in order."""
+    streams: list[Stream] = []
+    original = benchmark_module.face_batches
+
+    def recording(gen, detector, seed, stream, *args, **kwargs):
+        streams.append(stream)
+        return original(gen, detector, seed, stream, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark_module, "face_batches", recording)
+    return streams
+
+
+def test_the_task_and_the_final_callback_choose_alike_and_only_the_task_measures_on_the_test_stream(
+    run, tmp_path, monkeypatch
+):
     """``evaluate.py task=roir`` and ``callbacks=roir_final`` run one benchmark: same settings, same factors, same
-    rows (but PandA's time to find directions: the task reads the run's training time); the callback writes the
-    tables into the run directory and publishes each region's test mean in the trainer's callback metrics."""
+    choices on the calibration faces; the callback (which the ablations choose the defaults by) measures them on the
+    ROIR validation stream, never the test stream, writes the tables into the run directory and publishes each
+    region's mean in the trainer's callback metrics."""
+    streams = recorded_streams(monkeypatch)
     budget = {"methods": ["panda"], "regions": ["mouth"], "calibration": 8, "test_samples": 4, "grid": 1}
-    budget["choose"] = {"screen": 2, "finalists": 2, "iterations": 1}
+    budget |= {"features": [], "full_search": False, "choose": {"screen": 2, "finalists": 2, "iterations": 1}}
     overrides = ["eval.methods=[panda]", "eval.regions=[mouth]", "eval.choose.screen=2", "eval.choose.finalists=2"]
     cfg = tiny_roir(write_run(tmp_path / "trained"), tmp_path / "task", *overrides, "eval.choose.iterations=1")
     task = evaluate_task(cfg)
+    assert streams == [Stream.CALIBRATION, Stream.TEST]
+    streams.clear()
     (tmp_path / "run").mkdir()
     callback = FinalROIR(str(tmp_path / "run"), **OmegaConf.to_container(OmegaConf.merge(CONF, budget), resolve=True))
     data = SimpleNamespace(generator=run.generator, seed=cfg.seed, layer=LAYER)
     trainer = SimpleNamespace(is_global_zero=True, datamodule=data, loggers=[], global_step=2, callback_metrics={})
     model = SimpleNamespace(exported_appearances=lambda: run.A, P=run.P, hparams=SimpleNamespace(feature_shape=SHAPE))
     callback.on_fit_end(trainer, model)
+    assert streams == [Stream.CALIBRATION, Stream.ROIR_VALIDATION]
 
-    def measured(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-        return [{key: str(value) for key, value in r.items() if key != "find_seconds"} for r in rows]
+    def chosen(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+        return [tuple(str(r[key]) for key in ("search", "method", "target", "direction", "scale")) for r in rows]
 
-    assert measured(list(csv.DictReader((tmp_path / "run" / "roir.csv").open()))) == measured(task["rows"])
-    assert (tmp_path / "run" / "roir.md").read_text() == (tmp_path / "task" / "roir.md").read_text().replace(
-        f"| {task['rows'][0]['find_seconds']:.1f} |", "| 0.0 |"
-    )
+    rows = list(csv.DictReader((tmp_path / "run" / "roir.csv").open()))
+    assert chosen(rows) == chosen(task["rows"])
+    assert "| panda |" in (tmp_path / "run" / "roir.md").read_text()
     assert list(trainer.callback_metrics) == ["roir/mouth"]
-    assert trainer.callback_metrics["roir/mouth"].item() == task["rows"][0]["roir_mean"]
+    assert trainer.callback_metrics["roir/mouth"].item() == float(rows[0]["roir_mean"])
+
+
+def test_the_budget_applies_to_every_method_alike(run, dcgan, monkeypatch):
+    """Every method's search tries exactly its ``budget`` preselected candidates per region (both signs), PandA's as
+    the baselines': the parts named after the region (of ``panda``, and of ``panda_named``), its appearances ranked
+    by their presence on the part; a baseline's leading directions."""
+    labelled = dataclasses.replace(run, labels=["mouth", "mouth_2", *(f"blob {k}" for k in range(6))])
+    options = {"methods": ["panda", NAMED, "sefa", "ganspace"], "regions": ["mouth"], "features": []}
+    options["baselines"] = {**CONF.baselines, "ganspace": {**CONF.baselines.ganspace, "samples": 200}}
+    faces = next(
+        face_batches(dcgan, LandmarkDetector(CONF.upscale, min_face=CONF.min_face), 0, Stream.CALIBRATION, 8, 8)
+    )
+    editors = build_editors(labelled, faces, benchmark_settings(**options), 1.0)
+    budget, tried = 6, {}
+    for method, by_region in editors.items():
+        editor = by_region["mouth"]
+        original = editor.images
+
+        def recording(prepared, directions, scales, method=method, original=original):
+            tried.setdefault(method, set()).update(directions.tolist())
+            return original(prepared, directions, scales)
+
+        monkeypatch.setattr(editor, "images", recording)
+        picked = editor.preselect("mouth", budget)
+        assert len(set(picked)) == budget, method
+        if method in ("panda", NAMED):  # the named parts' appearances, most present first
+            assert {editor.parts[k // run.appearances] for k in picked} <= {0, 1}
+            presence = [float(editor.presence[k % run.appearances, editor.parts[k // run.appearances]]) for k in picked]
+            assert presence == sorted(presence, reverse=True)
+        else:
+            assert picked == list(range(budget))
+    choices = choose_all(
+        editors, faces, targets(["mouth"]), settings(screen=2, finalists=2, iterations=1), budget, None, BUDGET
+    )
+    for method, by_region in editors.items():
+        assert tried[method] == set(by_region["mouth"].preselect("mouth", budget))  # all of them, and only them
+        assert choices[BUDGET, method, "mouth"].index in tried[method]
+
+
+def test_training_with_the_roir_callbacks_of_the_ablations_never_draws_the_test_stream(dcgan, tmp_path, monkeypatch):
+    """Training, ``callbacks=roir`` and ``callbacks=roir_final`` as every ablation config sets it up draw the training,
+    validation, calibration and ROIR validation streams, never the test stream."""
+    import panda.method.data as data_module
+    import panda.roir.faces as faces_module
+
+    streams: list[Stream] = []
+    original = data_module.batch_generator
+
+    def recording(seed, stream, index):
+        streams.append(Stream(stream))
+        return original(seed, stream, index)
+
+    monkeypatch.setattr(data_module, "batch_generator", recording)
+    monkeypatch.setattr(faces_module, "batch_generator", recording)
+    small = ["regions=[mouth]", "calibration=6", "test_samples=4", "choose.screen=2", "choose.finalists=2"]
+    for experiment in ("ablation_layers", "ablation_ranks", "ablation_solvers"):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(
+                "train", overrides=[f"experiment={experiment}", *(f"callbacks.roir_final.{o}" for o in small)]
+            )
+        assert cfg.callbacks.roir_final._target_ == "panda.roir.callbacks.FinalROIR"  # it measures on ROIR_VALIDATION
+    final = instantiate(cfg.callbacks.roir_final, output_dir=str(tmp_path))
+    monitor = instantiate(monitor_config("callbacks.roir.regions=[mouth]", "callbacks.roir.calibration=6"))
+    data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
+    trainer = pl.Trainer(
+        max_steps=2,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[monitor, final],
+    )
+    trainer.fit(panda_model(SHAPE, 2, 2), datamodule=data)
+    assert "roir/mouth" in trainer.callback_metrics and (tmp_path / "roir.csv").is_file()
+    assert {Stream.TRAIN, Stream.VAL, Stream.CALIBRATION, Stream.ROIR_VALIDATION} <= set(streams)
+    assert Stream.TEST not in streams

@@ -46,6 +46,7 @@ class Stream(enum.IntEnum):
     TEST = 6  # ROIR protocol: measuring them
     FIT = 7  # the baselines' own samples
     NAMING = 8  # the faces the parts are named on (panda.uses.face_regions)
+    ROIR_VALIDATION = 9  # ROIR protocol: measuring edits to choose settings by (ranks, layers, knobs), never TEST
 
 
 PRECISIONS = ("fp32", "bf16", "auto")  # of the generator's forward (data.precision)

@@ -19,7 +19,7 @@ from panda.roir.benchmark import benchmark
 from panda.roir.editors import PandAEditor
 from panda.roir.faces import Faces, face_batches, face_set
 from panda.roir.report import write_report
-from panda.roir.search import choose
+from panda.roir.search import BUDGET, choose
 from panda.roir.settings import ROIRSettings
 from panda.uses.factors import Factors
 
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 class ROIRMonitor(pl.Callback):
     """After every validation, PandA's ROIR per face region on the calibration faces, logged as ``roir/<region>``:
-    for each region the (part, appearance) edit with the lowest ROIR at the same change inside the region
-    (:func:`panda.roir.search.choose`; the whole benchmark is ``evaluate.py task=roir``). Of the benchmark's
+    for each region the (part, appearance) edit with the lowest ROIR at the same change inside the region among the
+    ``choose.candidates`` PandA preselects (:func:`panda.roir.search.choose`; the whole benchmark is
+    ``evaluate.py task=roir``). Of the benchmark's
     settings it takes those of the calibration (``calibration``, ``batch_size``, ``regions``, ``upscale``,
     ``min_face``, ``landmark_cache``, ``choose``); ``methods`` must be ``[panda]``.
     """
@@ -59,8 +60,10 @@ class ROIRMonitor(pl.Callback):
         if trainer.sanity_checking or self.faces is None or trainer.global_step == self.measured_step:
             return
         self.measured_step = trainer.global_step
-        editor = PandAEditor(trained_factors(trainer, pl_module))
-        choices = choose(editor, self.faces, self.settings.regions, self.settings.choose)
+        editor = PandAEditor(trained_factors(trainer, pl_module)).fit(self.faces.latents)
+        choices = choose(
+            editor, self.faces, self.settings.regions, self.settings.choose, self.settings.choose.candidates
+        )
         metrics = {f"roir/{region}": choice.calibration_roir for region, choice in choices.items()}
         for region, choice in choices.items():
             log.info("step %d: ROIR %s %.3f (%s)", trainer.global_step, region, choice.calibration_roir, choice.label)
@@ -84,7 +87,8 @@ def trained_factors(trainer: pl.Trainer, pl_module: PandA) -> Factors:
 
 class FinalROIR(pl.Callback):
     """Once training has ended (``on_fit_end``, on global rank 0), the benchmark of ``evaluate.py task=roir`` on the
-    final factors (:func:`panda.roir.benchmark.benchmark`; by default of PandA only, on fewer samples).
+    final factors (:func:`panda.roir.benchmark.benchmark`; by default of PandA only, on fewer samples), measured on
+    the ROIR validation stream, never the test stream: the ablations choose the defaults by it.
 
     Writes ``roir.csv`` and ``roir.md`` into ``output_dir`` (the run directory), logs the rows as the W&B table
     ``roir`` to a W&B logger, and publishes each region's test mean of the first method measured (PandA by default) as
@@ -103,7 +107,8 @@ class FinalROIR(pl.Callback):
         if not trainer.is_global_zero:
             return
         data: FeatureDataModule = trainer.datamodule
-        results = benchmark(trained_factors(trainer, pl_module), self.settings, data.seed, fit_seconds=0.0)
+        factors = trained_factors(trainer, pl_module)
+        results = benchmark(factors, self.settings, data.seed, fit_seconds=0.0, stream=Stream.ROIR_VALIDATION)
         write_report(results, self.output_dir, figures=False)
         rows = results.rows
         for row in rows:
@@ -120,5 +125,5 @@ class FinalROIR(pl.Callback):
                 logger.log_table("roir", list(rows[0]), [list(row.values()) for row in rows], step=trainer.global_step)
         first = next(iter(results.seconds))
         for row in rows:
-            if row["method"] == first:
+            if row["method"] == first and row["search"] == BUDGET and row["target"] == row["region"]:
                 trainer.callback_metrics[f"roir/{row['region']}"] = torch.tensor(row["roir_mean"], dtype=torch.float64)

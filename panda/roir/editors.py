@@ -25,12 +25,19 @@ log = logging.getLogger(__name__)
 NAMED = "panda_named"  # PandA's candidates restricted to the parts named after the region
 
 
+def is_named(label: str, region: str) -> bool:
+    """Whether a part's ``label`` names ``region`` (``mouth``, ``mouth_2``, ... by :mod:`panda.uses.face_regions`)."""
+    return re.fullmatch(rf"{region}(_\d+)?", label) is not None
+
+
 class PandAEditor(Editor):
     """PandA's candidates: every (part ``k``, appearance ``j``), edited as ``Z + scale a_j p_k^T``; with
-    ``parts``, only those parts' (``panda_named``: the parts named after a region). ``seconds``: the training's."""
+    ``parts``, only those parts' (``panda_named``: the parts named after a region). ``seconds``: the training's.
+
+    :meth:`fit` measures each appearance's presence on each part on the calibration faces, which orders the
+    candidates of a search with a budget (:meth:`preselect`)."""
 
     name = "panda"
-    ranked = False
 
     def __init__(
         self, factors: Factors, seconds: float = 0.0, parts: Sequence[int] | None = None, name: str = "panda"
@@ -43,6 +50,35 @@ class PandAEditor(Editor):
         self.deltas = torch.stack(  # [parts * R_C, C, H, W]
             [edit_delta(factors.A, maps, k[None], j[None], torch.ones(1)) for k, j in zip(ks, appearances, strict=True)]
         )
+        self.presence: Tensor | None = None  # [R_C, R_S], by fit
+
+    def fit(self, latents: Tensor, masks: Tensor | None = None) -> PandAEditor:
+        """Record each appearance's presence on each part over ``latents``: the mean ``|a_j^T Z p_k|`` (the
+        coefficients ``A^T Z P`` of the factorisation) over ``||a_j|| ||p_k||``, ``[R_C, R_S]``; nothing is edited."""
+        A, P = self.factors.A.float(), self.factors.P.float()
+        total = torch.zeros(A.shape[1], P.shape[1], device=A.device)
+        for batch in latents.split(16):
+            features = self.factors.features(batch).flatten(2).to(A)  # [B, C, S]
+            total += (A.T @ features @ P).abs().sum(0)
+        norms = (A.norm(dim=0)[:, None] * P.norm(dim=0)[None]).clamp_min(1e-12)
+        self.presence = (total / max(1, len(latents)) / norms).cpu()
+        return self
+
+    def preselect(self, region: str, budget: int | None) -> list[int]:
+        """All candidates with no ``budget``; else the (part, appearance) pairs of the parts named after ``region``
+        (all parts where none is), the appearances most present on their part first (:meth:`fit`)."""
+        if budget is None:
+            return list(range(self.count))
+        if self.presence is None:
+            raise ConfigError("PandA's candidates are ranked by the presence fit() measures: fit it first")
+        labels = self.factors.labels or []
+        named = [i for i, part in enumerate(self.parts) if part < len(labels) and is_named(labels[part], region)]
+        positions = named or list(range(len(self.parts)))
+        rc = self.factors.appearances
+        candidates = [i * rc + j for i in positions for j in range(rc)]
+        scores = torch.stack([self.presence[k % rc, self.parts[k // rc]] for k in candidates])
+        order = torch.sort(scores, descending=True, stable=True).indices[:budget]
+        return [candidates[i] for i in order.tolist()]
 
     @property
     def count(self) -> int:
@@ -87,13 +123,18 @@ class Method:
         """region -> this method's editor, fitted on the ``calibration`` faces (per region when it needs to be)."""
         options = settings.baselines.get(self.name, {})
         if Need.NAMED_PARTS in self.needs:
-            named = named_parts(factors, settings.regions, self.name)
-            return {region: self.make(factors, fit_seconds, options, parts) for region, parts in named.items()}
+            named = named_parts(factors, settings.searched_regions, self.name)
+            return {
+                region: self.make(factors, fit_seconds, options, parts).fit(calibration.latents)
+                for region, parts in named.items()
+            }
         editor = self.make(factors, fit_seconds, options, None)
         if Need.REGION_FIT in self.needs:
-            masks = {region: calibration.masks(region, settings.choose.dilation) for region in settings.regions}
+            masks = {
+                region: calibration.masks(region, settings.choose.dilation) for region in settings.searched_regions
+            }
             return editor.fit_regions(calibration.latents, masks)
-        return dict.fromkeys(settings.regions, editor.fit(calibration.latents))
+        return dict.fromkeys(settings.searched_regions, editor.fit(calibration.latents))
 
 
 def _panda(name: str) -> Make:
@@ -157,7 +198,7 @@ def named_parts(factors: Factors, regions: Sequence[str], method: str = NAMED) -
     regions that have any; ``method`` warns of each region without."""
     found = {}
     for region in regions:
-        parts = [k for k, label in enumerate(factors.labels or []) if re.fullmatch(rf"{region}(_\d+)?", label)]
+        parts = [k for k, label in enumerate(factors.labels or []) if is_named(label, region)]
         if parts:
             found[region] = parts
         else:

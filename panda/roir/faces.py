@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +26,25 @@ class Faces:
     originals: Tensor
     landmarks: list[np.ndarray]
     skipped: int = 0
+    refitted: np.ndarray | None = field(default=None, repr=False)
 
     def masks(self, region: str, dilation: int) -> Tensor:
         return roi_masks(self.landmarks, self.originals.shape[-1], region, dilation)[0]
+
+    def refit(self, detector: LandmarkDetector, images: Tensor | None = None) -> np.ndarray:
+        """Landmarks ``[N, 68, 2]`` of ``images`` ``[N, 3, H, W]`` (edits of these faces; by default the originals,
+        computed once) found by the shape predictor in the box of each face's landmarks
+        (:meth:`LandmarkDetector.refit`): an edit's and its original's compare point by point."""
+        if images is not None:
+            return detector.refit(to_uint8(images), np.stack(self.landmarks))
+        if self.refitted is None:
+            self.refitted = detector.refit(to_uint8(self.originals), np.stack(self.landmarks))
+        return self.refitted
+
+    def head(self, count: int) -> Faces:
+        """The first ``count`` faces."""
+        refitted = None if self.refitted is None else self.refitted[:count]
+        return Faces(self.latents[:count], self.originals[:count], self.landmarks[:count], 0, refitted)
 
 
 def face_batches(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,61 @@ REGIONS: dict[str, tuple[range, ...]] = {
     "mouth": (range(48, 68),),
 }
 PREDICTOR = "shape_predictor_68_face_landmarks.dat"
+
+
+def face_height(points: np.ndarray) -> np.ndarray:
+    """``[N]``: the distance from the top of the nose bridge (27) to the chin (8) of landmarks ``[N, 68, 2]``."""
+    return np.linalg.norm(points[:, 8] - points[:, 27], axis=-1)
+
+
+def eye_opening(points: np.ndarray) -> np.ndarray:
+    """``[N]``: the eye aspect ratio (the two lid-to-lid distances over twice the corner-to-corner width),
+    averaged over both eyes (36-41, 42-47)."""
+    ratios = []
+    for eye in (list(range(36, 42)), list(range(42, 48))):
+        p = points[:, eye]
+        lids = np.linalg.norm(p[:, 1] - p[:, 5], axis=-1) + np.linalg.norm(p[:, 2] - p[:, 4], axis=-1)
+        ratios.append(lids / (2 * np.linalg.norm(p[:, 0] - p[:, 3], axis=-1)))
+    return (ratios[0] + ratios[1]) / 2
+
+
+def nose_length(points: np.ndarray) -> np.ndarray:
+    """``[N]``: the nose bridge's top (27) to the nose's lowest point (33), over the face height."""
+    return np.linalg.norm(points[:, 33] - points[:, 27], axis=-1) / face_height(points)
+
+
+def mouth_opening(points: np.ndarray) -> np.ndarray:
+    """``[N]``: the mean gap between the inner upper lip (61, 62, 63) and the inner lower lip (67, 66, 65), over
+    the face height."""
+    gap = np.linalg.norm(points[:, [61, 62, 63]] - points[:, [67, 66, 65]], axis=-1).mean(1)
+    return gap / face_height(points)
+
+
+def smile(points: np.ndarray) -> np.ndarray:
+    """``[N]``: how far the mouth corners (48, 54) lie above the lips' centre (the mean of 51, 57, 62, 66; image
+    ``y`` points down), plus the mouth's width (48 to 54), over the face height."""
+    centre = points[:, [51, 57, 62, 66], 1].mean(1)
+    lift = centre - points[:, [48, 54], 1].mean(1)
+    width = np.linalg.norm(points[:, 54] - points[:, 48], axis=-1)
+    return (lift + width) / face_height(points)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A named edit measured on the landmarks: ``measure`` ``[N, 68, 2] -> [N]`` grows with the edit; ``region``:
+    the ROI its ROIR is measured in; ``title``: its column in the tables."""
+
+    region: str
+    measure: Callable[[np.ndarray], np.ndarray]
+    title: str
+
+
+FEATURES: dict[str, Feature] = {
+    "eyes_open": Feature("eyes", eye_opening, "Eyes"),
+    "nose_length": Feature("nose", nose_length, "Nose"),
+    "open_mouth": Feature("mouth", mouth_opening, "Open mouth"),
+    "smile": Feature("mouth", smile, "Smile"),
+}
 # dlib's detector searches the image as given (``upscale`` sets its size): searching it doubled too took
 # longer, found fewer faces and moved the landmarks (64 px DCGAN faces; docs/roir.md)
 UPSAMPLE = 0
@@ -51,6 +108,14 @@ def check_regions(regions: list[str]) -> list[str]:
         if region not in REGIONS:
             raise ConfigError(f"unknown region '{region}'; regions: {', '.join(REGIONS)}")
     return list(regions)
+
+
+def check_features(features: list[str]) -> list[str]:
+    """``features`` as a list of known semantic edits; a :class:`ConfigError` listing the known ones otherwise."""
+    for feature in features:
+        if feature not in FEATURES:
+            raise ConfigError(f"unknown feature '{feature}'; features: {', '.join(FEATURES)}")
+    return list(features)
 
 
 def check_min_face(value: float, label: str) -> float:
@@ -120,6 +185,20 @@ class LandmarkDetector:
         shape = self.predictor(big, box)
         points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=float)
         return points * np.array([width / self.upscale, height / self.upscale])
+
+    def refit(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """Landmarks ``[B, 68, 2]`` of uint8 images ``[B, H, W, 3]`` found by the shape predictor alone in the box
+        around each image's given ``landmarks`` ``[B, 68, 2]`` (no detection: an edited face is read in the box of
+        its original, so the two compare point by point)."""
+        found = np.empty((len(images), 68, 2))
+        for b, (image, points) in enumerate(zip(images, landmarks, strict=True)):
+            height, width = image.shape[:2]
+            factor = np.array([self.upscale / width, self.upscale / height])
+            big = np.asarray(Image.fromarray(image).resize((self.upscale, self.upscale), Image.BICUBIC))
+            (left, top), (right, bottom) = (points * factor).min(0), (points * factor).max(0)
+            shape = self.predictor(big, self.rectangle(int(left), int(top), int(right), int(bottom)))
+            found[b] = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=float) / factor
+        return found
 
 
 def detect(detector: LandmarkDetector, images: np.ndarray, cache: Path | None = None) -> list[np.ndarray | None]:

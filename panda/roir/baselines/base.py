@@ -37,13 +37,17 @@ class Editor(ABC):
 
     name: str = "editor"
     seconds: float = 0.0  # time spent finding the directions
-    ranked: bool = True  # False: no order among the candidates, so a search must try them all
     needs: frozenset[Need] = frozenset()
 
     @property
     @abstractmethod
     def count(self) -> int:
         """The number of candidate directions."""
+
+    def preselect(self, region: str, budget: int | None) -> list[int]:
+        """The candidates a search for ``region`` tries, best guess first, chosen without looking at ROIR: at most
+        ``budget`` (``None``: all). A baseline's are its leading directions."""
+        return list(range(self.count if budget is None else min(budget, self.count)))
 
     def label(self, k: int) -> str:
         """A readable name of direction ``k``."""
