@@ -177,6 +177,8 @@ ROIR = [
     "eval.choose.screen=3",
     "eval.choose.finalists=2",
     "eval.choose.candidates=10",
+    "eval.features=[]",  # the region table alone: what is split across processes
+    "eval.full_search=false",
 ]
 
 
