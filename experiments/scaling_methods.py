@@ -152,6 +152,12 @@ def line(points: list[tuple[float, float]]) -> tuple[float, float]:
     return fixed, per
 
 
+def growth(points: list[tuple[float, float]]) -> float:
+    """MiB each sample adds, between the smallest and largest of ``points`` ``(samples, peak MiB)`` (0 if none)."""
+    (n1, m1), (n2, m2) = min(points), max(points)
+    return max(0.0, (m2 - m1) / (n2 - n1)) if n2 > n1 else 0.0
+
+
 @dataclass
 class Cost:
     """A method's cost on one generator: ``fixed + per_sample * n`` seconds for ``n`` samples (``measured``: the
@@ -197,7 +203,7 @@ class Plan:
     defaults: dict[str, int]
     chunks: tuple[int, ...] = (2, 4)
     memory_budget_mb: float = 6144.0
-    stylespace: tuple[int, int] = (2, 1)
+    stylespace: tuple[tuple[int, ...], int] = ((2, 4), 1)
     check_chunks: bool = True
 
 
@@ -215,7 +221,8 @@ def fit_cost(generator: str, method: str, sizes: tuple[int, ...], scratch: Path)
     """A baseline fitted as the benchmark fits it at each of ``sizes`` samples, in one child process."""
     region = method in (*JACOBIAN, "stylespace")
     job = {"kind": "fit", "method": method, "sizes": list(sizes), "warmup": 1 if region else min(sizes)}
-    run = job_run(generator, job, f"{method}, " + " and ".join(f"{n:,}" for n in sizes) + " samples", scratch)
+    what = method if method == "sefa" else f"{method}, " + " and ".join(f"{n:,}" for n in sizes) + " samples"
+    run = job_run(generator, job, what, scratch)
     points = run.result["points"]
     times = [(n, seconds) for n, seconds, _ in points]
     at, _, peak = points[-1]
@@ -225,7 +232,7 @@ def fit_cost(generator: str, method: str, sizes: tuple[int, ...], scratch: Path)
     fixed, per = line(times)
     counts = " and ".join(f"{n:,}" for n in sizes)
     if method == "ganspace":
-        peak_per = line([(n, mb) for n, _, mb in points])[1] if len(points) > 1 else 0.0
+        peak_per = growth([(n, mb) for n, _, mb in points])
         how = f"fitted on {counts} samples; keeps every sample's activations: memory grows with N"
         return Cost(fixed, per, dict(times), peak, at, how, [run], peak_per)
     how = f"fitted on {counts} calibration samples, whole Jacobians; sums each sample's statistics: memory does "
@@ -266,20 +273,25 @@ def jacobian_costs(generator: str, plan: Plan, scratch: Path) -> dict[str, Cost]
 
 
 def stylespace_cost(generator: str, plan: Plan, channels: int, scratch: Path) -> Cost:
-    """StyleSpace from one region's fit scoring a few channels: its cost per full forward of one latent."""
-    samples, keep = plan.stylespace
-    job = {"kind": "stylespace", "samples": samples, "keep": keep}
-    run = job_run(generator, job, f"stylespace, {samples} samples, {keep} channel(s)", scratch)
-    _, seconds, peak = run.result["points"][0]
-    forwards = (keep + 2) * samples  # the styles' deviations, the unedited images, one nudged pass per channel
-    per_sample = REGIONS * (channels + 2) * seconds / forwards
+    """StyleSpace from one region's fits scoring a few channels on two latent counts: the cost of a full forward of
+    one latent, and the memory each latent adds."""
+    sizes, keep = plan.stylespace
+    job = {"kind": "stylespace", "sizes": list(sizes), "keep": keep}
+    counts = " and ".join(map(str, sizes))
+    run = job_run(generator, job, f"stylespace, {counts} samples, {keep} channel(s)", scratch)
+    points = run.result["points"]
+    fixed, per_latent = line([(n, seconds) for n, seconds, _ in points])
+    turns = (
+        keep + 2
+    )  # forwards of every latent in a region's fit: the styles' deviations, the unedited images, a channel each
+    per_sample = REGIONS * (channels + 2) * per_latent / turns
     how = (
-        f"one region's fit on {samples} latents scoring {keep} of the {channels:,} style channels ({forwards} "
-        f"forwards of one latent); a region = {channels:,} + 2 full forwards of every latent, {REGIONS} regions; "
-        "runs all N latents in one batch: memory grows with N"
+        f"one region's fit on {counts} latents scoring {keep} of the {channels:,} style channels ({turns} forwards of "
+        f"every latent); a region = {channels:,} + 2 forwards of every latent, {REGIONS} regions; runs all N latents "
+        "in one batch: memory grows with N"
     )
-    peak_per = (peak - run.result["loaded_mb"]) / samples
-    return Cost(0.0, per_sample, {}, peak, samples, how, [run], peak_per)
+    at, _, peak = points[-1]
+    return Cost(REGIONS * fixed, per_sample, {}, peak, at, how, [run], growth([(n, mb) for n, _, mb in points]))
 
 
 def costs(generator: str, methods: tuple[str, ...], plan: Plan, base: Run, scratch: Path) -> dict[str, Cost | str]:
@@ -355,7 +367,8 @@ def over_panda(found: Found, generator: str, cost: Cost, samples: int) -> str:
         return "-"
     (seconds, a), (reference, b) = cost.seconds(samples), panda.seconds(samples)
     ratio = seconds / reference
-    return marked(f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2f}x", a or b)
+    text = f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.1f}x" if ratio >= 1 else f"1/{1 / ratio:,.0f}"
+    return marked(text, a or b)
 
 
 def runs_of(bases: dict[str, Run], found: Found) -> list[Run]:
@@ -407,12 +420,18 @@ def assumptions(plan: Plan, check: tuple[float, float] | None) -> list[str]:
         "whole synthesis; where a whole Jacobian takes too long, a sample costs (code dims / columns) x the time "
         "of the largest chunk timed, plus accumulating its three regions' statistics, timed once; their fixed "
         "part is their three solves. Both methods compute the same Jacobians: one set of runs serves both. Their "
-        "memory is that of one chunk (the statistics are code dims x code dims).",
+        "memory is that of one chunk (the statistics are code dims x code dims); the default chunk runs only where "
+        f"the memory the smaller chunks predict for it stays under {plan.memory_budget_mb / 1024:.0f} GiB (this "
+        "machine is shared), elsewhere its memory is that prediction and its time per column the largest chunk's.",
+        "- The baselines' runs start with an untimed warm-up (one sample; a chunk through a small twin of the "
+        "generator for the Jacobians): the first call of torch's forward-mode products pays a one-time start-up of "
+        "seconds that a process pays once. PandA's times are `train.py`'s own.",
         "- StyleSpace fits each region on its own; a region's fit is two forwards of all N latents (their "
         "styles' standard deviations and the unedited images) and one per style channel; the cost of one "
-        "latent's forward comes from a fit scoring a few channels. It runs all N latents in one batch, so its "
-        "memory grows by the run's memory above the loaded generator, per latent.",
-        "- GANSpace keeps the activations of all its samples: its memory grows along the line through its runs.",
+        "latent's forward comes from fits scoring a few channels on two latent counts. It runs all N latents in "
+        "one batch, so its memory grows by what each latent added between those fits.",
+        "- GANSpace keeps the activations of all its samples: its memory grows by what each sample added between "
+        "its two runs.",
         "- The region methods' masks are fixed boxes: their time does not depend on what the masks hold.",
     ]
     if check is not None:
@@ -553,7 +572,7 @@ def main() -> None:
         samples = args.samples or default_samples
         generators, methods = tuple(GENERATORS), METHODS
         steps = train.trainer.max_steps
-        panda_steps = {"dcgan64": (steps // 2, steps), "stylegan2_256": (12, 24), "stylegan2_1024": (12, 24)}
+        panda_steps = {"dcgan64": (steps // 2, steps), "stylegan2_256": (12, 36), "stylegan2_1024": (12, 36)}
         ganspace = tuple(sorted({defaults["ganspace"], samples}))
         plan = Plan(samples, panda_steps, ganspace, {"dcgan64": (16, roir.calibration)}, defaults)
 
