@@ -20,10 +20,11 @@ Generators: the DCGAN faces, 64 px (PandA at its default layer ``main.8``), and 
 512 x 16 x 16, with that config's ranks); the baselines on the same generator.
 
 Each measurement runs in a child process of its own (``experiments/scaling_jobs.py``, or ``train.py``), one at a
-time; its peak memory is the child's peak resident memory (``ru_maxrss``), and the machine's load average is
-recorded before and after it. What fits in a few minutes on 2 CPU cores is measured; the rest is extrapolated from
-measured costs per sample, as the report's assumptions say, and marked so. A ``## Reading`` section already in
-the report is kept.
+time, with ``--threads`` torch threads (default 1: on cores other jobs share, two OpenMP threads slowed the
+Jacobians' small operations down several times); its peak memory is the child's peak resident memory
+(``ru_maxrss``), and the machine's load average is recorded before and after it. What fits in a few minutes on
+2 CPU cores is measured; the rest is extrapolated from measured costs per sample, as the report's assumptions
+say, and marked so. A ``## Reading`` section already in the report is kept.
 
     python experiments/scaling_methods.py          # writes experiments/results/scaling_methods.{md,png}
     python experiments/scaling_methods.py --tiny   # a quick check of the script: ReSeFa on the DCGAN, N = 2
@@ -469,7 +470,9 @@ def report(
         "# Time and memory to find edit directions, as the generator grows",
         "",
         f"Produced by `{command}` in {minutes:.0f} min on {os.cpu_count()} CPU cores "
-        f"({platform.processor() or platform.machine()}), {threads} torch threads. Load average "
+        f"({platform.processor() or platform.machine()}), {threads} torch thread(s) in each measurement (`--threads`: "
+        "on cores other jobs share, more OpenMP threads than free cores slow small operations down by several "
+        "times, and unevenly across methods). Load average "
         f"(1, 5, 15 min): {', '.join(f'{x:.2f}' for x in loads[0])} at the start, "
         f'{", ".join(f"{x:.2f}" for x in loads[1])} at the end, and around each run in "What ran". **Other jobs '
         "shared these cores while measuring**: the times say what ran here, not what the cores can do.",
@@ -556,10 +559,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=None, help="N (default: PandA's default training samples)")
     parser.add_argument("--tiny", action="store_true", help="a quick check: ReSeFa on the DCGAN, N = 2")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results", help="the report's folder")
     args = parser.parse_args()
-    if args.samples is not None and args.samples < 1:
-        parser.error("--samples must be >= 1")
+    if (args.samples is not None and args.samples < 1) or args.threads < 1:
+        parser.error("--samples and --threads must be >= 1")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the children's torch threads
     train, roir = compose("train"), compose("evaluate", ["task=roir"]).eval
     default_samples = train.trainer.max_steps * train.data.batch_size
     defaults = {"panda": default_samples, "ganspace": roir.baselines.ganspace.samples, "sefa": 0}
