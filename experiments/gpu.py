@@ -65,8 +65,11 @@ def train(overrides: list[str], run_dir: Path) -> tuple[float, dict, list[tuple[
     start = time.perf_counter()
     command = [sys.executable, "train.py", *overrides, "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-15:])
+        raise SystemExit(f"`{' '.join(command[1:])}` failed (exit {done.returncode}):\n{tail}")
     with (run_dir / "csv" / "metrics.csv").open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row.get("val/rel_error")]
     curve = [(int(row["step"]) + 1, float(row["val/rel_error"])) for row in rows]
