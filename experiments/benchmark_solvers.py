@@ -47,11 +47,11 @@ from matplotlib.figure import Figure
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from panda import factorization as fz  # noqa: E402
 from panda.base.config import instantiate  # noqa: E402
 from panda.base.files import atomic_write  # noqa: E402
 from panda.base.resources import config_dir  # noqa: E402
 from panda.generators.dcgan import DCGANFaces  # noqa: E402
+from panda.method import factorization as fz  # noqa: E402
 from panda.method.data import (  # noqa: E402
     PRECISIONS,
     FeatureDataModule,
