@@ -3,6 +3,8 @@ CUDA GPU."""
 
 import re
 
+import pytest
+
 from tests.conftest import run_script
 
 
@@ -14,6 +16,7 @@ def table(text: str, title: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in rows[2:]}
 
 
+@pytest.mark.slow  # three measured child processes: about a minute on 2 idle cores
 def test_scaling_script_measures_and_extrapolates_each_method_and_keeps_the_reading(tmp_path):
     report = tmp_path / "scaling_methods.md"
     report.write_text("# old tables\n\n## Reading\n\nWritten by hand.\n")
