@@ -220,8 +220,7 @@ def panda_cost(generator: str, plan: Plan, scratch: Path) -> Cost:
 
 def fit_cost(generator: str, method: str, sizes: tuple[int, ...], scratch: Path) -> Cost:
     """A baseline fitted as the benchmark fits it at each of ``sizes`` samples, in one child process."""
-    region = method in (*JACOBIAN, "stylespace")
-    job = {"kind": "fit", "method": method, "sizes": list(sizes), "warmup": 1 if region else min(sizes)}
+    job = {"kind": "fit", "method": method, "sizes": list(sizes), "warmup": 1 if method in JACOBIAN else min(sizes)}
     what = method if method == "sefa" else f"{method}, " + " and ".join(f"{n:,}" for n in sizes) + " samples"
     run = job_run(generator, job, what, scratch)
     points = run.result["points"]
@@ -282,9 +281,8 @@ def stylespace_cost(generator: str, plan: Plan, channels: int, scratch: Path) ->
     run = job_run(generator, job, f"stylespace, {counts} samples, {keep} channel(s)", scratch)
     points = run.result["points"]
     fixed, per_latent = line([(n, seconds) for n, seconds, _ in points])
-    turns = (
-        keep + 2
-    )  # forwards of every latent in a region's fit: the styles' deviations, the unedited images, a channel each
+    # forwards of every latent in a region's fit: the styles' deviations, the unedited images, one per channel
+    turns = keep + 2
     per_sample = REGIONS * (channels + 2) * per_latent / turns
     how = (
         f"one region's fit on {counts} latents scoring {keep} of the {channels:,} style channels ({turns} forwards of "
