@@ -13,6 +13,7 @@ import hashlib
 import inspect
 import io
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,13 +27,12 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from panda.base.errors import ConfigError, PandaError
-from panda.base.files import atomic_write
 from panda.studio.core import Session, Settings, Studio
 from panda.uses.factors import Factors
 
 log = logging.getLogger(__name__)
 KEEP_SECONDS = 300  # how long the studio keeps the PNG file of a picture it showed (Gradio's cache keeps a copy)
-PREVIEW_SECONDS = 0.25  # the preview gallery is redrawn at most this often while the previews come (and at the end)
+PREVIEW_SECONDS = 0.25  # the previews' sheet is redrawn at most this often while they come (and at the end)
 
 IMAGE_CSS = """
 .studio-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
@@ -43,6 +43,9 @@ IMAGE_CSS = """
 #part-legend .wrap { gap: 3px; }
 #part-legend label { padding: 1px 6px; font-size: 12px; min-height: 0; }
 #removal-hint, #save-result, #preview-progress { font-size: 13px; }
+#previews .image-container { height: 420px !important; overflow-y: auto; }
+#previews .image-container button, #previews .image-frame { height: auto !important; }
+#previews img { width: 100% !important; height: auto !important; object-fit: fill !important; }
 """
 
 
@@ -98,10 +101,12 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
 
     def png(image: np.ndarray) -> str:
         data = io.BytesIO()
-        Image.fromarray(image).save(data, format="PNG")
+        Image.fromarray(image).save(data, format="PNG", compress_level=1)  # fast: pictures are small
         path = pictures / f"{hashlib.sha256(data.getvalue()).hexdigest()}.png"
-        if not path.exists():
-            atomic_write(path, data.getvalue())
+        if not path.exists():  # whole or not at all, as atomic_write, without its fsync: a picture need not last
+            with tempfile.NamedTemporaryFile(dir=pictures, suffix=".tmp", delete=False) as handle:
+                handle.write(data.getvalue())
+            os.replace(handle.name, path)
         if time.monotonic() - pruned[0] > KEEP_SECONDS:
             pruned[0] = time.monotonic()
             for old in pictures.iterdir():
@@ -166,11 +171,13 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
                 with gr.Tabs():
                     with gr.Tab("previews", elem_id="previews-tab"):
                         progress = gr.Markdown(elem_id="preview-progress")
-                        previews = gr.Gallery(
-                            label="previews (click one to make it the current edit)",
-                            height=420,
+                        previews = gr.Image(
+                            show_label=False,
+                            buttons=[],
+                            interactive=False,
+                            format="png",
                             elem_id="previews",
-                            **thumbnails,
+                            elem_classes="pixelated",
                         )
                     with gr.Tab(f"{settings.row} samples", elem_id="row-tab"):
                         row_button = gr.Button(f"show the edits on {settings.row} samples (before | after)")
@@ -265,7 +272,7 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
             return shown(studio.choose_part(state, evt.index), tint_on)
 
         def pick_preview(state: Session, tint_on: bool, shown_edits: tuple, evt: gr.SelectData) -> dict:
-            return shown(studio.choose_edit(state, shown_edits[evt.index]), tint_on)
+            return shown(studio.choose_edit(state, studio.preview_at(state, shown_edits, *evt.index)), tint_on)
 
         def pick_appearance(state: Session, evt: gr.SelectData) -> dict:
             state = studio.choose_appearance(state, evt.index)
@@ -297,20 +304,21 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
             """The previews as they come, redrawn at most every PREVIEW_SECONDS, and their progress."""
             total, drawn = 2 * factors.appearances, 0.0
             subject = f"part {studio.name(state.part)}"
-            yield {progress: f"painting each appearance on {subject}: 0 / {total}", previews: [], order: ()}
+            yield {progress: f"painting each appearance on {subject}: 0 / {total}", previews: None, order: ()}
             for done in studio.previews(state):
                 last = len(done) == total
                 text = f"painting each appearance on {subject}: {len(done)} / {total}"
                 if last:
+                    best = ", ".join(f"a{p.edit.appearance} {p.edit.alpha:+g} ({p.change:.0f})" for p in done[:5])
                     text = (
                         f"{total} previews of {subject}: each appearance at +-{settings.preview_strength:g} over the "
-                        "stack, those that change the part most first (the number: how much, in pixel levels)"
+                        "stack, those that change the part most first (the number: how much, in pixel levels); "
+                        f"click one to make it the current edit. Most: {best}"
                     )
                 views = {progress: text}
                 if last or time.monotonic() - drawn > PREVIEW_SECONDS:
                     drawn = time.monotonic()
-                    items = [(png(p.image), f"a{p.edit.appearance} {p.edit.alpha:+g}: {p.change:.0f}") for p in done]
-                    views |= {previews: items, order: tuple(p.edit for p in done)}
+                    views |= {previews: png(studio.sheet(state, done)), order: tuple(p.edit for p in done)}
                 yield views
 
         def show_row(state: Session) -> dict:
