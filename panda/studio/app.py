@@ -222,28 +222,25 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
                 options |= {"concurrency_id": "session", "concurrency_limit": 1}
             trigger(guarded(fn, message), inputs, [*outputs, message], **options)
 
-        def shown(state: Session, tint_on: bool, note: str = "") -> dict:
-            """Everything of ``full`` for ``state``."""
-            key = repr((state.sample.index, state.part, state.stack))
-            return {
-                session: state,
-                saved: studio.snapshot(state),
-                preview_key: key,
-                part: state.part,
-                appearance: state.appearance,
-                strength: state.strength,
-                stack: state.stack,
-                parts: png(studio.parts(state, tint=tint_on)),
-                edited: png(studio.live(state)),
-                hint: studio.removal_hint(state),
-                message: note,
-            }
+        def shown(state: Session, tint_on: bool, before: Session | None = None, note: str = "") -> dict:
+            """What of ``full`` differs for ``state`` from ``before`` (None: everything)."""
+            views = {session: state, saved: studio.snapshot(state), message: note}
+            views |= {part: state.part, appearance: state.appearance, strength: state.strength}
+            views[preview_key] = repr((state.sample.index, state.part, state.stack))
+            new = before is None or state.sample is not before.sample
+            if new or state.stack != before.stack:
+                views[stack] = state.stack
+            if new or state.edits != before.edits:
+                views[edited] = png(studio.live(state))
+            if new or state.part != before.part:
+                views |= {parts: png(studio.parts(state, tint=tint_on)), hint: studio.removal_hint(state)}
+            return views
 
         def sample_views(state: Session, tint_on: bool, note: str = "") -> dict:
             """Everything of a newly loaded sample."""
             views = {sample: str(state.sample.index), original: png(studio.original(state)), row: []}
             views |= {gallery: pngs(studio.gallery(state)), part_gallery: pngs(studio.part_gallery(state))}
-            return shown(state, tint_on, note) | views
+            return shown(state, tint_on, note=note) | views
 
         def start(state: Session, stored: Any, tint_on: bool, text: str) -> dict:
             """A new or reloaded page: the session the browser kept, else the configured sample."""
@@ -261,18 +258,18 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
             """A callback showing ``method(state, *args, *values)``; ``values``: its inputs after the session."""
 
             def call(state: Session, tint_on: bool, *values: Any) -> dict:
-                return shown(method(state, *args, *values), tint_on)
+                return shown(method(state, *args, *values), tint_on, state)
 
             return call
 
         def pick_part(state: Session, tint_on: bool, evt: gr.SelectData) -> dict:
-            return shown(studio.part_at(state, *evt.index), tint_on)
+            return shown(studio.part_at(state, *evt.index), tint_on, state)
 
         def pick_part_in_gallery(state: Session, tint_on: bool, evt: gr.SelectData) -> dict:
-            return shown(studio.choose_part(state, evt.index), tint_on)
+            return shown(studio.choose_part(state, evt.index), tint_on, state)
 
         def pick_preview(state: Session, tint_on: bool, shown_edits: tuple, evt: gr.SelectData) -> dict:
-            return shown(studio.choose_edit(state, studio.preview_at(state, shown_edits, *evt.index)), tint_on)
+            return shown(studio.choose_edit(state, studio.preview_at(state, shown_edits, *evt.index)), tint_on, state)
 
         def pick_appearance(state: Session, evt: gr.SelectData) -> dict:
             state = studio.choose_appearance(state, evt.index)
@@ -293,12 +290,12 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
             return call
 
         def remove(state: Session, tint_on: bool) -> dict:
-            state = studio.remove_part(state)
+            new = studio.remove_part(state)
             note = (
-                f"removal preview: appearance {state.appearance} at strength {state.strength:g} on part "
-                f"{studio.name(state.part)}; 'add to stack' keeps it, 'undo' takes it back"
+                f"removal preview: appearance {new.appearance} at strength {new.strength:g} on part "
+                f"{studio.name(new.part)}; 'add to stack' keeps it, 'undo' takes it back"
             )
-            return shown(state, tint_on, note)
+            return shown(new, tint_on, state, note)
 
         def show_previews(state: Session) -> Iterator[dict]:
             """The previews as they come, redrawn at most every PREVIEW_SECONDS, and their progress."""
