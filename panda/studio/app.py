@@ -8,6 +8,7 @@ nothing else changes, and the app keeps serving. The browser keeps a plain copy 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -68,7 +69,7 @@ def guarded(fn: Callable[..., Any], message: gr.components.Component) -> Callabl
 
     if inspect.isgeneratorfunction(fn):
 
-        @functools.wraps(fn)  # keeps the signature: Gradio passes gr.SelectData and gr.Request by their annotation
+        @functools.wraps(fn)  # keeps the signature: Gradio passes gr.SelectData by its annotation
         def stream(*args: Any) -> Iterator[dict]:
             try:
                 yield from fn(*args)
@@ -103,15 +104,18 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
         data = io.BytesIO()
         Image.fromarray(image).save(data, format="PNG", compress_level=1)  # fast: pictures are small
         path = pictures / f"{hashlib.sha256(data.getvalue()).hexdigest()}.png"
-        if not path.exists():  # whole or not at all, as atomic_write, without its fsync: a picture need not last
-            with tempfile.NamedTemporaryFile(dir=pictures, suffix=".tmp", delete=False) as handle:
-                handle.write(data.getvalue())
-            os.replace(handle.name, path)
         if time.monotonic() - pruned[0] > KEEP_SECONDS:
             pruned[0] = time.monotonic()
             for old in pictures.iterdir():
-                if time.time() - old.stat().st_mtime > KEEP_SECONDS:
-                    old.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):  # (another callback may prune at the same time)
+                    if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+                        old.unlink()
+        try:
+            os.utime(path)  # shown again: kept KEEP_SECONDS more
+        except FileNotFoundError:  # whole or not at all, as atomic_write, without its fsync: a picture need not last
+            with tempfile.NamedTemporaryFile(dir=pictures, suffix=".tmp", delete=False) as handle:
+                handle.write(data.getvalue())
+            os.replace(handle.name, path)
         return str(path)
 
     def pngs(items: list[tuple[np.ndarray, str]]) -> list[tuple[str, str]]:
