@@ -1,120 +1,210 @@
-"""Server-side latency of one studio edit update: a strength-slider move, from the new strength to the shown image.
+"""Latency of the studio as its user sees it: from an action in the browser to the new picture on the page.
 
-One update is :meth:`panda.studio.core.Studio.set_strength` and :meth:`~panda.studio.core.Studio.live`
-(the edit's feature offset, the generator resumed from the cached features of the sample, the image
-at the display size) followed by the PNG encoding Gradio does before sending it. Measured on the
-default DCGAN and on StyleGAN2 with random weights (``gen.random_init=true``) at 256 and 1024 px,
-each with made-up factors at the generator's default layer and suggested ranks (the latency does
-not depend on what the factors learnt)::
+For each case, ``evaluate.py task=studio`` serves a run with made-up factors (orthonormal random appearances,
+uniform random parts: what the factors learnt does not change the time) at the generator's default layer, and
+the system's ``chromium`` (headless, through Playwright) drives the page. The page itself times each action
+(``performance.now()``), from the key press or the click to the new image decoded:
 
-    python experiments/studio_latency.py                     # writes experiments/results/studio_latency.md
-    python experiments/studio_latency.py --threads 1 --updates 20 --out /tmp/latency.md
+- **slider**: one step of the strength slider (the keyboard's arrow) -> the edited image;
+- **part click**: a click on the parts image that chooses another part (the strength is not 0) -> the edited image;
+- **preview gallery**: the same click -> every preview of the part in the gallery (``2 R_C`` of them: each
+  appearance at plus and minus ``eval.preview.strength``), the pictures in view decoded.
+
+The cases: the DCGAN faces at the default ranks (48 parts, 128 appearances), with 1 and 2 torch threads, and
+StyleGAN2 with random weights at 256 px (``gen.random_init=true``; 8 parts, 16 appearances: a smoke of the page
+on a second generator, a run without part labels)::
+
+    python experiments/studio_latency.py                   # writes experiments/results/studio_latency.md
+    python experiments/studio_latency.py --cases dcgan-1 --slider 10 --clicks 3 --out /tmp/latency.md
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import OmegaConf
-from PIL import Image
+from playwright.sync_api import Page, sync_playwright
 
-from panda.base.files import atomic_write
+from panda.base.factors_file import CHECKSUM, checksum
+from panda.base.files import atomic_write, save_torch
 from panda.generators import load_generator
-from panda.generators.base import FeatureGenerator
 from panda.method.factorization import orthonormalize
-from panda.studio.core import Session, Settings, Studio
-from panda.uses.factors import Factors
+from panda.uses.visualize import upsampled_parts
 
 ROOT = Path(__file__).resolve().parents[1]
 READING = "\n## Reading\n"  # the hand-written part of the results file, kept when the table is rewritten
-STYLEGAN2 = "stylegan2_ffhq"
+DISPLAY = 256  # eval.display: the parts image's pixels, in which a click is reported
+
+# In the page: the time of every key press and click, and of every new edited image once decoded.
+TIMING = """
+window.marks = []; window.shown = [];
+for (const type of ['keydown', 'pointerdown']) {
+  document.addEventListener(type, () => marks.push(performance.now()), true);
+}
+let last = null;
+new MutationObserver(async () => {
+  const img = document.querySelector('#edited img');
+  if (!img || img.src === last) return;
+  last = img.src;
+  try { await img.decode(); } catch (error) {}
+  shown.push(performance.now());
+}).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+"""
+# In the page: the previews of ``part`` are all in, and their pictures in view decoded.
+GALLERY_DONE = """(part) => {
+  const text = document.querySelector('#preview-progress')?.innerText ?? '';
+  const imgs = [...document.querySelectorAll('#previews img')].filter(i => i.getBoundingClientRect().top < innerHeight);
+  return text.includes(`previews of part ${part}:`) && imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth);
+}"""
 
 
-def stylegan2(resolution: int) -> FeatureGenerator:
-    """StyleGAN2 FFHQ's architecture at ``resolution`` px with random weights."""
-    arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "gen" / f"{STYLEGAN2}.yaml").net.arch)
-    return load_generator(STYLEGAN2, random_init=True, arch={**arch, "img_resolution": resolution})
+@dataclass(frozen=True)
+class Case:
+    generator: str
+    layer: str  # the generator's default layer
+    random_init: bool
+    net: dict  # options of the generator's net (conf/gen/<generator>.yaml)
+    parts: int
+    appearances: int
+    threads: int
+    statistics: int  # eval.statistics: samples behind the thresholds, computed at start-up
 
 
-CASES = {  # label -> (generator, layer, R_S, R_C): the default layers and suggested ranks of README's table
-    "DCGAN faces, 64 px": (lambda: load_generator("dcgan_faces"), "main.8", 8, 16),
-    "StyleGAN2 (random weights), 256 px": (lambda: stylegan2(256), "synthesis.b16.conv1", 8, 512),
-    "StyleGAN2 (random weights), 1024 px": (lambda: stylegan2(1024), "synthesis.b16.conv1", 8, 512),
+def stylegan2_arch(resolution: int) -> dict:
+    """StyleGAN2 FFHQ's architecture (``conf/gen/stylegan2_ffhq.yaml``) at ``resolution`` px."""
+    arch = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "gen" / "stylegan2_ffhq.yaml").net.arch)
+    return {"arch": {**arch, "img_resolution": resolution}}
+
+
+STYLEGAN2 = Case("stylegan2_ffhq", "synthesis.b16.conv1", True, stylegan2_arch(256), 8, 16, 2, 20)
+CASES = {
+    "dcgan-1": ("DCGAN faces, 64 px", Case("dcgan_faces", "main.8", False, {}, 48, 128, 1, 100)),
+    "dcgan-2": ("DCGAN faces, 64 px", Case("dcgan_faces", "main.8", False, {}, 48, 128, 2, 100)),
+    "stylegan2-256": ("StyleGAN2 (random weights), 256 px", STYLEGAN2),
 }
 
 
-def made_up_run(gen: FeatureGenerator, name: str, layer: str, parts: int, appearances: int) -> Factors:
-    """A run of ``gen`` with orthonormal random appearances and uniform random parts."""
-    shape = gen.check_layer(layer)
+def made_up_run(case: Case, directory: Path) -> tuple[Path, torch.Tensor, tuple[int, int]]:
+    """A run directory of ``case``'s generator with made-up factors at its layer (no labels), ``P`` and ``(H, W)``."""
+    net = load_generator(case.generator, random_init=case.random_init, **case.net)
+    shape = net.check_layer(case.layer)
     generator = torch.Generator().manual_seed(0)
-    A = orthonormalize(torch.randn(shape[0], appearances, generator=generator))
-    P = torch.rand(shape[1] * shape[2], parts, generator=generator)
-    return Factors(A=A, P=P, generator=gen, name=name, layer=layer, feature_shape=shape)
+    A = orthonormalize(torch.randn(shape[0], case.appearances, generator=generator))
+    P = torch.rand(shape[1] * shape[2], case.parts, generator=generator)
+    record = {"A": A, "P": P, "generator": case.generator, "layer": case.layer, "feature_shape": list(shape)}
+    record |= {"ranks": {"parts": case.parts, "appearances": case.appearances}}
+    gen = {"name": case.generator, "random_init": case.random_init, "net": case.net}
+    record["config"] = yaml.safe_dump({"gen": gen})
+    directory.mkdir(parents=True)
+    save_torch({**record, CHECKSUM: checksum(record)}, directory / "factors.pt")
+    return directory, P, shape[1:]
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+def serve(run: Path, case: Case, out: Path) -> tuple[subprocess.Popen, str]:
+    """The studio on ``run`` in a process of its own, and its URL once it answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, str(ROOT / "evaluate.py"), "task=studio", f"run={run}", f"eval.port={port}"]
+    command += [f"eval.threads={case.threads}", f"eval.statistics={case.statistics}", f"hydra.run.dir={out}"]
+    log = (out.parent / "studio.log").open("w")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 900
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the studio did not start: {(out.parent / 'studio.log').read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return process, url
+        except OSError:
+            time.sleep(0.5)
 
 
-def measure(label: str, threads: int, updates: int, statistics: int) -> dict[str, float | str]:
-    torch.set_num_threads(threads)
-    load = os.getloadavg()[0]
-    build, layer, parts, appearances = CASES[label]
-    gen = build()
-    run = made_up_run(gen, gen.name, layer, parts, appearances)
-    options = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "task" / "studio.yaml").eval)
-    with tempfile.TemporaryDirectory() as run_dir:
-        settings = Settings.from_config({**options, "statistics": statistics, "batch_size": statistics}, run_dir)
-    start = time.perf_counter()
-    studio = Studio(run, settings, [f"part {k}" for k in range(parts)], seed=0)
-    started = time.perf_counter() - start
-    start = time.perf_counter()
-    session = studio.load(Session(), 0)
-    loaded = time.perf_counter() - start
-    session = studio.choose_appearance(session, 1)
-    strengths = [s for s in np.linspace(*settings.strength[:2], 41) if s != 0]
-    walls, encodes, cpus = [], [], []
-    for i in range(updates + 2):  # the first two warm up
-        start, cpu = time.perf_counter(), time.process_time()
-        image = studio.live(studio.set_strength(session, float(strengths[i % len(strengths)])))
-        middle = time.perf_counter()
-        png_bytes(image)
-        end = time.perf_counter()
-        if i >= 2:
-            walls.append(end - start)
-            encodes.append(end - middle)
-            cpus.append(time.process_time() - cpu)
-    forwards = []
-    with torch.inference_mode():
-        for _ in range(3):
-            start = time.perf_counter()
-            gen(session.sample.latents)
-            forwards.append(time.perf_counter() - start)
-    forward = float(np.median(forwards))
+def timed(page: Page, action: Callable[[], None], timeout_ms: float) -> float:
+    """Seconds from ``action``'s key press or click to the next edited image decoded, in the page's clock."""
+    count = page.evaluate("shown.length")
+    action()
+    page.wait_for_function(f"shown.length > {count}", timeout=timeout_ms, polling="raf")
+    return page.evaluate("(shown.at(-1) - marks.at(-1)) / 1000")
+
+
+def two_parts(P: torch.Tensor, hw: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """Two pixels ``(x, y, part)`` of the parts image whose strongest parts differ from each other and from part 0
+    (the page's first), so that each click of them in turn chooses another part."""
+    strongest = upsampled_parts(P, hw, DISPLAY).argmax(0)
+    pixels: list[tuple[int, int, int]] = []
+    for y, x in torch.nonzero(strongest != 0).tolist():
+        if all(int(strongest[y, x]) != part for _, _, part in pixels):
+            pixels.append((x, y, int(strongest[y, x])))
+    return pixels[:2]
+
+
+def measure(label: str, case: Case, slider: int, clicks: int, chromium: str) -> dict[str, float | str]:
+    with tempfile.TemporaryDirectory() as folder:
+        run, P, hw = made_up_run(case, Path(folder) / "run")
+        pixels = two_parts(P, hw)
+        load = os.getloadavg()[0]
+        start = time.monotonic()
+        process, url = serve(run, case, Path(folder) / "out")
+        started = time.monotonic() - start
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+                page = browser.new_page(viewport={"width": 1440, "height": 900})
+                page.set_default_timeout(900_000)
+                page.add_init_script(TIMING)
+                start = time.monotonic()
+                page.goto(url)
+                page.locator("#previews").scroll_into_view_if_needed()  # the images stay in view beside it
+                page.wait_for_function(GALLERY_DONE, arg="0", polling="raf")
+                opened = time.monotonic() - start
+                timeout = 300_000
+                page.locator("#strength input[type=range]").focus()
+                steps = [timed(page, lambda: page.keyboard.press("ArrowRight"), timeout) for _ in range(slider)]
+                box = page.locator("#parts img").bounding_box()  # the square picture drawn centred in it
+                scale = min(box["width"], box["height"]) / DISPLAY
+                left, top = (box["width"] - scale * DISPLAY) / 2, (box["height"] - scale * DISPLAY) / 2
+                part_clicks, galleries = [], []
+                for i in range(clicks):
+                    x, y, part = pixels[i % 2]
+
+                    def click(x: int = x, y: int = y) -> None:
+                        where = {"x": left + (x + 0.5) * scale, "y": top + (y + 0.5) * scale}
+                        page.locator("#parts img").click(position=where)
+
+                    part_clicks.append(timed(page, click, timeout))
+                    page.wait_for_function(GALLERY_DONE, arg=str(part), polling="raf")
+                    galleries.append(page.evaluate("(performance.now() - marks.at(-1)) / 1000"))
+                browser.close()
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
     ms = 1000
-    return {
-        "case": label,
-        "threads": str(threads),
-        "load": load,
-        "update p50 ms": np.percentile(walls, 50) * ms,
-        "update p95 ms": np.percentile(walls, 95) * ms,
-        "of which PNG p50 ms": np.percentile(encodes, 50) * ms,
-        "CPU ms per update (all threads), p50": np.percentile(cpus, 50) * ms,
-        "full forward ms": forward * ms,
-        "update p50 / full forward": np.percentile(walls, 50) / forward,
-        "sample load ms": loaded * ms,
-        f"start-up s ({statistics} statistics samples)": started,
-    }
+    row: dict[str, float | str] = {"case": label, "R_S x R_C": f"{case.parts} x {case.appearances}"}
+    row |= {"threads": str(case.threads), "load": load}
+    for name, times in (("slider", steps), ("part click", part_clicks), ("preview gallery", galleries)):
+        row[f"{name} p50 ms"] = float(np.percentile(times, 50)) * ms
+        row[f"{name} p95 ms"] = float(np.percentile(times, 95)) * ms
+    row |= {"page open to previews s": opened, "start-up s": started}
+    return row
 
 
 def table(rows: list[dict[str, float | str]]) -> str:
@@ -128,27 +218,32 @@ def table(rows: list[dict[str, float | str]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--updates", type=int, default=50, help="timed slider moves per generator")
-    parser.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch CPU threads, one row each")
-    parser.add_argument("--statistics", type=int, default=100, help="samples behind the studio's thresholds")
-    parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--slider", type=int, default=30, help="timed slider steps per case (StyleGAN2: a third)")
+    parser.add_argument("--clicks", type=int, default=10, help="timed part clicks per case (StyleGAN2: a third)")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "studio_latency.md")
     args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("needs Debian's chromium (apt-get install chromium)")
     rows = []
-    for label in args.cases:
-        for threads in args.threads:
-            rows.append(measure(label, threads, args.updates, args.statistics))
-            print(table(rows[-1:]), flush=True)
+    for key in args.cases:
+        label, case = CASES[key]
+        fewer = 3 if case.generator != "dcgan_faces" else 1  # a StyleGAN2 update takes about a second on a CPU
+        rows.append(measure(label, case, max(2, args.slider // fewer), max(2, args.clicks // fewer), chromium))
+        print(table(rows[-1:]), flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
     text = (
-        "# Studio: server-side latency of one edit update\n\n"
-        "`python experiments/studio_latency.py` (see its docstring): one update is a strength-slider move, from the "
-        "new strength to the shown image encoded as PNG; made-up factors at each generator's default layer.\n\n"
-        f"{table(rows)}\n\n{args.updates} timed updates per row (after 2 warm-up ones); threads: torch's CPU threads; "
-        f"load: the machine's 1-minute load average when the row started; {machine}. "
-        "'full forward' is the median of 3 unedited forward passes of the whole generator; an update runs only "
-        "the layers after the edited one, so 'update p50 / full forward' is about the share of the forward that "
-        "follows the layer.\n"
+        "# Studio: latency in the browser\n\n"
+        "`python experiments/studio_latency.py` (see its docstring): the time from a key press or click in headless "
+        "Chromium to the new picture decoded on the page, timed by the page; made-up factors at each generator's "
+        "default layer.\n\n"
+        f"{table(rows)}\n\n"
+        "slider: one step of the strength slider -> the edited image; part click: a click on the parts image that "
+        "chooses another part -> the edited image; preview gallery: the same click -> every preview of the part "
+        "(2 R_C) in the gallery; page open to previews: from opening the page to the first gallery; start-up: "
+        "from the command to the page served (the localisation statistics included). threads: `eval.threads`; "
+        f"load: the machine's 1-minute load average when the row started; {machine}.\n"
     )
     previous = args.out.read_text().partition(READING)[2] if args.out.is_file() else ""  # the hand-written reading
     atomic_write(args.out, (text + (f"{READING}{previous}" if previous else "")).encode())

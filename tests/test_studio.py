@@ -294,6 +294,18 @@ def test_previews_paint_each_appearance_on_the_part_sorted_by_change(studio: Stu
         assert preview.change == pytest.approx(rms, abs=1.0)
 
 
+def test_the_previews_sheet_shows_them_in_order_and_a_click_picks_one(studio: Studio, loaded: Session) -> None:
+    *_, previews = studio.previews(loaded)
+    sheet, edits = studio.sheet(loaded, previews), [p.edit for p in previews]
+    assert sheet.shape == (4 * (64 + 12 + 2), 8 * (64 + 2), 3)  # 32 previews, 8 a row, each captioned
+    np.testing.assert_array_equal(sheet[78:142, 66:130], previews[9].image)  # the second row's second
+    assert studio.preview_at(loaded, edits, 70, 80) == edits[9] and studio.preview_at(loaded, edits, 0, 0) == edits[0]
+    assert (studio.sheet(loaded, previews[:3])[78:] == 255).all()  # room for the previews still to come
+    for x, y in ((70, 80), (600, 0), (-1, 0), (1.5, 0)):
+        with pytest.raises(ConfigError, match="there is no preview at"):
+            studio.preview_at(loaded, edits[:3], x, y)
+
+
 def test_undo_goes_back_and_clear_removes_every_edit(studio: Studio, loaded: Session) -> None:
     with pytest.raises(ConfigError, match="nothing to undo"):
         studio.undo(loaded)

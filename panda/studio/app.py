@@ -8,11 +8,13 @@ nothing else changes, and the app keeps serving. The browser keeps a plain copy 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
 import io
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,13 +28,12 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from panda.base.errors import ConfigError, PandaError
-from panda.base.files import atomic_write
 from panda.studio.core import Session, Settings, Studio
 from panda.uses.factors import Factors
 
 log = logging.getLogger(__name__)
 KEEP_SECONDS = 300  # how long the studio keeps the PNG file of a picture it showed (Gradio's cache keeps a copy)
-PREVIEW_SECONDS = 0.25  # the preview gallery is redrawn at most this often while the previews come (and at the end)
+PREVIEW_SECONDS = 0.25  # the previews' sheet is redrawn at most this often while they come (and at the end)
 
 IMAGE_CSS = """
 .studio-image img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
@@ -43,6 +44,9 @@ IMAGE_CSS = """
 #part-legend .wrap { gap: 3px; }
 #part-legend label { padding: 1px 6px; font-size: 12px; min-height: 0; }
 #removal-hint, #save-result, #preview-progress { font-size: 13px; }
+#previews .image-container { height: 420px !important; overflow-y: auto; }
+#previews .image-container button, #previews .image-frame { height: auto !important; }
+#previews img { width: 100% !important; height: auto !important; object-fit: fill !important; }
 """
 
 
@@ -65,7 +69,7 @@ def guarded(fn: Callable[..., Any], message: gr.components.Component) -> Callabl
 
     if inspect.isgeneratorfunction(fn):
 
-        @functools.wraps(fn)  # keeps the signature: Gradio passes gr.SelectData and gr.Request by their annotation
+        @functools.wraps(fn)  # keeps the signature: Gradio passes gr.SelectData by its annotation
         def stream(*args: Any) -> Iterator[dict]:
             try:
                 yield from fn(*args)
@@ -98,15 +102,20 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
 
     def png(image: np.ndarray) -> str:
         data = io.BytesIO()
-        Image.fromarray(image).save(data, format="PNG")
+        Image.fromarray(image).save(data, format="PNG", compress_level=1)  # fast: pictures are small
         path = pictures / f"{hashlib.sha256(data.getvalue()).hexdigest()}.png"
-        if not path.exists():
-            atomic_write(path, data.getvalue())
         if time.monotonic() - pruned[0] > KEEP_SECONDS:
             pruned[0] = time.monotonic()
             for old in pictures.iterdir():
-                if time.time() - old.stat().st_mtime > KEEP_SECONDS:
-                    old.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):  # (another callback may prune at the same time)
+                    if time.time() - old.stat().st_mtime > KEEP_SECONDS:
+                        old.unlink()
+        try:
+            os.utime(path)  # shown again: kept KEEP_SECONDS more
+        except FileNotFoundError:  # whole or not at all, as atomic_write, without its fsync: a picture need not last
+            with tempfile.NamedTemporaryFile(dir=pictures, suffix=".tmp", delete=False) as handle:
+                handle.write(data.getvalue())
+            os.replace(handle.name, path)
         return str(path)
 
     def pngs(items: list[tuple[np.ndarray, str]]) -> list[tuple[str, str]]:
@@ -166,11 +175,13 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
                 with gr.Tabs():
                     with gr.Tab("previews", elem_id="previews-tab"):
                         progress = gr.Markdown(elem_id="preview-progress")
-                        previews = gr.Gallery(
-                            label="previews (click one to make it the current edit)",
-                            height=420,
+                        previews = gr.Image(
+                            show_label=False,
+                            buttons=[],
+                            interactive=False,
+                            format="png",
                             elem_id="previews",
-                            **thumbnails,
+                            elem_classes="pixelated",
                         )
                     with gr.Tab(f"{settings.row} samples", elem_id="row-tab"):
                         row_button = gr.Button(f"show the edits on {settings.row} samples (before | after)")
@@ -215,28 +226,25 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
                 options |= {"concurrency_id": "session", "concurrency_limit": 1}
             trigger(guarded(fn, message), inputs, [*outputs, message], **options)
 
-        def shown(state: Session, tint_on: bool, note: str = "") -> dict:
-            """Everything of ``full`` for ``state``."""
-            key = repr((state.sample.index, state.part, state.stack))
-            return {
-                session: state,
-                saved: studio.snapshot(state),
-                preview_key: key,
-                part: state.part,
-                appearance: state.appearance,
-                strength: state.strength,
-                stack: state.stack,
-                parts: png(studio.parts(state, tint=tint_on)),
-                edited: png(studio.live(state)),
-                hint: studio.removal_hint(state),
-                message: note,
-            }
+        def shown(state: Session, tint_on: bool, before: Session | None = None, note: str = "") -> dict:
+            """What of ``full`` differs for ``state`` from ``before`` (None: everything)."""
+            views = {session: state, saved: studio.snapshot(state), message: note}
+            views |= {part: state.part, appearance: state.appearance, strength: state.strength}
+            views[preview_key] = repr((state.sample.index, state.part, state.stack))
+            new = before is None or state.sample is not before.sample
+            if new or state.stack != before.stack:
+                views[stack] = state.stack
+            if new or state.edits != before.edits:
+                views[edited] = png(studio.live(state))
+            if new or state.part != before.part:
+                views |= {parts: png(studio.parts(state, tint=tint_on)), hint: studio.removal_hint(state)}
+            return views
 
         def sample_views(state: Session, tint_on: bool, note: str = "") -> dict:
             """Everything of a newly loaded sample."""
             views = {sample: str(state.sample.index), original: png(studio.original(state)), row: []}
             views |= {gallery: pngs(studio.gallery(state)), part_gallery: pngs(studio.part_gallery(state))}
-            return shown(state, tint_on, note) | views
+            return shown(state, tint_on, note=note) | views
 
         def start(state: Session, stored: Any, tint_on: bool, text: str) -> dict:
             """A new or reloaded page: the session the browser kept, else the configured sample."""
@@ -254,18 +262,18 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
             """A callback showing ``method(state, *args, *values)``; ``values``: its inputs after the session."""
 
             def call(state: Session, tint_on: bool, *values: Any) -> dict:
-                return shown(method(state, *args, *values), tint_on)
+                return shown(method(state, *args, *values), tint_on, state)
 
             return call
 
         def pick_part(state: Session, tint_on: bool, evt: gr.SelectData) -> dict:
-            return shown(studio.part_at(state, *evt.index), tint_on)
+            return shown(studio.part_at(state, *evt.index), tint_on, state)
 
         def pick_part_in_gallery(state: Session, tint_on: bool, evt: gr.SelectData) -> dict:
-            return shown(studio.choose_part(state, evt.index), tint_on)
+            return shown(studio.choose_part(state, evt.index), tint_on, state)
 
         def pick_preview(state: Session, tint_on: bool, shown_edits: tuple, evt: gr.SelectData) -> dict:
-            return shown(studio.choose_edit(state, shown_edits[evt.index]), tint_on)
+            return shown(studio.choose_edit(state, studio.preview_at(state, shown_edits, *evt.index)), tint_on, state)
 
         def pick_appearance(state: Session, evt: gr.SelectData) -> dict:
             state = studio.choose_appearance(state, evt.index)
@@ -286,31 +294,32 @@ def build(studio: Studio, exports: Path, written: list[Path], pictures: Path) ->
             return call
 
         def remove(state: Session, tint_on: bool) -> dict:
-            state = studio.remove_part(state)
+            new = studio.remove_part(state)
             note = (
-                f"removal preview: appearance {state.appearance} at strength {state.strength:g} on part "
-                f"{studio.name(state.part)}; 'add to stack' keeps it, 'undo' takes it back"
+                f"removal preview: appearance {new.appearance} at strength {new.strength:g} on part "
+                f"{studio.name(new.part)}; 'add to stack' keeps it, 'undo' takes it back"
             )
-            return shown(state, tint_on, note)
+            return shown(new, tint_on, state, note)
 
         def show_previews(state: Session) -> Iterator[dict]:
             """The previews as they come, redrawn at most every PREVIEW_SECONDS, and their progress."""
             total, drawn = 2 * factors.appearances, 0.0
             subject = f"part {studio.name(state.part)}"
-            yield {progress: f"painting each appearance on {subject}: 0 / {total}", previews: [], order: ()}
+            yield {progress: f"painting each appearance on {subject}: 0 / {total}", previews: None, order: ()}
             for done in studio.previews(state):
                 last = len(done) == total
                 text = f"painting each appearance on {subject}: {len(done)} / {total}"
                 if last:
+                    best = ", ".join(f"a{p.edit.appearance} {p.edit.alpha:+g} ({p.change:.0f})" for p in done[:5])
                     text = (
                         f"{total} previews of {subject}: each appearance at +-{settings.preview_strength:g} over the "
-                        "stack, those that change the part most first (the number: how much, in pixel levels)"
+                        "stack, those that change the part most first (the number: how much, in pixel levels); "
+                        f"click one to make it the current edit. Most: {best}"
                     )
                 views = {progress: text}
                 if last or time.monotonic() - drawn > PREVIEW_SECONDS:
                     drawn = time.monotonic()
-                    items = [(png(p.image), f"a{p.edit.appearance} {p.edit.alpha:+g}: {p.change:.0f}") for p in done]
-                    views |= {previews: items, order: tuple(p.edit for p in done)}
+                    views |= {previews: png(studio.sheet(state, done)), order: tuple(p.edit for p in done)}
                 yield views
 
         def show_row(state: Session) -> dict:

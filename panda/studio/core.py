@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from panda.base.errors import ConfigError
@@ -36,9 +36,10 @@ from panda.uses import editing, localization
 from panda.uses.editing import Edit
 from panda.uses.factors import Factors
 from panda.uses.refinement import refine_parts
-from panda.uses.visualize import mask_overlay, overlay, part_colours, save_gif, to_uint8, upsampled_parts
+from panda.uses.visualize import mask_overlay, part_colours, save_gif, to_uint8, upsampled_parts
 
 HISTORY = 100  # earlier states of the current edit and the stack that undo can go back to
+SHEET_COLUMNS, CAPTION, GAP = 8, 12, 2  # the previews' sheet: tiles a row; pixels of a caption, between tiles
 
 MAX_SAMPLE = 2**31 - 1
 EDIT_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -190,6 +191,9 @@ class Studio:
         maps = localization.dataset_maps(factors, seed, settings.statistics, settings.batch_size)
         self.thresholds = localization.thresholds(maps)
         self.masks = localization.binarize(maps, self.thresholds)  # [N, R_C, H, W]: removal's backgrounds
+        # the parts at the display size [R_S, D, D] (what a click on the parts image reads) and their tint: once
+        self.maps = upsampled_parts(factors.P, factors.hw, settings.display)
+        self.tint = _tint(self.maps)
         # what a state saved in a browser must belong to (restore refuses others)
         self.identity = f"{factors.name} {factors.layer} {factors.parts}x{factors.appearances} {settings.run_dir}"
 
@@ -228,7 +232,7 @@ class Studio:
         size = self.settings.display
         if not all(isinstance(v, int) and 0 <= v < size for v in (x, y)):
             raise ConfigError(f"pixel ({x}, {y}) is outside the {size} x {size} image")
-        return replace(session, part=int(upsampled_parts(self.factors.P, self.factors.hw, size)[:, y, x].argmax()))
+        return replace(session, part=int(self.maps[:, y, x].argmax()))
 
     def choose_appearance(self, session: Session, appearance: object) -> Session:
         return replace(session, appearance=self._index(appearance, "appearance"))
@@ -346,12 +350,13 @@ class Studio:
 
         Enlarged here rather than by the page, so that the page reports clicks on it in its own pixels.
         """
-        P = self.factors.P if P is None else P
+        maps = self.maps if P is None else upsampled_parts(P, self.factors.hw, self.settings.display)
         image = _shown(_loaded(session).image, self.settings.display, enlarge=True)
         if tint:
-            image = overlay(_as_tensor(image), P, self.factors.hw)[0]
-        inside = upsampled_parts(P, self.factors.hw, image.shape[0])[session.part].numpy() > 0.5
-        image = image.copy()
+            alpha, colours = self.tint if P is None else _tint(maps)
+            image = ((1 - alpha) * image / 255 + alpha * colours).clip(0, 1) * 255
+        image = image.round().astype(np.uint8)
+        inside = maps[session.part].numpy() > 0.5
         image[_grow(inside) & ~inside] = 255
         image[inside & ~_shrink(inside)] = 0
         return image
@@ -390,13 +395,15 @@ class Studio:
         features = sample.features
         if base.edits:
             features = features + editing.edit_offset(self.factors, base.edits).to(features)
-        weights = upsampled_parts(self.factors.P, self.factors.hw, before.shape[0])[session.part].double().numpy()
-        weights = weights[..., None] / (3 * weights.sum())
+        weights = upsampled_parts(self.factors.P[:, [session.part]], self.factors.hw, before.shape[0])[0]
+        weights = weights.double().numpy()[..., None] / (3 * weights.sum().item())
+        A, part_map = self.factors.A, self.factors.part_maps()[session.part]
         edits = [Edit(session.part, j, sign * alpha) for j in range(self.factors.appearances) for sign in (1, -1)]
         done: list[Preview] = []
         for start in range(0, len(edits), self.settings.preview_batch):
             batch = edits[start : start + self.settings.preview_batch]
-            offsets = torch.stack([editing.edit_offset(self.factors, [edit]) for edit in batch]).to(features)
+            alphas = torch.tensor([edit.alpha for edit in batch])  # alpha a_j p_k^T of each, as edit_offset
+            offsets = ((A[:, [edit.appearance for edit in batch]] * alphas).T[..., None, None] * part_map).to(features)
             state = _repeated(sample.state, len(batch))
             with self.generator_lock:
                 images = to_uint8(self.factors.images(features + offsets, state))
@@ -405,6 +412,36 @@ class Studio:
             done += [Preview(e, float(c), _shown(i, thumbnail)) for e, c, i in zip(batch, change, images, strict=True)]
             done.sort(key=lambda p: (-p.change, p.edit.appearance, -p.edit.alpha))
             yield list(done)
+
+    def sheet(self, session: Session, previews: Sequence[Preview]) -> np.ndarray:
+        """The previews as one picture, :data:`SHEET_COLUMNS` tiles a row, each captioned ``a<appearance>
+        <strength>: <change>``, with room for every preview of the part (blank until it comes)."""
+        tile = self._tile(session)
+        width, height = tile + GAP, tile + CAPTION + GAP
+        rows = -(-2 * self.factors.appearances // SHEET_COLUMNS)
+        sheet = Image.new("RGB", (SHEET_COLUMNS * width, rows * height), (255, 255, 255))
+        draw, font = ImageDraw.Draw(sheet), ImageFont.load_default(size=CAPTION - 1)
+        for n, preview in enumerate(previews):
+            left, top = n % SHEET_COLUMNS * width, n // SHEET_COLUMNS * height
+            sheet.paste(Image.fromarray(preview.image), (left, top))
+            edit = preview.edit
+            draw.text(
+                (left + 1, top + tile), f"a{edit.appearance} {edit.alpha:+g}: {preview.change:.0f}", (0, 0, 0), font
+            )
+        return np.asarray(sheet)
+
+    def preview_at(self, session: Session, previews: Sequence[Edit], x: object, y: object) -> Edit:
+        """The edit of the preview at pixel ``(x, y)`` of the :meth:`sheet` of ``previews``."""
+        width, height = self._tile(session) + GAP, self._tile(session) + CAPTION + GAP
+        if isinstance(x, int) and isinstance(y, int) and 0 <= x < SHEET_COLUMNS * width and y >= 0:
+            index = y // height * SHEET_COLUMNS + x // width
+            if index < len(previews):
+                return previews[index]
+        raise ConfigError(f"there is no preview at ({x}, {y}): click one of the pictures")
+
+    def _tile(self, session: Session) -> int:
+        """The side of a preview's picture (square, as the generators' images)."""
+        return min(self.settings.thumbnail, _loaded(session).image.shape[0])
 
     def row(self, session: Session) -> list[tuple[np.ndarray, str]]:
         """The shown edits on ``row`` samples from the current one on: each sample before | after, captioned."""
@@ -506,6 +543,13 @@ def _finite(value: object) -> float:
     if not math.isfinite(alpha):
         raise ValueError(f"strength {alpha} is not finite")
     return alpha
+
+
+def _tint(maps: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's tint in :func:`panda.uses.visualize.overlay`'s colours, of part maps ``[R_S, D, D]``: its
+    opacity ``[D, D, 1]`` (0.6 times its strongest part's map) and that part's colour ``[D, D, 3]``."""
+    strongest, which = maps.max(0)
+    return 0.6 * strongest.double().numpy()[..., None], part_colours(len(maps))[which.numpy()]
 
 
 def _repeated(state: ResumeState, count: int) -> ResumeState:
