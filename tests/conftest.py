@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -185,6 +186,21 @@ def run_script(
         cwd=cwd,
         timeout=600,
     )
+
+
+def interrupted_training(out: Path, args: Sequence[str], sig: int) -> tuple[int, str]:
+    """Start ``train.py args`` writing into ``out``, send it ``sig`` once its first checkpoint is written, and return
+    its exit code and output."""
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    with subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:
+        for _ in range(600):  # wait until training has taken a step
+            if (out / "checkpoints" / "last.ckpt").is_file() or job.poll() is not None:
+                break
+            time.sleep(0.5)
+        job.send_signal(sig)
+        output = job.communicate(timeout=300)[0].decode()
+    return job.returncode, output
 
 
 def run_evaluate(out: Path, *overrides: str) -> subprocess.CompletedProcess:

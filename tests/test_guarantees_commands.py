@@ -8,8 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +19,7 @@ from panda.cli.sweep import record, summarize
 from panda.training.checkpoints import InterruptCheckpoint
 from panda.training.fit import train
 from panda.uses.factors import open_run
-from tests.conftest import ROOT, TINY, compose_two_steps, run_script
+from tests.conftest import TINY, compose_two_steps, interrupted_training, run_script
 from tests.test_run_directory import run_on_small_disk
 
 
@@ -66,16 +64,8 @@ def test_an_output_directory_that_cannot_be_written_or_made_is_one_line(run_dir,
 
 def test_ctrl_c_saves_exits_130_and_says_how_to_resume(tmp_path):
     args = [*TINY, "trainer.max_steps=100000", "trainer.val_check_interval=1", f"hydra.run.dir={tmp_path}"]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    command = [sys.executable, str(ROOT / "train.py"), *args]
-    with subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:
-        for _ in range(600):  # wait until training has taken a step
-            if (tmp_path / "checkpoints" / "last.ckpt").is_file() or job.poll() is not None:
-                break
-            time.sleep(0.5)
-        job.send_signal(signal.SIGINT)
-        output = job.communicate(timeout=300)[0].decode()
-    assert job.returncode == 130, output[-3000:]
+    returncode, output = interrupted_training(tmp_path, args, signal.SIGINT)
+    assert returncode == 130, output[-3000:]
     assert "Traceback" not in output
     steps = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", weights_only=True)["global_step"]
     assert f"training stopped by Ctrl-C at step {steps}; its checkpoints are in {tmp_path / 'checkpoints'}" in output

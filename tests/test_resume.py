@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from panda.base.errors import BusyError, ConfigError
 from panda.base.files import atomic_write, lock_directory
 from panda.training.checkpoints import CONFIG_KEY, SafeCheckpointIO, differences
 from panda.training.fit import train
-from tests.conftest import ROOT, TINY, configured, run_script
+from tests.conftest import ROOT, TINY, configured, interrupted_training, run_script
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -186,16 +185,8 @@ def test_the_lock_dies_with_its_process(tmp_path):
 # ----- SIGTERM -------------------------------------------------------------------------------------------
 def test_sigterm_saves_exits_143_and_says_how_to_resume(tmp_path):
     args = [*TINY, "trainer.max_steps=100000", "trainer.val_check_interval=1", "ckpt_path=null"]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    command = [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path}"]
-    with subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:
-        for _ in range(600):  # wait until training has taken a step
-            if (tmp_path / "checkpoints" / "last.ckpt").is_file() or job.poll() is not None:
-                break
-            time.sleep(0.5)
-        job.send_signal(signal.SIGTERM)
-        output = job.communicate(timeout=300)[0].decode()
-    assert job.returncode == 143, output[-3000:]
+    returncode, output = interrupted_training(tmp_path, [*args, f"hydra.run.dir={tmp_path}"], signal.SIGTERM)
+    assert returncode == 143, output[-3000:]
     assert "Traceback" not in output
     interrupted = torch.load(tmp_path / "checkpoints" / "interrupted.ckpt", weights_only=True)
     steps = interrupted["global_step"]
