@@ -1,7 +1,7 @@
 """The paper's Table 1 (ROIR of PandA against the baselines) on the default DCGAN faces.
 
 Trains the default (``python train.py``: DCGAN faces, ``main.8``, R_S = 48, R_C = C = 128, the statistics solver,
-240 steps), then runs ``python evaluate.py task=roir`` on it (regions eyes, nose and mouth and the semantic edits
+96 steps), then runs ``python evaluate.py task=roir`` on it (regions eyes, nose and mouth and the semantic edits
 eyes_open, nose_length, open_mouth and smile; every method's directions chosen among the same number of candidates
 and among all of them, and scaled, on calibration faces; the baselines' knobs picked on ROIR validation faces; ROIR
 measured on the faces of the test stream) with a fresh landmark cache (so dlib's time is counted), and writes
@@ -86,6 +86,7 @@ def main() -> None:
     train_seconds = None
     if run is None:
         run = work / "train"
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run, timed from its start (not one resumed from its checkpoint)
         train_seconds = script("train.py", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", *args.train)
     evaluation = work / "eval"
     overrides = [f"run={run}", f"hydra.run.dir={evaluation}", *args.eval]

@@ -60,31 +60,37 @@ def test_each_landmark_measure_gives_the_known_value_and_follows_its_edit():
 
 
 BOX = (slice(43, 48), slice(26, 39))  # rows and columns inside the synthetic mouth
+CORNER = (slice(0, 8), slice(0, 8))  # a corner of the image, far from the mouth
 
 
 class ToyDetector:
     """Reads the mouth's opening from the image: the lower inner lip moves down by 10 times the mean red value
-    (``[0, 1]``) in :data:`BOX`; every other landmark stays where it is given."""
+    (``[0, 1]``) in :data:`BOX` and by 10 times the mean blue value in :data:`CORNER` (as dlib's predictor also reads
+    pixels around a region); every other landmark stays where it is given."""
 
     def refit(self, images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         points = landmarks.astype(float).copy()
         red = images[:, BOX[0], BOX[1], 0].astype(float).mean((1, 2)) / 255
-        points[:, [65, 66, 67], 1] += 10 * red[:, None]
+        blue = images[:, CORNER[0], CORNER[1], 2].astype(float).mean((1, 2)) / 255
+        points[:, [65, 66, 67], 1] += 10 * (red + blue)[:, None]
         return points
 
 
 class ToyEditor(Editor):
     """Adds ``scale * pattern_k`` to the images: 0 reddens the mouth (opens it), 1 greens it (no effect), 2 reddens
-    it half as much as it greens it (an opening that costs more change inside), 3 reddens the whole image."""
+    it half as much as it greens it (an opening that costs more change inside), 3 reddens the whole image, 4 blues
+    the corner and barely touches the mouth (an opening without changing the mouth: the most effect per change
+    inside)."""
 
     name = "toy"
 
     def __init__(self) -> None:
-        patterns = torch.zeros(4, 3, 64, 64)
+        patterns = torch.zeros(5, 3, 64, 64)
         patterns[0, 0, BOX[0], BOX[1]] = 0.01
         patterns[1, 1, BOX[0], BOX[1]] = 0.01
         patterns[2, 0, BOX[0], BOX[1]], patterns[2, 1, BOX[0], BOX[1]] = 0.005, 0.01
         patterns[3, 0] = 0.01
+        patterns[4, 2, CORNER[0], CORNER[1]], patterns[4, 1, BOX[0], BOX[1]] = 0.01, 1e-5
         self.patterns = patterns
 
     @property
@@ -98,7 +104,8 @@ class ToyEditor(Editor):
 def test_the_semantic_search_picks_the_direction_that_produces_the_edit_and_scales_it_to_the_effect():
     images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.6 - 0.3
     faces = Faces(images, images, [synthetic_face()] * 8)
-    settings = ChooseSettings.from_config({**CHOOSE, "screen": 4, "finalists": 3}, "eval.choose")
+    # the toy's edits reach the effect with a small change inside: the lower bound of a semantic edit's change too
+    settings = ChooseSettings.from_config({**CHOOSE, "screen": 4, "finalists": 3, "inside_change": 1e-3}, "c")
     detector = ToyDetector()
     choice = choose(ToyEditor(), faces, targets([], ["open_mouth"]), settings, None, detector)["open_mouth"]
     assert choice.index == 0 and choice.scale > 0 and choice.region == "mouth"
@@ -110,3 +117,13 @@ def test_the_semantic_search_picks_the_direction_that_produces_the_edit_and_scal
     assert choice.calibration_roir == pytest.approx(0.0, abs=1e-6)
     capped = ChooseSettings.from_config({**settings.__dict__, "inside_change": 1e-4, "max_change": 1e-4}, "c")
     assert choose(ToyEditor(), faces, targets([], ["open_mouth"]), capped, None, detector) == {}  # too big an edit
+
+
+def test_an_edit_that_moves_the_landmarks_without_changing_the_region_is_not_chosen():
+    images = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.6 - 0.3
+    faces = Faces(images, images, [synthetic_face()] * 8)
+    settings = ChooseSettings.from_config({**CHOOSE, "screen": 4, "finalists": 1, "inside_change": 1e-3}, "c")
+    only_corner = ChooseSettings.from_config({**settings.__dict__, "inside_change": 1e-9}, "c")
+    aims = targets([], ["open_mouth"])
+    assert choose(ToyEditor(), faces, aims, only_corner, None, ToyDetector())["open_mouth"].index == 4
+    assert choose(ToyEditor(), faces, aims, settings, None, ToyDetector())["open_mouth"].index == 0

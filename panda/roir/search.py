@@ -9,10 +9,13 @@ faces at unit scale (one set of edits serves every target):
 - a region: the ``finalists`` of the lowest ROIR are scaled on the whole calibration set so that the mean RMS change
   inside the ROI (:func:`panda.roir.metric.inside_change`) equals ``inside_change``; the lowest ROIR at that change
   wins;
-- a semantic edit: the ``finalists`` of the largest mean change of the landmark measure per unit of change inside the
-  ROI are scaled on the whole calibration set so that the measure changes by ``effect`` standard deviations (of the
-  measure over the calibration faces); among those whose inside change stays within ``max_change``, the largest
-  effect per change inside wins (ROIR plays no part); a method without one has no such edit.
+- a semantic edit: among the candidates whose inside change at the scale of the target effect (``effect`` standard
+  deviations of the measure over the calibration faces, the change assumed linear in the scale) lies between
+  ``inside_change`` and ``max_change``, the ``finalists`` of the largest mean change of the landmark measure per unit
+  of change inside the ROI are scaled on the whole calibration set to that effect; among those whose inside change
+  still lies in those bounds, the largest effect per change inside wins (ROIR plays no part); a method without one
+  has no such edit. The lower bound keeps out edits that move the landmarks without changing the feature's region
+  (at least as much as a region edit changes it): dlib's predictor also reads the pixels around the region.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ def _screen(
                 scored.append((m.ratio, k, s * settings.inside_change / m.change))
                 continue
             effect = m.effect if s > 0 else -unit[aim.name][i - 1].effect  # the positive sign precedes
-            if effect > 0:
+            if effect > 0 and settings.inside_change <= m.change * goals[aim.name] / effect <= settings.max_change:
                 scored.append((-effect / m.change, k, s * goals[aim.name] / effect))
         if not scored and aim.feature is None:
             raise ConfigError(f"no direction of '{editor.name}' changes the {aim.name} region")
@@ -202,14 +205,17 @@ def choose(
         ranked = [
             (m.ratio if aim.feature is None else -m.effect / m.change, k, s, m)
             for (k, s), m in zip(final, measured, strict=True)
-            if np.isfinite(m.ratio) and m.change > 0 and (aim.feature is None or (m.effect > 0 and m.change <= cap))
+            if np.isfinite(m.ratio)
+            and m.change > 0
+            and (aim.feature is None or (m.effect > 0 and settings.inside_change <= m.change <= cap))
         ]
         if not ranked and aim.feature is not None:  # a method may have no such edit: n/a in its row
             log.warning(
-                "%s search: no direction of '%s' produces the %s edit within an inside change of %g",
+                "%s search: no direction of '%s' produces the %s edit with an inside change in [%g, %g]",
                 search,
                 editor.name,
                 aim.name,
+                settings.inside_change,
                 cap,
             )
             continue
