@@ -36,6 +36,9 @@ FROM_TESTS = {"studio.png": "tests/test_studio_browser.py"}
 # docs/images/<image> <- (`python evaluate.py <arguments>` exactly as the docs show it, <file> it writes)
 EVALUATIONS = {
     "edit_blue_eyes_strip.png": (f"task=edit run={RUN} eval.name=blue_eyes samples=[0,1,2,3]", "edit_strip.png"),
+    # the zoo's semantic edits, found by the ROIR benchmark's search (docs/roir.md)
+    "edit_eyes_open_strip.png": (f"task=edit run={RUN} eval.name=eyes_open samples=[0,1,2,3]", "edit_strip.png"),
+    "edit_open_mouth_strip.png": (f"task=edit run={RUN} eval.name=open_mouth samples=[0,1,2,3]", "edit_strip.png"),
     "remove_eyebrows.png": (f"task=remove run={RUN} eval.part=eyebrows samples=[0,1,2,3]", "remove_before_after.png"),
     # the appearance the removal above paints over the eyebrows (its `background`)
     "localize_background.png": (
