@@ -86,7 +86,7 @@ def main() -> None:
     train_seconds = None
     if run is None:
         run = work / "train"
-        shutil.rmtree(run, ignore_errors=True)  # a fresh run, timed from its start (not one resumed from its checkpoint)
+        shutil.rmtree(run, ignore_errors=True)  # a fresh run, timed from its start (not resumed from a checkpoint)
         train_seconds = script("train.py", f"hydra.run.dir={run}", "trainer.enable_progress_bar=false", *args.train)
     evaluation = work / "eval"
     overrides = [f"run={run}", f"hydra.run.dir={evaluation}", *args.eval]
