@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -188,12 +189,26 @@ def run_script(
     )
 
 
+def _default_signals() -> None:
+    """In the child: Ctrl-C and SIGTERM as a terminal gives them, also when the tests run in the background (a
+    shell without job control starts background jobs with SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def interrupted_training(out: Path, args: Sequence[str], sig: int) -> tuple[int, str]:
     """Start ``train.py args`` writing into ``out``, send it ``sig`` once its first checkpoint is written, and return
     its exit code and output."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
     command = [sys.executable, str(ROOT / "train.py"), *args]
-    with subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as job:
+    with subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_default_signals,
+    ) as job:
         for _ in range(600):  # wait until training has taken a step
             if (out / "checkpoints" / "last.ckpt").is_file() or job.poll() is not None:
                 break
