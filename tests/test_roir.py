@@ -24,6 +24,7 @@ from panda.base.config import instantiate
 from panda.base.errors import ConfigError
 from panda.base.factors_file import save_labels
 from panda.method.data import FeatureDataModule, Stream, batch_generator
+from panda.method.model import LABELS
 from panda.roir import benchmark as benchmark_module
 from panda.roir import editors as editors_module
 from panda.roir.baselines.base import Editor, Need, repeat
@@ -397,12 +398,14 @@ def test_the_task_and_the_final_callback_choose_alike_and_only_the_task_measures
     """``evaluate.py task=roir`` and ``callbacks=roir_final`` run one benchmark: same settings, same factors, same
     choices on the calibration faces; the callback (which the ablations choose the defaults by) measures them on the
     ROIR validation stream, never the test stream, writes the tables into the run directory and publishes each
-    region's mean in the trainer's callback metrics."""
+    region's mean in the trainer's callback metrics. Both search the parts named after the region: the callback takes
+    the labels the training's naming set on the module."""
     streams = recorded_streams(monkeypatch)
+    labels = ["mouth", *(f"blob {k}" for k in range(1, 8))]
     budget = {"methods": ["panda"], "regions": ["mouth"], "calibration": 8, "test_samples": 4, "grid": 1}
     budget |= {"features": [], "full_search": False, "choose": {"screen": 2, "finalists": 2, "iterations": 1}}
     overrides = ["eval.methods=[panda]", "eval.regions=[mouth]", "eval.choose.screen=2", "eval.choose.finalists=2"]
-    cfg = tiny_roir(write_run(tmp_path / "trained"), tmp_path / "task", *overrides, "eval.choose.iterations=1")
+    cfg = tiny_roir(write_run(tmp_path / "trained", labels), tmp_path / "task", *overrides, "eval.choose.iterations=1")
     task = evaluate_task(cfg)
     assert streams == [Stream.CALIBRATION, Stream.TEST]
     streams.clear()
@@ -411,6 +414,7 @@ def test_the_task_and_the_final_callback_choose_alike_and_only_the_task_measures
     data = SimpleNamespace(generator=run.generator, seed=cfg.seed, layer=LAYER)
     trainer = SimpleNamespace(is_global_zero=True, datamodule=data, loggers=[], global_step=2, callback_metrics={})
     model = SimpleNamespace(exported_appearances=lambda: run.A, P=run.P, hparams=SimpleNamespace(feature_shape=SHAPE))
+    setattr(model, LABELS, (labels, [0.5] * len(labels)))  # as the training's PartNames callback sets them
     callback.on_fit_end(trainer, model)
     assert streams == [Stream.CALIBRATION, Stream.ROIR_VALIDATION]
 
@@ -419,6 +423,7 @@ def test_the_task_and_the_final_callback_choose_alike_and_only_the_task_measures
 
     rows = list(csv.DictReader((tmp_path / "run" / "roir.csv").open()))
     assert chosen(rows) == chosen(task["rows"])
+    assert {row["direction"].split(",")[0] for row in rows} == {"part 0 (mouth)"}
     assert "| panda |" in (tmp_path / "run" / "roir.md").read_text()
     assert list(trainer.callback_metrics) == ["roir/mouth"]
     assert trainer.callback_metrics["roir/mouth"].item() == float(rows[0]["roir_mean"])

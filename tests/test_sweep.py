@@ -27,7 +27,7 @@ from hydra_plugins.panda_launcher import _outcome
 from panda.base.files import save_json
 from panda.base.multirun import in_multirun, sweep_group
 from panda.cli.sweep import read_status, record, summarize, sweep_job
-from panda.training.callbacks import LABELS
+from panda.method.model import LABELS
 from panda.training.fit import train
 from panda.training.loggers import flatten
 from tests.conftest import ROOT, TINY, compose_two_steps, run_script

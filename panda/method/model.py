@@ -18,6 +18,14 @@ from panda.method.solvers import StatisticsSolver
 log = logging.getLogger(__name__)
 
 
+LABELS = "part_labels"  # the LightningModule's attribute holding (labels, scores) once PartNames has named the parts
+
+
+def part_labels(pl_module: pl.LightningModule) -> tuple[list[str] | None, list[float] | None]:
+    """The parts' labels and scores that the training callback ``PartNames`` set on ``pl_module``, or ``(None, None)``."""
+    return getattr(pl_module, LABELS, (None, None))
+
+
 def check_ranks(feature_shape: tuple[int, int, int], parts: int, appearances: int | None) -> tuple[int, int]:
     """Validated ``(R_S, R_C)`` for features ``(C, H, W)``; ``appearances=None`` means ``R_C = C``."""
     channels, height, width = feature_shape

@@ -14,7 +14,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from panda.base.errors import ConfigError
 from panda.method.data import FeatureDataModule, Stream
-from panda.method.model import PandA
+from panda.method.model import PandA, part_labels
 from panda.roir.benchmark import benchmark
 from panda.roir.editors import PandAEditor
 from panda.roir.faces import Faces, face_batches, face_set
@@ -72,7 +72,8 @@ class ROIRMonitor(pl.Callback):
 
 
 def trained_factors(trainer: pl.Trainer, pl_module: PandA) -> Factors:
-    """The factors ``pl_module`` holds now, with the generator and layer of the trainer's data."""
+    """The factors ``pl_module`` holds now, with the generator and layer of the trainer's data and the parts' labels
+    once they are named (PandA's candidates are then the parts named after each region)."""
     data: FeatureDataModule = trainer.datamodule
     return Factors(
         A=pl_module.exported_appearances().float(),
@@ -81,6 +82,7 @@ def trained_factors(trainer: pl.Trainer, pl_module: PandA) -> Factors:
         name=data.generator.name,
         layer=data.layer,
         feature_shape=tuple(pl_module.hparams.feature_shape),
+        labels=part_labels(pl_module)[0],
         canonical=True,
     )
 

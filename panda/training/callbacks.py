@@ -32,18 +32,12 @@ from panda.base.factors_file import FACTORS_FILE, save_factors
 from panda.base.files import METRICS_FILE, save_json
 from panda.base.progress import progress_bar
 from panda.method.data import Stream
-from panda.method.model import PandA
+from panda.method.model import LABELS, PandA, part_labels
 from panda.uses import visualize
 from panda.uses.face_regions import NamingSettings, name_parts
 
 log = logging.getLogger(__name__)
 PARTS_PNG, OVERLAY_PNG, CURVE_PNG = "parts.png", "overlay.png", "error_curve.png"
-LABELS = "part_labels"  # the LightningModule's attribute holding (labels, scores) once PartNames has named the parts
-
-
-def part_labels(pl_module: pl.LightningModule) -> tuple[list[str] | None, list[float] | None]:
-    """The parts' labels and scores that :class:`PartNames` set on ``pl_module``, or ``(None, None)``."""
-    return getattr(pl_module, LABELS, (None, None))
 
 
 def published(trainer: pl.Trainer) -> dict[str, Any]:
