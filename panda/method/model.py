@@ -22,7 +22,7 @@ LABELS = "part_labels"  # the LightningModule's attribute holding (labels, score
 
 
 def part_labels(pl_module: pl.LightningModule) -> tuple[list[str] | None, list[float] | None]:
-    """The parts' labels and scores that the training callback ``PartNames`` set on ``pl_module``, or ``(None, None)``."""
+    """The parts' labels and scores the training callback ``PartNames`` set on ``pl_module``, or ``(None, None)``."""
     return getattr(pl_module, LABELS, (None, None))
 
 
