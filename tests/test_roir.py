@@ -39,7 +39,17 @@ from panda.roir.search import BUDGET, FULL, Choice, choose, choose_all, targets
 from panda.roir.settings import ChooseSettings, ROIRSettings
 from panda.tasks.registry import evaluate as evaluate_task
 from panda.uses.landmarks import LandmarkDetector
-from tests.conftest import LAYER, ROOT, SHAPE, TINY, panda_model, run_evaluate, run_script, write_run
+from tests.conftest import (
+    LAYER,
+    ROOT,
+    SHAPE,
+    TINY,
+    fit_in_process,
+    panda_model,
+    run_evaluate,
+    run_script,
+    write_run,
+)
 
 CONF = OmegaConf.merge(  # conf/roir/default.yaml reads dlib's settings from conf/naming/default.yaml
     {"naming": OmegaConf.load(ROOT / "conf" / "naming" / "default.yaml")},
@@ -491,18 +501,7 @@ def test_training_with_the_roir_callbacks_of_the_ablations_never_draws_the_test_
     final = instantiate(cfg.callbacks.roir_final, output_dir=str(tmp_path))
     monitor = instantiate(monitor_config("callbacks.roir.regions=[mouth]", "callbacks.roir.calibration=6"))
     data = FeatureDataModule(dcgan, "main.8", batch_size=8, val_samples=8, init_samples=16)
-    trainer = pl.Trainer(
-        max_steps=2,
-        val_check_interval=2,
-        check_val_every_n_epoch=None,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        callbacks=[monitor, final],
-    )
-    trainer.fit(panda_model(SHAPE, 2, 2), datamodule=data)
+    trainer = fit_in_process(data, panda_model(SHAPE, 2, 2), 2, tmp_path, callbacks=(monitor, final))
     assert "roir/mouth" in trainer.callback_metrics and (tmp_path / "roir.csv").is_file()
     assert {Stream.TRAIN, Stream.VAL, Stream.CALIBRATION, Stream.ROIR_VALIDATION} <= set(streams)
     assert Stream.TEST not in streams
