@@ -163,7 +163,7 @@ def _screen(
                 scored.append((m.ratio, k, s * settings.inside_change / m.change))
                 continue
             effect = m.effect if s > 0 else -unit[aim.name][i - 1].effect  # the positive sign precedes
-            if effect > 0 and settings.inside_change <= m.change * goals[aim.name] / effect <= settings.max_change:
+            if effect > 0 and settings.semantic_change(m.change * goals[aim.name] / effect):
                 scored.append((-effect / m.change, k, s * goals[aim.name] / effect))
         if not scored and aim.feature is None:
             raise ConfigError(f"no direction of '{editor.name}' changes the {aim.name} region")
@@ -194,7 +194,6 @@ def choose(
     }
     finalists = _screen(editor, faces, masks, aims, settings, budget, detector, goals)
     choices = {}
-    cap = settings.max_change
     for aim in aims:
         final, goal = finalists[aim.name], goals.get(aim.name, settings.inside_change)
         for _ in range(settings.iterations):  # changes and effects are close to linear in the scale
@@ -207,7 +206,7 @@ def choose(
             for (k, s), m in zip(final, measured, strict=True)
             if np.isfinite(m.ratio)
             and m.change > 0
-            and (aim.feature is None or (m.effect > 0 and settings.inside_change <= m.change <= cap))
+            and (aim.feature is None or (m.effect > 0 and settings.semantic_change(m.change)))
         ]
         if not ranked and aim.feature is not None:  # a method may have no such edit: n/a in its row
             log.warning(
@@ -216,7 +215,7 @@ def choose(
                 editor.name,
                 aim.name,
                 settings.inside_change,
-                cap,
+                settings.max_change,
             )
             continue
         if not ranked:

@@ -48,6 +48,11 @@ class ChooseSettings:
             raise ConfigError(f"{key}.max_change={settings.max_change} must be >= {key}.inside_change")
         return settings
 
+    def semantic_change(self, change: float) -> bool:
+        """Whether a semantic edit may take this mean RMS change inside its region: at least a region edit's
+        (``inside_change``: less moves the landmarks without editing the region) and at most ``max_change``."""
+        return self.inside_change <= change <= self.max_change
+
 
 @dataclass(frozen=True)
 class ROIRSettings:
