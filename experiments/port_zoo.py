@@ -36,10 +36,11 @@ def edited(factors: Factors, edits: list[Edit], latents: torch.Tensor) -> tuple[
     return frames[0], frames[1]
 
 
-def candidates(old: Factors, new: Factors, edits: list[Edit], latents: torch.Tensor) -> list[tuple[str, list[Edit]]]:
-    """The new run's candidate edits for ``edits`` (one appearance each), labelled, in the sheet's order."""
-    before, after = edited(old, edits, latents)
-    target = (after - before).flatten()
+def candidates(
+    old: Factors, new: Factors, edits: list[Edit], latents: torch.Tensor, target: torch.Tensor
+) -> list[tuple[str, list[Edit]]]:
+    """The new run's candidate edits for ``edits`` (one appearance each), labelled, in the sheet's order;
+    ``target``: the pixel change the old edit makes to the images of ``latents``, flattened."""
     unit = {}
     for appearance in range(new.appearances):
         original, changed = edited(new, [Edit(e.part, appearance, 1.0) for e in edits], latents)
@@ -85,7 +86,8 @@ def main() -> None:
         edits = parse_edits(items)
         original, before = edited(old, edits, latents)
         rows = [("original", original), (f"old: {edits[0].appearance} x {edits[0].alpha}", before)]
-        rows += [(label, edited(new, found, latents)[1]) for label, found in candidates(old, new, edits, latents)]
+        found = candidates(old, new, edits, latents, (before - original).flatten())
+        rows += [(label, edited(new, candidate, latents)[1]) for label, candidate in found]
         print(sheet(rows, args.out / f"{name}.png"), flush=True)
 
 
